@@ -1,0 +1,5 @@
+import sys
+
+from pruneopt.cli import main
+
+sys.exit(main())

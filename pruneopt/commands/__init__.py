@@ -1,0 +1,1 @@
+"""Sub-commands of the ``pruneopt`` CLI; each module defines ``register(subparsers)``."""
