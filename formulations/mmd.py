@@ -1,0 +1,339 @@
+"""MMD data selection (AdaPrune): keep the source points whose kernel mean matches the target.
+
+Reference: Napoli & White, "Unsupervised Domain Adaptation Via Data Pruning" (AdaPrune).
+Given source points ``s_1..s_n`` and (unlabeled) target points ``t_1..t_m``, keep exactly
+``keep`` = k source points so that the kept set S matches the target in maximum mean
+discrepancy. The objective is the biased (V-statistic) squared MMD, constant target term
+included::
+
+    MMD^2(S, T) = mean_{a,b in S} k(a, b) - 2 mean_{a in S, t in T} k(a, t)
+                  + mean_{t,u in T} k(t, u)
+
+With a binary keep variable x_i per source point and ``sum x = k`` this is the integer
+quadratic program::
+
+    minimize   x^T K x / k^2 - 2 c^T x / k + tt
+    subject to sum_i x_i = k,  x in {0, 1}^n
+
+where K_ij = k(s_i, s_j) (n x n), c_i = mean_t k(s_i, t) and tt = mean k(T, T). K is positive
+semidefinite for the "rbf" and "linear" kernels, so the continuous relaxation (0 <= x <= 1)
+is a convex QP whose optimum is a lower bound. Because x_i^2 = x_i on binary points and
+sum x = k, ``K`` may be replaced by ``K - mu I`` plus the constant ``mu k`` for any ``mu``
+without changing the integer problem; ``mu = lambda_min(K)`` gives the tightest such convex
+relaxation and also convexifies a user kernel that is not PSD (:meth:`MMDSelection.convexified`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+from pruneopt.formulations.base import Formulation, as_array, as_int
+
+KernelArg = str | Callable[[np.ndarray, np.ndarray], Any]
+
+#: Row block used when kernel sums are accumulated without building a large matrix.
+BLOCK = 2048
+#: Points used to estimate the median pairwise distance (a seeded subsample beyond this).
+MEDIAN_SAMPLE = 2000
+
+
+def median_distance(points: np.ndarray, *, sample: int = MEDIAN_SAMPLE, seed: int = 0) -> float:
+    """Median Euclidean distance over distinct pairs of ``points`` (a seeded subsample of
+    ``sample`` points when there are more). Falls back to the mean non-zero distance, then
+    1.0, when the median is 0 (many duplicates)."""
+    pts = points
+    if len(pts) > sample:
+        pts = pts[np.random.default_rng(seed).choice(len(pts), sample, replace=False)]
+    sq = (pts * pts).sum(1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * pts @ pts.T, 0.0)
+    iu = np.triu_indices(len(pts), k=1)
+    dist = np.sqrt(d2[iu])
+    if dist.size == 0:
+        return 1.0
+    med = float(np.median(dist))
+    if med > 0:
+        return med
+    pos = dist[dist > 0]
+    return float(pos.mean()) if pos.size else 1.0
+
+
+class MMDSelection(Formulation):
+    """Keep ``keep`` of the ``n`` source points minimizing the squared MMD to the target.
+
+    Parameters
+    ----------
+    source : array (n, d)
+        Source points (numpy or torch), e.g. features of the training set.
+    target : array (m, d)
+        Target points (unlabeled), same feature dimension d.
+    keep : int
+        Number of source points to keep, 1 <= keep <= n.
+    kernel : "rbf", "linear" or callable
+        ``"rbf"``: k(x, y) = exp(-||x - y||^2 / (2 bandwidth^2)); ``"linear"``: x . y;
+        a callable ``f(X, Y) -> (len(X), len(Y)) array`` for any other kernel (it should be
+        positive semidefinite for MMD to be a metric; the solvers convexify it if it is not).
+    bandwidth : "median" or float > 0
+        RBF bandwidth (same units as the features). ``"median"``: the median pairwise
+        distance of the pooled source and target points (seeded subsample of
+        ``MEDIAN_SAMPLE`` points beyond that). The value used is stored in
+        ``self.bandwidth`` (``None`` for non-RBF kernels).
+
+    Decision: a sorted ``int64`` array of the ``keep`` kept source indices (``check`` also
+    accepts a boolean mask of length n). Objective: MMD^2 (dimensionless for the RBF kernel),
+    minimized.
+    """
+
+    sense = "min"
+
+    def __init__(
+        self,
+        source: Any,
+        target: Any,
+        keep: int,
+        kernel: KernelArg = "rbf",
+        bandwidth: float | str = "median",
+    ) -> None:
+        src = as_array(source, "source")
+        tgt = as_array(target, "target")
+        if src.ndim == 1:
+            src = src[:, None]
+        if tgt.ndim == 1:
+            tgt = tgt[:, None]
+        if src.ndim != 2 or tgt.ndim != 2:
+            raise ValueError(
+                f"source and target must be 2-D arrays (points x features), got shapes "
+                f"{src.shape} and {tgt.shape}"
+            )
+        if src.shape[0] == 0:
+            raise ValueError("source is empty: give at least one source point")
+        if tgt.shape[0] == 0:
+            raise ValueError("target is empty: give at least one target point")
+        if src.shape[1] != tgt.shape[1]:
+            raise ValueError(
+                f"source and target have different feature dimensions ({src.shape[1]} vs "
+                f"{tgt.shape[1]}); embed both with the same feature extractor"
+            )
+        self.source = src
+        self.target = tgt
+        self.n, self.dim = src.shape
+        self.m = tgt.shape[0]
+        self.keep = as_int(keep, "keep", low=1, high=self.n)
+
+        if callable(kernel):
+            self.kernel_name = getattr(kernel, "__name__", "callable")
+            self._kfun = kernel
+            self.bandwidth = None
+        elif kernel == "linear":
+            self.kernel_name = "linear"
+            self._kfun = None
+            self.bandwidth = None
+        elif kernel == "rbf":
+            self.kernel_name = "rbf"
+            self._kfun = None
+            if isinstance(bandwidth, str):
+                if bandwidth != "median":
+                    raise ValueError(
+                        f"bandwidth must be 'median' or a positive number, got {bandwidth!r}"
+                    )
+                bw = median_distance(np.vstack([src, tgt]))
+            else:
+                try:
+                    bw = float(bandwidth)
+                except (TypeError, ValueError):
+                    raise ValueError(
+                        f"bandwidth must be 'median' or a positive number, got {bandwidth!r}"
+                    ) from None
+                if not np.isfinite(bw) or bw <= 0:
+                    raise ValueError(f"bandwidth must be a finite number > 0, got {bandwidth!r}")
+            self.bandwidth = bw
+        else:
+            raise ValueError(
+                f"kernel must be 'rbf', 'linear' or a callable f(X, Y) -> matrix, got {kernel!r}"
+            )
+        self.kernel = self.kernel_name if self._kfun is None else kernel
+
+    # ------------------------------------------------------------------ kernel evaluation
+    def gram(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+        """The kernel matrix k(X_i, Y_j), shape (len(X), len(Y))."""
+        if self.kernel_name == "linear" and self._kfun is None:
+            return X @ Y.T
+        if self._kfun is not None:
+            G = as_array(self._kfun(X, Y), "kernel(X, Y)")
+            if G.shape != (len(X), len(Y)):
+                raise ValueError(
+                    f"the kernel callable returned shape {G.shape}, expected "
+                    f"({len(X)}, {len(Y)})"
+                )
+            return G
+        sx = (X * X).sum(1)
+        sy = (Y * Y).sum(1)
+        d2 = np.maximum(sx[:, None] + sy[None, :] - 2.0 * (X @ Y.T), 0.0)
+        return np.exp(-d2 / (2.0 * self.bandwidth**2))
+
+    def kernel_mean(self, X: np.ndarray, Y: np.ndarray) -> float:
+        """mean_{i,j} k(X_i, Y_j), accumulated in row blocks (never a len(X) x len(Y) matrix
+        when len(X) > BLOCK)."""
+        total = 0.0
+        for a in range(0, len(X), BLOCK):
+            Xa = X[a : a + BLOCK]
+            for b in range(0, len(Y), BLOCK):
+                total += float(self.gram(Xa, Y[b : b + BLOCK]).sum())
+        return total / (len(X) * len(Y))
+
+    def kernel_row_means(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+        """mean_j k(X_i, Y_j) for every i, in blocks."""
+        out = np.zeros(len(X))
+        for a in range(0, len(X), BLOCK):
+            Xa = X[a : a + BLOCK]
+            for b in range(0, len(Y), BLOCK):
+                out[a : a + BLOCK] += self.gram(Xa, Y[b : b + BLOCK]).sum(1)
+        return out / len(Y)
+
+    @cached_property
+    def target_term(self) -> float:
+        """tt = mean k(T, T), the constant term of the objective."""
+        return self.kernel_mean(self.target, self.target)
+
+    @cached_property
+    def cross_means(self) -> np.ndarray:
+        """c_i = mean_t k(s_i, t) for every source point i (length n)."""
+        return self.kernel_row_means(self.source, self.target)
+
+    def source_gram(self) -> np.ndarray:
+        """K = k(S, S) for all n source points (an n x n matrix: mind the memory for large n)."""
+        return self.gram(self.source, self.source)
+
+    def quadratic(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """``(K, c, tt)`` with objective(x) = x^T K x / k^2 - 2 c^T x / k + tt on binary x."""
+        return self.source_gram(), self.cross_means, self.target_term
+
+    def convexified(self, K: np.ndarray | None = None) -> tuple[np.ndarray, float, np.ndarray]:
+        """A convex form of the integer problem.
+
+        Returns ``(L, mu, K)`` with ``K - mu I = L L^T`` (L is n x r, r the numerical rank)
+        and ``mu`` slightly below lambda_min(K): on every binary x with sum x = k,
+        x^T K x = ||L^T x||^2 + mu k, and the relaxation with this form is convex and at
+        least as tight as the plain one when K is PSD (mu >= 0 up to rounding).
+        """
+        if K is None:
+            K = self.source_gram()
+        K = 0.5 * (K + K.T)
+        w, V = np.linalg.eigh(K)
+        scale = max(1.0, float(np.abs(w).max())) if w.size else 1.0
+        mu = float(w[0]) - 1e-9 * scale
+        lam = w - mu
+        keepcols = lam > 1e-12 * scale
+        L = V[:, keepcols] * np.sqrt(lam[keepcols])
+        return L, mu, K
+
+    # ------------------------------------------------------------------ the contract
+    def check(self, decision: Any) -> np.ndarray:
+        """The decision as a sorted int64 array of ``keep`` distinct indices in [0, n).
+
+        Accepts kept indices (any integer sequence) or a boolean mask of length n."""
+        arr = np.asarray(decision.detach().cpu().numpy() if hasattr(decision, "detach")
+                         else decision)
+        if arr.dtype == bool:
+            if arr.shape != (self.n,):
+                raise ValueError(
+                    f"a boolean keep mask must have shape ({self.n},), got {arr.shape}"
+                )
+            arr = np.flatnonzero(arr)
+        arr = np.asarray(arr).reshape(-1)
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+                raise ValueError("kept indices must be integers")
+        idx = np.unique(arr.astype(np.int64))
+        if idx.size != arr.size:
+            raise ValueError("kept indices contain duplicates")
+        if idx.size != self.keep:
+            raise ValueError(f"the decision keeps {idx.size} points; exactly keep={self.keep} "
+                             f"are required")
+        if idx.size and (idx[0] < 0 or idx[-1] >= self.n):
+            raise ValueError(f"kept indices must lie in [0, {self.n}), got {idx[0]}..{idx[-1]}")
+        return idx
+
+    def objective(self, decision: Any) -> float:
+        """Biased squared MMD between the kept source points and the target."""
+        idx = self.check(decision)
+        S = self.source[idx]
+        if "cross_means" in self.__dict__:  # already computed for every source point
+            cross = float(self.cross_means[idx].mean())
+        else:
+            cross = self.kernel_mean(S, self.target)
+        return float(self.kernel_mean(S, S) - 2.0 * cross + self.target_term)
+
+    def mask(self, decision: Any) -> np.ndarray:
+        """The decision as a boolean keep mask of length n."""
+        out = np.zeros(self.n, dtype=bool)
+        out[self.check(decision)] = True
+        return out
+
+    def math(self) -> str:
+        kern = {
+            "rbf": f"k(a,b) = exp(-||a-b||^2 / (2 * {self.bandwidth:.4g}^2))",
+            "linear": "k(a,b) = a . b",
+        }.get(self.kernel_name if self._kfun is None else "", f"k = {self.kernel_name} (user)")
+        return (
+            f"MMD data selection: keep k = {self.keep} of n = {self.n} source points "
+            f"(m = {self.m} target points, d = {self.dim})\n"
+            f"minimize   (1/k^2) sum_ij K_ij x_i x_j - (2/k) sum_i c_i x_i + tt\n"
+            f"subject to sum_i x_i = k,  x_i in {{0, 1}}\n"
+            f"where K_ij = k(s_i, s_j), c_i = mean_t k(s_i, t), tt = mean k(T, T), {kern}\n"
+            f"K is PSD, so relaxing x_i in [0, 1] gives a convex QP (a lower bound)"
+        )
+
+    def latex(self) -> str:
+        return (
+            r"$$\begin{aligned}\min_{x}\ & \frac{1}{k^2}\sum_{i,j} K_{ij}x_ix_j - \frac{2}{k}"
+            r"\sum_i c_i x_i + \overline{k(T,T)}\\ \text{s.t.}\ & \textstyle\sum_i x_i = k = "
+            + str(self.keep)
+            + r",\quad x\in\{0,1\}^{"
+            + str(self.n)
+            + r"}\\ & K_{ij}=k(s_i,s_j),\ c_i=\tfrac{1}{m}\textstyle\sum_t k(s_i,t)"
+            r"\end{aligned}$$"
+        )
+
+    def __repr__(self) -> str:
+        bw = "" if self.bandwidth is None else f", bandwidth={self.bandwidth:.4g}"
+        return (f"MMDSelection(n={self.n}, m={self.m}, d={self.dim}, keep={self.keep}, "
+                f"kernel={self.kernel_name!r}{bw})")
+
+    # ------------------------------------------------------------------ exports
+    def to_pyomo(self):
+        """The integer QP as a ``pyomo.environ.ConcreteModel``: binary ``x[i]``, constraint
+        ``cardinality`` (sum x = k) and the quadratic objective ``mmd2`` written with the
+        full kernel matrix (an MIQP; n^2 terms, so meant for inspection and small n)."""
+        import pyomo.environ as pyo
+
+        K, c, tt = self.quadratic()
+        k = self.keep
+        mdl = pyo.ConcreteModel(name="MMDSelection")
+        mdl.I = pyo.RangeSet(0, self.n - 1)
+        mdl.x = pyo.Var(mdl.I, domain=pyo.Binary)
+        mdl.cardinality = pyo.Constraint(expr=sum(mdl.x[i] for i in mdl.I) == k)
+        quad = sum(
+            float(K[i, j]) * mdl.x[i] * mdl.x[j] for i in range(self.n) for j in range(self.n)
+        )
+        lin = sum(float(c[i]) * mdl.x[i] for i in range(self.n))
+        mdl.mmd2 = pyo.Objective(expr=quad / k**2 - 2.0 * lin / k + tt, sense=pyo.minimize)
+        return mdl
+
+    def to_cvxpy(self, relax: bool = False):
+        """The problem as a ``cvxpy.Problem`` in factored (DCP) form:
+        minimize ||L^T x||^2 / k^2 + mu/k - 2 c^T x / k + tt, sum x = k, x boolean (or in
+        [0, 1] with ``relax=True``, a convex QP whose value is a lower bound).
+        The variable is ``problem.variables()[0]``."""
+        import cvxpy as cp
+
+        L, mu, _ = self.convexified()
+        c, tt, k = self.cross_means, self.target_term, self.keep
+        x = cp.Variable(self.n, boolean=not relax, name="x")
+        cons = [cp.sum(x) == k]
+        if relax:
+            cons += [x >= 0, x <= 1]
+        obj = cp.sum_squares(L.T @ x) / k**2 + mu / k - 2.0 * (c @ x) / k + tt
+        return cp.Problem(cp.Minimize(obj), cons)
