@@ -1,7 +1,15 @@
 """The pruning decisions, each written as the optimization problem it is."""
 
 from pruneopt.formulations.base import Formulation
+from pruneopt.formulations.layer_budget import LayerBudget
 from pruneopt.formulations.mmd import MMDSelection
+from pruneopt.formulations.nm import NMMask, TransposableNM, mask_diversity
 from pruneopt.formulations.standard import MILPExportable, MILPForm
 
-__all__ = ["Formulation", "MILPExportable", "MILPForm", "MMDSelection"]
+__all__ = [
+    "LayerBudget",
+    "MMDSelection",
+    "NMMask",
+    "TransposableNM",
+    "mask_diversity",
+    "Formulation", "MILPExportable", "MILPForm"]
