@@ -1,0 +1,334 @@
+"""N:M and transposable N:M masks (Hubara et al., NeurIPS 2021).
+
+Notation: a weight matrix ``W`` of shape (R, C) (for ``nn.Linear``: [out, in]); scores
+``s = |W|`` (any finite reals are accepted); a mask ``x`` in {0,1}^(R x C), 1 = kept.
+
+- **N:M** (:class:`NMMask`): in every group of ``m`` consecutive entries of a row (along the
+  input dimension, C), keep at most ``n``. What sparse tensor cores accelerate for ``W x``.
+- **Transposable N:M** (:class:`TransposableNM`): in every ``m``-by-``m`` block, keep at most
+  ``n`` entries in each row and in each column, so that both ``W`` and ``W^T`` are N:M and
+  the same mask accelerates the forward (``W x``) and the backward (``W^T g``) pass::
+
+      maximize    sum_ij s_ij x_ij
+      subject to  sum_{j in block cols} x_ij <= n   for each row i of each block
+                  sum_{i in block rows} x_ij <= n   for each column j of each block
+                  x_ij in {0, 1}
+
+  Each block is an independent bipartite b-matching (a min-cost flow: source -> row
+  nodes with capacity n, row -> column arcs with capacity 1 and cost -s_ij, column nodes
+  -> sink with capacity n); the constraint matrix is totally unimodular, so the LP
+  relaxation has integral optimal vertices.
+
+``exactly=True`` asks for exactly ``n`` per row and column (the flow value fixed at n*m, the
+form of the paper's flow network). With nonnegative scores the "at most" optimum is never
+smaller and is often larger (on 2-10 % of random 4x4 blocks): a block with fewer than n
+entries in a row is still a valid N:M block for sparse kernels, so "at most" is the default.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from pruneopt.formulations.base import Formulation, as_array, as_int
+from pruneopt.formulations.standard import MILPExportable, MILPForm
+
+
+def _nm(n: Any, m: Any) -> tuple[int, int]:
+    m = as_int(m, "m", low=1)
+    n = as_int(n, "n", low=1)
+    if n > m:
+        raise ValueError(f"n must be <= m (n:m keeps n of every m), got n={n}, m={m}")
+    return n, m
+
+
+def to_blocks(a: np.ndarray, m: int) -> np.ndarray:
+    """(R, C) -> (R/m * C/m, m, m): the m-by-m blocks in row-major block order (a copy)."""
+    R, C = a.shape
+    return a.reshape(R // m, m, C // m, m).transpose(0, 2, 1, 3).reshape(-1, m, m)
+
+
+def from_blocks(blocks: np.ndarray, shape: tuple[int, int], m: int) -> np.ndarray:
+    """Inverse of :func:`to_blocks`."""
+    R, C = shape
+    return blocks.reshape(R // m, C // m, m, m).transpose(0, 2, 1, 3).reshape(R, C)
+
+
+class _MaskProblem(Formulation):
+    sense = "max"
+
+    def __init__(self, scores: Any, n: int, m: int, *, exactly: bool = False) -> None:
+        self.n, self.m = _nm(n, m)
+        self.scores = as_array(scores, "scores", ndim=2)
+        if self.scores.size == 0:
+            raise ValueError("scores is empty; pass a non-empty 2-D array of weight scores")
+        self.exactly = bool(exactly)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.scores.shape
+
+    def objective(self, decision: Any) -> float:
+        """Kept score: sum of ``scores`` where the mask is true."""
+        mask = self._as_mask(decision)
+        return float(self.scores[mask].sum())
+
+    def _as_mask(self, decision: Any) -> np.ndarray:
+        if hasattr(decision, "detach"):
+            decision = decision.detach().cpu().numpy()
+        mask = np.asarray(decision)
+        if mask.shape != self.shape:
+            raise ValueError(f"mask has shape {mask.shape}, expected {self.shape}")
+        if mask.dtype != bool:
+            if not np.isin(mask, (0, 1)).all():
+                raise ValueError("mask entries must be 0/1 or boolean")
+            mask = mask.astype(bool)
+        return mask
+
+    def _check_counts(self, counts: np.ndarray, what: str) -> None:
+        bad = counts > self.n if not self.exactly else counts != self.n
+        if bad.any():
+            word = "exactly" if self.exactly else "at most"
+            k = int(bad.sum())
+            raise ValueError(
+                f"mask is infeasible: {k} {what} do not keep {word} {self.n} of {self.m} "
+                f"(counts seen: {sorted(set(counts[bad].ravel().tolist()))[:5]})"
+            )
+
+    def kept_fraction_bound(self) -> float:
+        return self.n / self.m
+
+
+class NMMask(_MaskProblem, MILPExportable):
+    """Plain N:M mask: keep at most ``n`` (or exactly, ``exactly=True``) of every ``m``
+    consecutive entries along each row (axis 1, the input dimension of ``nn.Linear``).
+
+    The exact answer is the top-n of every group (solver ``"topk"``).
+    """
+
+    def __init__(self, scores: Any, n: int, m: int, *, exactly: bool = False) -> None:
+        super().__init__(scores, n, m, exactly=exactly)
+        if self.shape[1] % self.m:
+            raise ValueError(
+                f"the number of columns {self.shape[1]} is not divisible by m={self.m}; "
+                f"pad or slice the matrix (the adapters can pad for you)"
+            )
+
+    def groups(self, a: np.ndarray) -> np.ndarray:
+        """(R, C) -> (R * C/m, m)."""
+        return a.reshape(-1, self.m)
+
+    def check(self, decision: Any) -> np.ndarray:
+        mask = self._as_mask(decision)
+        self._check_counts(self.groups(mask).sum(axis=1), "groups of m consecutive entries")
+        return mask
+
+    def math(self) -> str:
+        word = "=" if self.exactly else "<="
+        R, C = self.shape
+        return (
+            f"N:M mask, n={self.n}, m={self.m}, scores s of shape {R}x{C}\n"
+            f"maximize   sum_ij s_ij x_ij\n"
+            f"subject to sum_(j in g) x_ij {word} {self.n}  for each row i and each group g of "
+            f"{self.m} consecutive columns\n"
+            f"           x_ij in {{0,1}}"
+        )
+
+    def latex(self) -> str:
+        rel = "=" if self.exactly else r"\le"
+        return (
+            r"$$\max_{x\in\{0,1\}^{R\times C}} \sum_{ij} s_{ij}x_{ij}\quad\text{s.t.}\quad "
+            rf"\sum_{{j\in g}} x_{{ij}} {rel} {self.n}\ \ \forall i,\ g\ (|g|={self.m})$$"
+        )
+
+    def to_milp(self) -> MILPForm:
+        R, C = self.shape
+        nvar = R * C
+        ngroups = nvar // self.m
+        rows = np.repeat(np.arange(ngroups), self.m)
+        A = sp.csr_array((np.ones(nvar), (rows, np.arange(nvar))), shape=(ngroups, nvar))
+        lo = np.full(ngroups, float(self.n) if self.exactly else -np.inf)
+        return MILPForm(
+            c=self.scores.ravel().copy(), A=A, row_lower=lo,
+            row_upper=np.full(ngroups, float(self.n)), lower=np.zeros(nvar),
+            upper=np.ones(nvar), integrality=np.ones(nvar, dtype=bool), sense="max",
+            decode=lambda x: x.reshape(R, C) > 0.5, totally_unimodular=True,
+        )
+
+
+class TransposableNM(_MaskProblem, MILPExportable):
+    """Transposable N:M mask: in every ``m``-by-``m`` block keep at most ``n`` entries per
+    row and per column (exactly ``n`` with ``exactly=True``), maximizing the kept score.
+
+    Parameters
+    ----------
+    scores : (R, C) array or tensor
+        Importance of each weight, usually ``|W|``. R and C must be divisible by m.
+    n, m : int
+        Keep ``n`` of every ``m`` (1 <= n <= m).
+    exactly : bool
+        Exactly ``n`` per row and column instead of at most ``n``.
+    """
+
+    def __init__(self, scores: Any, n: int, m: int, *, exactly: bool = False) -> None:
+        super().__init__(scores, n, m, exactly=exactly)
+        R, C = self.shape
+        if R % self.m or C % self.m:
+            raise ValueError(
+                f"scores shape {self.shape} is not divisible by m={self.m} in both dimensions; "
+                f"pad or slice the matrix (the adapters can pad for you)"
+            )
+
+    @property
+    def num_blocks(self) -> int:
+        R, C = self.shape
+        return (R // self.m) * (C // self.m)
+
+    def blocks(self, a: np.ndarray | None = None) -> np.ndarray:
+        """The m-by-m blocks of ``a`` (default: the scores), shape (num_blocks, m, m)."""
+        return to_blocks(self.scores if a is None else a, self.m)
+
+    def unblock(self, blocks: np.ndarray) -> np.ndarray:
+        return from_blocks(blocks, self.shape, self.m)
+
+    def check(self, decision: Any) -> np.ndarray:
+        mask = self._as_mask(decision)
+        b = self.blocks(mask)
+        self._check_counts(b.sum(axis=2), "block rows")
+        self._check_counts(b.sum(axis=1), "block columns")
+        return mask
+
+    def row_col_bound(self) -> float:
+        """A cheap upper bound: the better of dropping the column or the row constraints
+        (each row, resp. column, of each block keeps its top-n positive scores)."""
+        b = self.blocks()
+        if not self.exactly:
+            b = np.maximum(b, 0.0)
+        top_r = -np.sort(-b, axis=2)[:, :, : self.n].sum()
+        top_c = -np.sort(-b, axis=1)[:, : self.n, :].sum()
+        return float(min(top_r, top_c))
+
+    def math(self) -> str:
+        word = "=" if self.exactly else "<="
+        R, C = self.shape
+        return (
+            f"Transposable N:M mask, n={self.n}, m={self.m}, scores s of shape {R}x{C} "
+            f"({self.num_blocks} blocks of {self.m}x{self.m})\n"
+            f"maximize   sum_ij s_ij x_ij\n"
+            f"subject to sum_(j in block cols) x_ij {word} {self.n}  for each row i of each block\n"
+            f"           sum_(i in block rows) x_ij {word} {self.n}  for each column j of each block\n"
+            f"           x_ij in {{0,1}}   (totally unimodular: the LP relaxation is integral)"
+        )
+
+    def latex(self) -> str:
+        rel = "=" if self.exactly else r"\le"
+        return (
+            r"$$\max_{x\in\{0,1\}^{R\times C}} \sum_{ij} s_{ij}x_{ij}\quad\text{s.t.}\quad "
+            rf"\sum_{{j\in B_c}} x_{{ij}} {rel} {self.n},\ \ \sum_{{i\in B_r}} x_{{ij}} {rel} "
+            rf"{self.n}\quad \forall\ {self.m}\times{self.m}\ \text{{blocks}}\ B_r\times B_c$$"
+        )
+
+    def to_milp(self) -> MILPForm:
+        """One binary per entry, one row constraint and one column constraint per block
+        line; the matrix is the incidence matrix of a bipartite graph (TU)."""
+        R, C = self.shape
+        m = self.m
+        idx = np.arange(R * C).reshape(R, C)
+        vb = self.blocks(idx)  # (B, m, m) variable index per block entry
+        nb = vb.shape[0]
+        row_id = (np.arange(nb)[:, None, None] * m + np.arange(m)[None, :, None]) + np.zeros(
+            (1, 1, m), dtype=int)
+        col_id = nb * m + (np.arange(nb)[:, None, None] * m + np.arange(m)[None, None, :]) + \
+            np.zeros((1, m, 1), dtype=int)
+        cons = np.concatenate([row_id.ravel(), col_id.ravel()])
+        var = np.concatenate([vb.ravel(), vb.ravel()])
+        A = sp.csr_array((np.ones(cons.size), (cons, var)), shape=(2 * nb * m, R * C))
+        ncons = 2 * nb * m
+        lo = np.full(ncons, float(self.n) if self.exactly else -np.inf)
+        return MILPForm(
+            c=self.scores.ravel().copy(), A=A, row_lower=lo,
+            row_upper=np.full(ncons, float(self.n)), lower=np.zeros(R * C), upper=np.ones(R * C),
+            integrality=np.ones(R * C, dtype=bool), sense="max",
+            decode=lambda x: x.reshape(R, C) > 0.5, totally_unimodular=True,
+        )
+
+    def to_networkx(self, block: int | None = None):
+        """The min-cost flow network (``networkx.DiGraph``) of one block or of all blocks.
+
+        Nodes ``"s"``, ``"t"``, ``("r", b, i)``, ``("c", b, j)``; arcs s->row (capacity n),
+        row->col (capacity 1, weight = -score, for maximization), col->t (capacity n); node
+        demands -F at s and F at t, F = n*m per block. With ``exactly=False`` an arc s->t
+        (capacity F, weight 0) lets flow bypass, so rows and columns may keep fewer than n.
+        Scores are floats; networkx's network simplex is exact on them only up to float
+        rounding (it is documented for integers), hence the solver checks the answer.
+        """
+        import networkx as nx
+
+        bl = self.blocks()
+        ids = range(bl.shape[0]) if block is None else [int(block)]
+        g = nx.DiGraph()
+        total = self.n * self.m * len(ids)
+        g.add_node("s", demand=-total)
+        g.add_node("t", demand=total)
+        for b in ids:
+            for i in range(self.m):
+                g.add_edge("s", ("r", b, i), capacity=self.n, weight=0)
+                g.add_edge(("c", b, i), "t", capacity=self.n, weight=0)
+                for j in range(self.m):
+                    g.add_edge(("r", b, i), ("c", b, j), capacity=1, weight=-float(bl[b, i, j]))
+        if not self.exactly:
+            g.add_edge("s", "t", capacity=total, weight=0)
+        return g
+
+
+# ----------------------------------------------------------------------------- diversity
+
+
+@lru_cache(maxsize=None)
+def _count_transposable(m: int, n: int, exactly: bool) -> int:
+    """Number of m x m 0/1 matrices whose rows and columns all sum to n (or to <= n)."""
+
+    @lru_cache(maxsize=None)
+    def rec(rows_left: int, cap: tuple[int, ...]) -> int:
+        if rows_left == 0:
+            return int(all(c == 0 for c in cap)) if exactly else 1
+        if exactly and sum(cap) != rows_left * n:
+            return 0
+        total = 0
+        sizes = [n] if exactly else range(n + 1)
+        open_cols = [j for j, c in enumerate(cap) if c > 0]
+        for k in sizes:
+            for cols in combinations(open_cols, k):
+                new = list(cap)
+                for j in cols:
+                    new[j] -= 1
+                total += rec(rows_left - 1, tuple(sorted(new)))
+        return total
+
+    return rec(m, tuple([n] * m))
+
+
+def mask_diversity(kind: str, n: int, m: int, *, exactly: bool = True) -> int:
+    """Mask diversity (Hubara et al.): how many masks a constraint allows for one m x m block.
+
+    - ``"unstructured"``: any mask with the same density, ``C(m^2, n m)``;
+    - ``"nm"``: n of every m along rows, ``C(m, n)^m``;
+    - ``"transposable"``: n per row and per column, counted exactly (e.g. 90 for 2:4).
+
+    ``exactly=False`` counts masks with at most n per group / row / column instead.
+    """
+    n, m = _nm(n, m)
+    if kind == "unstructured":
+        return math.comb(m * m, n * m) if exactly else sum(
+            math.comb(m * m, k) for k in range(n * m + 1))
+    if kind == "nm":
+        per = math.comb(m, n) if exactly else sum(math.comb(m, k) for k in range(n + 1))
+        return per**m
+    if kind == "transposable":
+        return _count_transposable(m, n, exactly)
+    raise ValueError(f"kind must be 'unstructured', 'nm' or 'transposable', got {kind!r}")
