@@ -1,0 +1,199 @@
+"""Torch glue for MMD data selection (AdaPrune): features of a dataset from a model, the
+selection, and the answer as a ``torch.utils.data.Subset`` or a boolean keep mask.
+
+>>> feats_s = extract_features(model, source_dataset, layer="net.3")   # doctest: +SKIP
+>>> feats_t = extract_features(model, target_dataset, layer="net.3")   # doctest: +SKIP
+>>> sol = select_mmd(feats_s, feats_t, keep=500)                       # doctest: +SKIP
+>>> pruned = subset(source_dataset, sol.decision)                      # doctest: +SKIP
+
+Also the data of the domain-shift experiment (``digits_domain_shift``): scikit-learn's
+8x8 digits (shipped with scikit-learn, no download) as source, and as target the other
+digits under a class-mix change plus rotation, blur and pixel noise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from pruneopt.formulations.mmd import MMDSelection
+from pruneopt.solvers import Solution, available, solve
+from torch import nn
+
+#: ``solver="auto"`` policy of :func:`select_mmd`: exact SCIP up to this n (if installed) ...
+AUTO_EXACT_N = 30
+#: ... the dense relax-swap heuristic up to this n, and the low-rank solver beyond.
+AUTO_DENSE_N = 3000
+
+
+def _resolve_layer(model: nn.Module, layer: nn.Module | str | None) -> nn.Module | None:
+    if layer is None or isinstance(layer, nn.Module):
+        return layer
+    if isinstance(layer, str):
+        try:
+            return model.get_submodule(layer)
+        except AttributeError:
+            names = [n for n, _ in model.named_modules() if n]
+            raise ValueError(
+                f"model has no sub-module {layer!r}; its sub-modules are: {', '.join(names)}"
+            ) from None
+    raise ValueError(f"layer must be a module, a sub-module name or None, got {type(layer)}")
+
+
+def _batches(data: Any, batch_size: int):
+    """Input batches of ``data``: a tensor / array (rows are examples) or a Dataset whose
+    items are ``x`` or ``(x, ...)``."""
+    if isinstance(data, torch.Tensor | np.ndarray):
+        t = torch.as_tensor(data)
+        for a in range(0, len(t), batch_size):
+            yield t[a : a + batch_size]
+        return
+    if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
+        raise ValueError(
+            f"data must be a tensor, an array or a map-style Dataset, got {type(data)}"
+        )
+    for a in range(0, len(data), batch_size):
+        items = [data[i] for i in range(a, min(a + batch_size, len(data)))]
+        xs = [it[0] if isinstance(it, tuple | list) else it for it in items]
+        yield torch.stack([torch.as_tensor(x) for x in xs])
+
+
+def extract_features(model: nn.Module, data: Any, *, layer: nn.Module | str | None = None,
+                     batch_size: int = 256, device: str | torch.device = "cpu",
+                     progress: bool = False) -> np.ndarray:
+    """Features of every example of ``data``: the (flattened) output of ``layer`` (a
+    sub-module or its name, e.g. the penultimate layer or an embedding) or of the whole model
+    when ``layer`` is None. Returns a float64 array (len(data), features).
+
+    The model runs in eval mode under ``torch.no_grad``; its training flag and weights are
+    restored/untouched afterwards (it is moved to ``device`` only if it is already there).
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    mod = _resolve_layer(model, layer)
+    captured: list[torch.Tensor] = []
+
+    def hook(_m, _inp, out):
+        out = out[0] if isinstance(out, tuple | list) else out
+        captured.append(out.detach().reshape(out.shape[0], -1).to("cpu", torch.float64))
+
+    handle = mod.register_forward_hook(hook) if mod is not None else None
+    was_training = model.training
+    model.eval()
+    outs = []
+    try:
+        it = _batches(data, int(batch_size))
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(it, desc="features", total=-(-len(data) // int(batch_size)))
+        with torch.no_grad():
+            for xb in it:
+                y = model(xb.to(device))
+                if mod is None:
+                    y = y[0] if isinstance(y, tuple | list) else y
+                    outs.append(y.detach().reshape(y.shape[0], -1).to("cpu", torch.float64))
+    finally:
+        if handle is not None:
+            handle.remove()
+        model.train(was_training)
+    feats = captured if mod is not None else outs
+    if not feats:
+        raise ValueError("data is empty: no features to extract")
+    return torch.cat(feats).numpy()
+
+
+def select_mmd(source: Any, target: Any, keep: int | float, *, kernel: Any = "rbf",
+               bandwidth: float | str = "median", solver: str = "auto",
+               time_limit: float | None = None, **options: Any) -> Solution:
+    """Select ``keep`` source points (a count, or a fraction in (0, 1)) matching ``target``
+    in MMD; returns the :class:`~pruneopt.Solution` (``decision`` = sorted kept indices).
+
+    ``solver="auto"``: exact ``"scip"`` for n <= AUTO_EXACT_N when installed (time limit
+    60 s unless given), ``"relax-swap"`` for n <= AUTO_DENSE_N, else ``"lowrank"``.
+    """
+    problem = mmd_problem(source, target, keep, kernel=kernel, bandwidth=bandwidth)
+    if solver == "auto":
+        solver = auto_solver(problem)
+        if solver == "scip" and time_limit is None:
+            time_limit = 60.0
+    return solve(problem, solver=solver, time_limit=time_limit, **options)
+
+
+def mmd_problem(source: Any, target: Any, keep: int | float, **kw: Any) -> MMDSelection:
+    """:class:`MMDSelection` with ``keep`` given as a count or as a fraction in (0, 1)."""
+    n = len(source)
+    if isinstance(keep, float | np.floating) and 0 < keep < 1:
+        keep = max(1, int(round(float(keep) * n)))
+    return MMDSelection(source, target, keep, **kw)
+
+
+def auto_solver(problem: MMDSelection) -> str:
+    """The solver ``select_mmd(solver="auto")`` uses for ``problem`` (see there)."""
+    if problem.n <= AUTO_EXACT_N and "scip" in available(problem):
+        return "scip"
+    return "relax-swap" if problem.n <= AUTO_DENSE_N else "lowrank"
+
+
+def keep_mask(n: int, decision: Any) -> torch.Tensor:
+    """Boolean tensor of length ``n``, True at the kept indices."""
+    idx = np.asarray(decision, dtype=np.int64).reshape(-1)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise ValueError(f"kept indices must lie in [0, {n})")
+    mask = torch.zeros(int(n), dtype=torch.bool)
+    mask[torch.as_tensor(idx)] = True
+    return mask
+
+
+def subset(dataset: Any, decision: Any) -> torch.utils.data.Subset:
+    """``torch.utils.data.Subset`` of the kept examples (the dataset itself is not copied)."""
+    idx = np.asarray(decision, dtype=np.int64).reshape(-1)
+    if idx.size and (idx.min() < 0 or idx.max() >= len(dataset)):
+        raise ValueError(f"kept indices must lie in [0, {len(dataset)})")
+    return torch.utils.data.Subset(dataset, idx.tolist())
+
+
+def prune_dataset(model: nn.Module, source: Any, target: Any, keep: int | float, *,
+                  layer: nn.Module | str | None = None, as_mask: bool = False,
+                  **select_options: Any) -> tuple[Any, Solution]:
+    """Features of ``source`` and ``target`` from ``model`` (at ``layer``), MMD selection,
+    and the kept source examples as a ``Subset`` (or a boolean mask with ``as_mask=True``).
+    Returns ``(subset_or_mask, solution)``."""
+    fs = extract_features(model, source, layer=layer)
+    ft = extract_features(model, target, layer=layer)
+    sol = select_mmd(fs, ft, keep, **select_options)
+    if as_mask:
+        return keep_mask(len(fs), sol.decision), sol
+    return subset(source, sol.decision), sol
+
+
+# --------------------------------------------------------------------- the digits experiment
+def digits_domain_shift(seed: int = 0, *, minority: float = 0.25, angle: float = 20.0,
+                        blur: float = 0.6, noise: float = 1.0
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(Xs, ys, Xt, yt): scikit-learn's digits (8x8, pixels 0..16) split in halves (seeded).
+
+    Source: one half as is (all ten classes). Target: the other half under a class-mix
+    change (classes 5-9 subsampled to a ``minority`` fraction) and a transform: rotation by
+    ``angle`` degrees, Gaussian blur (sigma ``blur`` pixels) and Gaussian pixel noise
+    (sigma ``noise``, clipped to 0..16). yt is for evaluation only.
+    """
+    from scipy import ndimage
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    X, y = d.images.astype(np.float64), d.target
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(X))
+    src, tgt = perm[: len(X) // 2], perm[len(X) // 2 :]
+    tgt = tgt[(y[tgt] < 5) | (rng.random(len(tgt)) < minority)]
+    imgs = []
+    for img in X[tgt]:
+        im = ndimage.rotate(img, angle, reshape=False, order=1, mode="constant")
+        im = ndimage.gaussian_filter(im, blur) if blur > 0 else im
+        imgs.append(np.clip(im + rng.normal(scale=noise, size=im.shape), 0.0, 16.0))
+    Xt = np.stack(imgs).reshape(len(tgt), -1)
+    return X[src].reshape(len(src), -1), y[src], Xt, y[tgt]
