@@ -1,0 +1,484 @@
+"""N:M and transposable N:M masks on PyTorch models.
+
+Every ``nn.Linear`` and ``nn.Conv2d`` (or any module type you list) whose name matches a
+pattern gets a mask from :class:`~pruneopt.formulations.TransposableNM` (``transposable=True``,
+the default) or :class:`~pruneopt.formulations.NMMask`, solved by any registered solver.
+
+Shapes: a Linear weight is ``W`` of shape [out, in]; a convolution weight
+[out, in/groups, kh, kw] is viewed as the matrix [out, in/groups * kh * kw]. N:M groups run
+along the second axis (the input dimension, what sparse tensor cores use for ``W x``); a
+transposable mask is also N:M along the first axis, so ``W^T`` (the backward pass) is N:M too.
+Scores default to ``|W|``; the *kept-score ratio* of a layer is ``sum(|W| * mask) / sum(|W|)``
+(at most n/m for nonnegative scores).
+
+The functions and what they touch:
+
+- :func:`nm_mask` -- one weight tensor -> (boolean mask, :class:`LayerReport`). Pure.
+- :func:`compute_nm_masks` -- a model -> :class:`NMMaskPlan` (masks by module name and the
+  per-layer report). **Does not modify the model.**
+- :func:`apply_nm_masks` -- puts masks on the model with
+  ``torch.nn.utils.prune.custom_from_mask`` (the state_dict then carries ``weight_orig`` and
+  ``weight_mask``). Modifies the model (``inplace=False``: a deep copy is masked instead).
+- :func:`prune_nm` -- compute + apply in one call (``inplace=True`` by default).
+- :func:`make_permanent` -- ``prune.remove`` on every masked module: zeros become permanent.
+- :func:`verify_nm` -- checks that every masked weight ``W`` (and ``W^T`` for transposable
+  masks) is N:M; raises ``ValueError`` listing the offenders.
+
+Layers whose matrix shape is not divisible by ``m`` (both dimensions for transposable masks,
+the input dimension otherwise) are skipped with a report line saying why, or, with
+``pad=True``, their scores are padded with zeros up to a multiple of ``m``, solved, and the
+mask cropped back (the cropped mask is still N:M: every group only loses entries).
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from pruneopt.formulations.base import as_int
+from pruneopt.formulations.nm import NMMask, TransposableNM
+from torch import nn
+from torch.nn.utils import prune
+
+import pruneopt
+
+DEFAULT_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
+
+ScoreSource = Mapping[str, Any] | Callable[[str, nn.Module], Any] | None
+
+
+@dataclass
+class LayerReport:
+    """One line of the per-layer report.
+
+    ``kept_ratio`` = kept score / total score (with ``|W|`` scores: the fraction of the
+    layer's magnitude that survives); ``bound_ratio`` = kept score / ``bound``, where
+    ``bound`` is the best proven upper bound on the kept score known for this layer (the
+    solver's bound, or a cheap row/column relaxation); 1.0 means proven optimal.
+    ``status`` is the solver's status, or ``"skipped"`` with the reason in ``skipped``.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    matrix_shape: tuple[int, int]
+    n: int
+    m: int
+    transposable: bool
+    solver: str | None = None
+    status: str = "skipped"
+    seconds: float = 0.0
+    kept_score: float | None = None
+    total_score: float | None = None
+    kept_ratio: float | None = None
+    bound: float | None = None
+    bound_ratio: float | None = None
+    density: float | None = None
+    padded: bool = False
+    skipped: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        d["matrix_shape"] = list(self.matrix_shape)
+        d["info"] = {k: v for k, v in self.info.items() if isinstance(v, (int, float, str, bool))}
+        return d
+
+
+@dataclass
+class NMMaskPlan:
+    """What :func:`compute_nm_masks` returns: ``masks[name]`` is a boolean tensor of the
+    module's weight shape (only for layers that were solved), ``report`` one row per matched
+    layer (solved or skipped), in module order."""
+
+    masks: dict[str, torch.Tensor]
+    report: list[LayerReport]
+    n: int
+    m: int
+    transposable: bool
+
+    def summary(self) -> dict[str, Any]:
+        """Totals over the solved layers: kept score, total score, their ratio, seconds."""
+        done = [r for r in self.report if r.skipped is None]
+        kept = sum(r.kept_score or 0.0 for r in done)
+        total = sum(r.total_score or 0.0 for r in done)
+        bound = sum(r.bound or 0.0 for r in done) if all(r.bound is not None for r in done) \
+            else None
+        return {
+            "layers": len(done),
+            "skipped": len(self.report) - len(done),
+            "kept_score": kept,
+            "total_score": total,
+            "kept_ratio": kept / total if total > 0 else None,
+            "bound_ratio": kept / bound if bound else None,
+            "seconds": sum(r.seconds for r in done),
+        }
+
+    def table(self) -> str:
+        """The report as a markdown table."""
+        head = "| layer | shape | solver | status | kept ratio | vs bound | seconds |"
+        lines = [head, "|---|---|---|---|---:|---:|---:|"]
+        for r in self.report:
+            if r.skipped is not None:
+                lines.append(f"| {r.name} | {tuple(r.shape)} | - | skipped: {r.skipped} | "
+                             f"- | - | - |")
+                continue
+            vb = "-" if r.bound_ratio is None else f"{r.bound_ratio:.6f}"
+            lines.append(f"| {r.name} | {tuple(r.shape)} | {r.solver} | {r.status} | "
+                         f"{r.kept_ratio:.4f} | {vb} | {r.seconds:.3f} |")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _check_nm(n: Any, m: Any) -> tuple[int, int]:
+    m = as_int(m, "m", low=1)
+    n = as_int(n, "n", low=1)
+    if n > m:
+        raise ValueError(f"n must be <= m (n:m keeps n of every m), got n={n}, m={m}")
+    return n, m
+
+
+def as_matrix(weight: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A weight of 2 or more dimensions viewed as [out, prod(rest)] (conv: [out, in*kh*kw])."""
+    if isinstance(weight, torch.Tensor):
+        a = weight.detach().to("cpu", torch.float64).numpy()
+    else:
+        a = np.asarray(weight, dtype=np.float64)
+    if a.ndim < 2:
+        raise ValueError(f"an N:M mask needs a weight with at least 2 dimensions, got shape "
+                         f"{tuple(a.shape)}")
+    return a.reshape(a.shape[0], -1)
+
+
+def _fit_reason(shape: tuple[int, int], m: int, transposable: bool) -> str | None:
+    R, C = shape
+    if transposable and (R % m or C % m):
+        return (f"matrix shape {R}x{C} is not divisible by m={m} in both dimensions "
+                f"(pass pad=True / --pad to pad with zeros)")
+    if not transposable and C % m:
+        return (f"input dimension {C} is not divisible by m={m} "
+                f"(pass pad=True / --pad to pad with zeros)")
+    return None
+
+
+def _cheap_bound(scores: np.ndarray, n: int, m: int, transposable: bool, exactly: bool) -> float:
+    """A valid upper bound on the kept score (of the padded scores)."""
+    if transposable:
+        return TransposableNM(scores, n, m, exactly=exactly).row_col_bound()
+    g = scores.reshape(-1, m)
+    if not exactly:
+        g = np.maximum(g, 0.0)
+    return float(-np.sort(-g, axis=1)[:, :n].sum())  # the exact optimum of plain N:M
+
+
+def nm_mask(
+    weight: torch.Tensor | np.ndarray,
+    n: int = 2,
+    m: int = 4,
+    *,
+    transposable: bool = True,
+    exactly: bool = False,
+    solver: str | None = None,
+    time_limit: float | None = None,
+    pad: bool = False,
+    scores: Any = None,
+    name: str = "weight",
+    options: Mapping[str, Any] | None = None,
+) -> tuple[torch.Tensor | None, LayerReport]:
+    """The N:M mask of one weight tensor (not modified) and its report line.
+
+    ``scores`` (same shape as ``weight``; default ``|weight|``) is what the mask keeps the
+    most of. Returns ``(mask, report)``: ``mask`` is a boolean tensor of ``weight``'s shape,
+    or ``None`` when the layer is skipped (shape not divisible by ``m`` and ``pad=False``).
+    ``time_limit`` (seconds) and ``options`` go to :func:`pruneopt.solve`.
+    """
+    n, m = _check_nm(n, m)
+    shape = tuple(weight.shape)
+    s = as_matrix(weight if scores is None else scores)
+    if scores is None:
+        s = np.abs(s)
+    elif tuple(np.shape(scores)) != shape:
+        raise ValueError(f"scores for {name} have shape {tuple(np.shape(scores))}, expected the "
+                         f"weight's shape {shape}")
+    if not np.isfinite(s).all():
+        raise ValueError(f"{name} has NaN or inf entries; fix the weights before masking")
+    R, C = s.shape
+    rep = LayerReport(name=name, shape=shape, matrix_shape=(R, C), n=n, m=m,
+                      transposable=bool(transposable))
+    reason = _fit_reason((R, C), m, transposable)
+    if reason is not None and not pad:
+        rep.skipped = reason
+        return None, rep
+    if reason is not None:
+        Rp = -(-R // m) * m if transposable else R
+        Cp = -(-C // m) * m
+        sp = np.zeros((Rp, Cp))
+        sp[:R, :C] = s
+        rep.padded = True
+    else:
+        sp = s
+    problem = (TransposableNM if transposable else NMMask)(sp, n, m, exactly=exactly)
+    t0 = time.perf_counter()
+    sol = pruneopt.solve(problem, solver=solver, time_limit=time_limit, **dict(options or {}))
+    rep.seconds = time.perf_counter() - t0
+    rep.solver, rep.status = sol.solver, sol.status
+    rep.info = dict(sol.info)
+    if sol.decision is None:
+        rep.skipped = f"solver {sol.solver!r} returned no mask (status {sol.status!r})"
+        return None, rep
+    mask = np.asarray(sol.decision, dtype=bool)[:R, :C]
+    kept = float(s[mask].sum())
+    total = float(s.sum())
+    bound = _cheap_bound(sp, n, m, transposable, exactly)
+    if sol.bound is not None:
+        bound = min(bound, float(sol.bound))
+    if sol.status == "optimal":
+        bound = min(bound, kept)
+    rep.kept_score, rep.total_score = kept, total
+    rep.kept_ratio = kept / total if total > 0 else None
+    rep.bound = max(bound, kept)  # padded zeros add nothing, the bound cannot be below kept
+    rep.bound_ratio = kept / rep.bound if rep.bound > 0 else 1.0
+    rep.density = float(mask.mean())
+    return torch.from_numpy(mask.reshape(shape).copy()), rep
+
+
+def _matches(name: str, patterns: Sequence[str] | None, regex: bool) -> bool:
+    if patterns is None:
+        return True
+    if regex:
+        return any(re.search(p, name) for p in patterns)
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _as_patterns(p: str | Iterable[str] | None) -> list[str] | None:
+    if p is None:
+        return None
+    if isinstance(p, str):
+        return [p]
+    return list(p)
+
+
+def select_modules(
+    model: nn.Module,
+    *,
+    include: str | Iterable[str] | None = None,
+    exclude: str | Iterable[str] | None = None,
+    types: Sequence[type[nn.Module]] = DEFAULT_TYPES,
+    regex: bool = False,
+) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of every module of one of ``types`` with a weight of >= 2
+    dimensions whose name matches an ``include`` pattern (default: all) and no ``exclude``
+    pattern. Patterns are shell-style (``fnmatch``: ``"encoder.*.attention.*"``) or, with
+    ``regex=True``, regular expressions searched in the name."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    types = tuple(types)
+    if not types or not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
+        raise ValueError("types must be a non-empty sequence of nn.Module subclasses, e.g. "
+                         "(nn.Linear, nn.Conv2d)")
+    inc, exc = _as_patterns(include), _as_patterns(exclude)
+    if regex:
+        for p in (inc or []) + (exc or []):
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"invalid regular expression {p!r}: {e}") from None
+    out = []
+    for name, mod in model.named_modules():
+        if not isinstance(mod, types):
+            continue
+        w = getattr(mod, "weight", None)
+        if not isinstance(w, torch.Tensor) or w.dim() < 2:
+            continue
+        if _matches(name, inc, regex) and not (exc and _matches(name, exc, regex)):
+            out.append((name, mod))
+    return out
+
+
+def compute_nm_masks(
+    model: nn.Module,
+    n: int = 2,
+    m: int = 4,
+    *,
+    transposable: bool = True,
+    exactly: bool = False,
+    solver: str | None = None,
+    time_limit: float | None = None,
+    include: str | Iterable[str] | None = None,
+    exclude: str | Iterable[str] | None = None,
+    types: Sequence[type[nn.Module]] = DEFAULT_TYPES,
+    regex: bool = False,
+    pad: bool = False,
+    scores: ScoreSource = None,
+    progress: bool = True,
+    options: Mapping[str, Any] | None = None,
+) -> NMMaskPlan:
+    """N:M masks for the selected layers of ``model``, **without modifying the model**.
+
+    Parameters
+    ----------
+    n, m : keep ``n`` of every ``m`` (2:4 keeps half).
+    transposable : masks N:M in both ``W`` and ``W^T`` (:class:`TransposableNM`); ``False``:
+        plain N:M along the input dimension (:class:`NMMask`).
+    exactly : exactly ``n`` per group/row/column instead of at most ``n``.
+    solver, time_limit, options : passed to :func:`pruneopt.solve` for every layer
+        (``solver=None``: the default exact solver; ``time_limit`` in seconds, per layer).
+    include, exclude, types, regex : which layers (see :func:`select_modules`).
+    pad : pad layers whose shape is not divisible by ``m`` instead of skipping them.
+    scores : importance of each weight: a mapping ``name -> tensor`` or a callable
+        ``(name, module) -> tensor`` (weight-shaped); default ``|weight|``.
+    progress : show a tqdm bar over the layers.
+
+    Every matched layer gets a :class:`LayerReport` row; bad input raises ``ValueError``.
+    """
+    from tqdm.auto import tqdm
+
+    n, m = _check_nm(n, m)
+    if scores is not None and not (isinstance(scores, Mapping) or callable(scores)):
+        raise ValueError("scores must be a mapping name -> tensor or a callable "
+                         "(name, module) -> tensor")
+    chosen = select_modules(model, include=include, exclude=exclude, types=types, regex=regex)
+    masks: dict[str, torch.Tensor] = {}
+    report: list[LayerReport] = []
+    bar = tqdm(chosen, desc=f"{n}:{m} masks", unit="layer", disable=not progress, leave=False)
+    with torch.no_grad():
+        for name, mod in bar:
+            if isinstance(scores, Mapping):
+                sc = scores.get(name)
+            elif callable(scores):
+                sc = scores(name, mod)
+            else:
+                sc = None
+            if sc is not None and isinstance(sc, torch.Tensor):
+                sc = sc.detach()
+            mask, rep = nm_mask(mod.weight, n, m, transposable=transposable, exactly=exactly,
+                                solver=solver, time_limit=time_limit, pad=pad, scores=sc,
+                                name=name, options=options)
+            report.append(rep)
+            if mask is not None:
+                masks[name] = mask
+    return NMMaskPlan(masks=masks, report=report, n=n, m=m, transposable=bool(transposable))
+
+
+def apply_nm_masks(
+    model: nn.Module,
+    masks: NMMaskPlan | Mapping[str, torch.Tensor],
+    *,
+    inplace: bool = True,
+) -> nn.Module:
+    """Put ``masks`` (name -> boolean weight-shaped tensor) on the model's modules with
+    ``torch.nn.utils.prune.custom_from_mask``: ``weight`` becomes ``weight_orig * weight_mask``
+    (both in the state_dict) until :func:`make_permanent`. **Modifies ``model``** unless
+    ``inplace=False``, which masks and returns a deep copy. Returns the masked model."""
+    if isinstance(masks, NMMaskPlan):
+        masks = masks.masks
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    modules = dict(model.named_modules())
+    for name, mask in masks.items():
+        mod = modules.get(name)
+        if mod is None:
+            raise ValueError(f"no module named {name!r} in the model")
+        if tuple(mask.shape) != tuple(mod.weight.shape):
+            raise ValueError(f"mask for {name!r} has shape {tuple(mask.shape)}, the weight has "
+                             f"{tuple(mod.weight.shape)}")
+    if not inplace:
+        model = copy.deepcopy(model)
+        modules = dict(model.named_modules())
+    for name, mask in masks.items():
+        mod = modules[name]
+        prune.custom_from_mask(mod, "weight", mask.to(device=mod.weight.device, dtype=torch.bool))
+    return model
+
+
+def prune_nm(
+    model: nn.Module,
+    n: int = 2,
+    m: int = 4,
+    *,
+    inplace: bool = True,
+    **kwargs: Any,
+) -> tuple[nn.Module, NMMaskPlan]:
+    """Compute (:func:`compute_nm_masks`, same keyword arguments) and apply
+    (:func:`apply_nm_masks`) N:M masks. **Modifies ``model``** unless ``inplace=False``
+    (then a masked deep copy is returned). Returns ``(masked model, plan)``."""
+    plan = compute_nm_masks(model, n, m, **kwargs)
+    return apply_nm_masks(model, plan, inplace=inplace), plan
+
+
+def make_permanent(model: nn.Module) -> list[str]:
+    """``prune.remove`` on every module holding a ``weight`` mask: the masked weights become
+    plain parameters with permanent zeros (modifies ``model``). Returns the module names."""
+    done = []
+    for name, mod in model.named_modules():
+        if prune.is_pruned(mod) and hasattr(mod, "weight_mask"):
+            prune.remove(mod, "weight")
+            done.append(name)
+    return done
+
+
+def _group_counts(mask: np.ndarray, m: int) -> np.ndarray:
+    """Kept entries per group of m consecutive columns of each row (zero-padded)."""
+    R, C = mask.shape
+    Cp = -(-C // m) * m
+    if Cp != C:
+        mask = np.concatenate([mask, np.zeros((R, Cp - C), dtype=bool)], axis=1)
+    return mask.reshape(R, Cp // m, m).sum(axis=2)
+
+
+def is_nm(mask: torch.Tensor | np.ndarray, n: int, m: int, *, transposable: bool = True) -> bool:
+    """Whether a weight-shaped mask (or weight: nonzeros count as kept) is N:M along the input
+    dimension and, if ``transposable``, also along the output dimension (``W^T`` is N:M).
+
+    For m-aligned groups this is exactly the transposable block constraint: at most ``n`` per
+    row and per column of every m-by-m block. A last partial group counts as zero-padded.
+    """
+    n, m = _check_nm(n, m)
+    a = as_matrix(mask) != 0
+    ok = bool((_group_counts(a, m) <= n).all())
+    if transposable:
+        ok = ok and bool((_group_counts(a.T, m) <= n).all())
+    return ok
+
+
+def verify_nm(
+    model: nn.Module,
+    n: int = 2,
+    m: int = 4,
+    *,
+    transposable: bool = True,
+    names: Iterable[str] | None = None,
+) -> list[str]:
+    """Check every masked module (``weight_mask`` from :func:`apply_nm_masks`), or the
+    modules in ``names`` (their nonzero weights, e.g. after :func:`make_permanent`): ``W``
+    must be N:M and, if ``transposable``, ``W^T`` too. Returns the names checked; raises
+    ``ValueError`` listing every violation. Does not modify the model."""
+    modules = dict(model.named_modules())
+    if names is None:
+        names = [k for k, mod in modules.items() if hasattr(mod, "weight_mask")]
+    bad, checked = [], []
+    for name in names:
+        mod = modules.get(name)
+        if mod is None:
+            raise ValueError(f"no module named {name!r} in the model")
+        mask = getattr(mod, "weight_mask", None)
+        if mask is None:
+            mask = mod.weight.detach() != 0
+        a = as_matrix(mask) != 0
+        if not (_group_counts(a, m) <= n).all():
+            bad.append(f"{name}: W is not {n}:{m}")
+        if transposable and not (_group_counts(a.T, m) <= n).all():
+            bad.append(f"{name}: W^T is not {n}:{m}")
+        checked.append(name)
+    if bad:
+        raise ValueError("N:M verification failed: " + "; ".join(bad))
+    return checked
