@@ -565,9 +565,10 @@ class CoverageSelection(_RadiusCover):
             decode=self._decode,
         )
 
-    def to_pyomo(self):
+    def pyomo_model(self):
         """A readable Pyomo model: ``x[j]`` (select j), ``y[i]`` (i covered), ``cover[i]``,
-        ``budget``, objective ``covered``."""
+        ``budget``, objective ``covered``. (``to_pyomo()`` is the matrix-built model that
+        the generic ``"pyomo"`` solver uses.)"""
         import pyomo.environ as pyo
 
         m = pyo.ConcreteModel(name="CoverageSelection")
@@ -666,7 +667,7 @@ class CoverSelection(_RadiusCover):
             decode=self._decode,
         )
 
-    def to_pyomo(self):
+    def pyomo_model(self):
         """A readable Pyomo model: ``x[j]``, ``y[i]``, ``cover[i]``, ``enough``, ``size``."""
         import pyomo.environ as pyo
 

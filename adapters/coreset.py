@@ -1,0 +1,184 @@
+"""Coresets of a torch dataset: CCS stratified sampling and (weighted) maximum coverage.
+
+- :func:`ccs_indices` / :func:`ccs_subset`: Coverage-centric Coreset Selection (Zheng et
+  al., ICLR 2023): drop the ``beta`` fraction of hardest examples (the public code drops
+  the lowest AUM), split the rest into ``strata`` equal-width bins of the score, spread the
+  budget over the bins starting from the smallest (each bin gets at most an equal share of
+  what is left), and sample uniformly inside every bin.
+- :func:`coverage_indices` / :func:`coverage_subset`: the points maximising the (importance-
+  weighted) number of examples within a radius, solved as :class:`CoverageSelection`.
+- :func:`top_indices`, :func:`random_indices`: the usual baselines.
+
+Indices are sorted int64 numpy arrays; the ``*_subset`` functions wrap them in a
+``torch.utils.data.Subset`` (the dataset itself is not modified).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pruneopt.formulations.base import as_array, as_int
+from pruneopt.formulations.coverage import CoverageSelection, radius_for_budget
+from torch.utils.data import Dataset, Subset
+
+import pruneopt
+
+
+def _scores(scores: Any, name: str, n: int | None = None) -> np.ndarray:
+    s = as_array(scores, name, ndim=1)
+    if len(s) == 0:
+        raise ValueError(f"{name} is empty")
+    if n is not None and len(s) != n:
+        raise ValueError(f"{name} must have one entry per example ({n}), got {len(s)}")
+    return s
+
+
+def _beta(beta: float) -> float:
+    try:
+        b = float(beta)
+    except (TypeError, ValueError):
+        raise ValueError(f"beta must be a fraction in [0, 1), got {beta!r}") from None
+    if not 0.0 <= b < 1.0:
+        raise ValueError(f"beta (hard-pruning ratio) must be in [0, 1), got {beta!r}")
+    return b
+
+
+def drop_hardest(difficulty: Any, beta: float) -> np.ndarray:
+    """Indices that remain after dropping the ``floor(beta * n)`` hardest examples
+    (highest ``difficulty``; pass ``-aum`` to drop the lowest AUM, as CCS does)."""
+    d = _scores(difficulty, "difficulty")
+    drop = int(np.floor(_beta(beta) * len(d)))
+    order = np.argsort(-d, kind="stable")
+    return np.sort(order[drop:]).astype(np.int64)
+
+
+def allocate_strata(counts: Any, budget: int) -> np.ndarray:
+    """Spread ``budget`` over bins of the given sizes, smallest bin first: each bin takes
+    ``min(its size, remaining budget // remaining bins)``, as in the CCS code."""
+    counts = np.asarray(counts, dtype=np.int64)
+    order = np.argsort(counts, kind="stable")
+    out = np.zeros(len(counts), dtype=np.int64)
+    rest = int(budget)
+    for pos, b in enumerate(order):
+        share = min(int(counts[b]), rest // (len(counts) - pos))
+        out[b] = share
+        rest -= share
+    return out
+
+
+def ccs_indices(scores: Any, budget: int, *, beta: float = 0.0, strata: int = 50,
+                difficulty: Any = None, seed: int = 0) -> np.ndarray:
+    """CCS: stratified sampling over ``scores`` after hard pruning.
+
+    ``scores``: the stratification score of every example (EL2N, forgetting, AUM...).
+    ``budget``: the coreset size. ``beta``: fraction of the whole data dropped as hardest
+    first (by ``difficulty``, higher = harder; default ``scores``). ``strata``: number of
+    equal-width bins over [min, max] of the remaining scores (the maximum falls in the last
+    bin). The result has exactly ``min(budget, n - dropped)`` indices, unless the
+    smallest-first allocation leaves some budget unspent (only when bins run out).
+    """
+    s = _scores(scores, "scores")
+    n = len(s)
+    budget = as_int(budget, "budget", low=1, high=n)
+    strata = as_int(strata, "strata", low=1)
+    diff = s if difficulty is None else _scores(difficulty, "difficulty", n)
+    pool = drop_hardest(diff, beta)
+    if budget > len(pool):
+        raise ValueError(
+            f"budget {budget} exceeds the {len(pool)} examples left after hard pruning "
+            f"(beta={beta}); lower beta or the budget"
+        )
+    v = s[pool]
+    lo, hi = float(v.min()), float(v.max())
+    if hi > lo:
+        edges = np.linspace(lo, hi, strata + 1)
+        bins = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, strata - 1)
+    else:
+        bins = np.zeros(len(v), dtype=np.int64)
+    counts = np.bincount(bins, minlength=strata)
+    take = allocate_strata(counts, budget)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for b in np.flatnonzero(take):
+        members = pool[bins == b]
+        chosen.append(rng.choice(members, size=int(take[b]), replace=False))
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def top_indices(difficulty: Any, budget: int) -> np.ndarray:
+    """The ``budget`` hardest examples (highest ``difficulty``): score-only pruning."""
+    d = _scores(difficulty, "difficulty")
+    budget = as_int(budget, "budget", low=1, high=len(d))
+    return np.sort(np.argsort(-d, kind="stable")[:budget]).astype(np.int64)
+
+
+def random_indices(n: int, budget: int, *, seed: int = 0) -> np.ndarray:
+    """``budget`` examples drawn uniformly without replacement."""
+    n = as_int(n, "n", low=1)
+    budget = as_int(budget, "budget", low=1, high=n)
+    return np.sort(np.random.default_rng(seed).choice(n, budget, replace=False)).astype(np.int64)
+
+
+def coverage_indices(features: Any, budget: int, *, radius: float | None = None,
+                     weights: Any = None, beta: float = 0.0, difficulty: Any = None,
+                     solver: str = "greedy", time_limit: float | None = None, fill: bool = True,
+                     seed: int = 0, **options: Any) -> np.ndarray:
+    """Maximum (weighted) coverage coreset of ``budget`` examples.
+
+    ``features``: (n, d) embedding of every example. ``radius``: the covering radius
+    (default :func:`radius_for_budget`). ``weights``: importance of each example (default
+    1). ``beta``/``difficulty``: hard pruning first, as in :func:`ccs_indices`.
+    ``solver``: any solver for :class:`CoverageSelection` (``pruneopt.available``).
+    ``fill``: when the solver covers everything with fewer points, top the coreset up to
+    ``budget`` with the heaviest (then seeded random) uncovered-by-choice points.
+    """
+    X = as_array(features, "features", ndim=2)
+    n = X.shape[0]
+    budget = as_int(budget, "budget", low=1, high=n)
+    w = None if weights is None else _scores(weights, "weights", n)
+    pool = np.arange(n) if _beta(beta) == 0.0 else drop_hardest(
+        _scores(difficulty, "difficulty", n) if difficulty is not None else
+        (w if w is not None else _need_difficulty()), beta)
+    if budget > len(pool):
+        raise ValueError(f"budget {budget} exceeds the {len(pool)} examples left after "
+                         f"hard pruning (beta={beta})")
+    Xp = X[pool]
+    r = radius_for_budget(Xp, budget, seed=seed) if radius is None else radius
+    wp = None if w is None else w[pool]
+    problem = CoverageSelection(Xp, budget=budget, radius=r, weights=wp)
+    sol = pruneopt.solve(problem, solver=solver, time_limit=time_limit, **options)
+    if sol.decision is None:
+        raise ValueError(f"solver {solver!r} found no selection within the time limit")
+    sel = pool[sol.decision]
+    if fill and len(sel) < budget:
+        rest = np.setdiff1d(pool, sel)
+        rng = np.random.default_rng(seed)
+        tie = rng.random(len(rest))
+        order = np.argsort(tie) if w is None else np.lexsort((tie, -w[rest]))
+        sel = np.concatenate([sel, rest[order[: budget - len(sel)]]])
+    return np.sort(sel).astype(np.int64)
+
+
+def _need_difficulty() -> np.ndarray:
+    raise ValueError("beta > 0 needs difficulty scores (or weights) to know what is hardest")
+
+
+def _check_dataset(dataset: Dataset, n: int) -> None:
+    if len(dataset) != n:  # type: ignore[arg-type]
+        raise ValueError(f"dataset has {len(dataset)} examples but the scores/features "  # type: ignore[arg-type]
+                         f"have {n}")
+
+
+def ccs_subset(dataset: Dataset, scores: Any, budget: int, **kwargs: Any) -> Subset:
+    """:func:`ccs_indices` as a ``torch.utils.data.Subset`` of ``dataset``."""
+    idx = ccs_indices(scores, budget, **kwargs)
+    _check_dataset(dataset, len(np.asarray(scores)))
+    return Subset(dataset, idx.tolist())
+
+
+def coverage_subset(dataset: Dataset, features: Any, budget: int, **kwargs: Any) -> Subset:
+    """:func:`coverage_indices` as a ``torch.utils.data.Subset`` of ``dataset``."""
+    idx = coverage_indices(features, budget, **kwargs)
+    _check_dataset(dataset, len(features))
+    return Subset(dataset, idx.tolist())
