@@ -3,10 +3,11 @@
 Both use the factored convex form (``MMDSelection.convexified``): K - mu I = L L^T, so on
 binary x with sum x = k the objective is
 
-    MMD^2(x) = z + mu / k - 2 c^T x / k + tt,   y = L^T x / k,   z >= ||y||^2
+    k^2 (MMD^2(x) - tt) = z + mu k - 2 k c^T x,   y = L^T x,   z >= ||y||^2
 
-(an epigraph of a convex quadratic). Written this way SCIP solves n = 20 in seconds; the
-expanded form with n^2 bilinear products stalls at n = 30-40.
+(an epigraph of a convex quadratic; SCIP works in these k^2-scaled units so that its
+absolute tolerances are small against the objective). Written this way SCIP solves n = 20
+in seconds; the expanded form with n^2 bilinear products stalls at n = 30-40.
 
 - ``"scip"`` (pyscipopt, optional extra ``pruneopt[mip]``): warm-started with the
   ``relax-swap`` heuristic; ``bound`` = max(SCIP dual bound, convex relaxation bound).
@@ -28,6 +29,8 @@ from pruneopt.solvers.registry import Result, register
 
 #: Relative optimality gap at which the exact solvers stop (0 = prove optimality).
 GAP = 1e-9
+#: SCIP feasibility tolerance (smaller values make SCIP print warnings without GMP).
+FEASTOL = 1e-7
 
 
 def factor(problem: MMDSelection) -> tuple[np.ndarray, float]:
@@ -51,7 +54,7 @@ def _start(problem: MMDSelection, time_limit: float | None, warm_start: bool):
           package="pyscipopt", priority=10)
 def _scip(problem: MMDSelection, time_limit: float | None, *, warm_start: bool = True,
           threads: int | None = None, verbose: bool = False, **opts: Any) -> Result:
-    """SCIP on the factored MIQP (epigraph z >= ||L^T x / k||^2); proven status and bound."""
+    """SCIP on the factored MIQP (epigraph z >= ||L^T x||^2); proven status and bound."""
     try:
         import pyscipopt
     except ImportError:  # pragma: no cover - the registry checks first
@@ -64,13 +67,16 @@ def _scip(problem: MMDSelection, time_limit: float | None, *, warm_start: bool =
     r = L.shape[1]
     idx0, lb_relax, info = _start(problem, time_limit, warm_start)
 
+    # Scaled by k^2 and without the constant tt, so SCIP's absolute tolerances act on
+    # numbers of order k^2 MMD^2 rather than MMD^2 (often 1e-3):
+    #   k^2 (MMD^2 - tt) = z + mu k - 2 k c^T x,   y = L^T x,   z >= ||y||^2
     m = pyscipopt.Model("MMDSelection")
     if not verbose:
         m.hideOutput()
     if time_limit is not None:
         m.setParam("limits/time", float(time_limit))
     m.setParam("limits/gap", GAP)
-    m.setParam("numerics/feastol", 1e-8)
+    m.setParam("numerics/feastol", FEASTOL)
     if threads is not None:
         m.setParam("parallel/maxnthreads", int(threads))
     x = [m.addVar(f"x{i}", vtype="B") for i in range(n)]
@@ -78,23 +84,22 @@ def _scip(problem: MMDSelection, time_limit: float | None, *, warm_start: bool =
     z = m.addVar("z", lb=0.0, ub=None)
     m.addCons(pyscipopt.quicksum(x) == k, name="cardinality")
     for j in range(r):
-        col = L[:, j] / k
+        col = L[:, j]
         m.addCons(y[j] == pyscipopt.quicksum(float(col[i]) * x[i] for i in range(n) if col[i] != 0),
                   name=f"factor{j}")
     m.addCons(z >= pyscipopt.quicksum(y[j] * y[j] for j in range(r)), name="epigraph")
-    lin = pyscipopt.quicksum(float(-2.0 * c[i] / k) * x[i] for i in range(n))
+    lin = pyscipopt.quicksum(float(-2.0 * k * c[i]) * x[i] for i in range(n))
     m.setObjective(z + lin, "minimize")
-    const = mu / k + tt
     if idx0 is not None:
         xv = np.zeros(n)
         xv[idx0] = 1.0
-        yv = L.T @ xv / k
+        yv = L.T @ xv
         sol = m.createSol()
         for i in range(n):
             m.setSolVal(sol, x[i], float(xv[i]))
         for j in range(r):
             m.setSolVal(sol, y[j], float(yv[j]))
-        m.setSolVal(sol, z, float(yv @ yv) * (1 + 1e-12) + 1e-15)
+        m.setSolVal(sol, z, float(yv @ yv) * (1 + 1e-12) + 1e-12)
         m.addSol(sol, free=True)
     m.optimize()
     status = m.getStatus()
@@ -105,7 +110,7 @@ def _scip(problem: MMDSelection, time_limit: float | None, *, warm_start: bool =
         decision = top_k(xv, k)
     elif idx0 is not None:
         decision = idx0
-    dual = m.getDualbound() + const
+    dual = (m.getDualbound() + mu * k) / k**2 + tt
     bound = max(dual, lb_relax) if lb_relax is not None else dual
     info.update({"scip_status": status, "nodes": m.getNNodes(), "rank": r, "mu": mu,
                  "scip_gap": m.getGap()})
