@@ -1,6 +1,9 @@
 """OR-Tools CP-SAT for the coverage coresets (exact, with a time limit and a proven bound).
 
-Model: Booleans ``x_j`` (select j) and ``y_i`` (i covered), ``y_i -> OR_{j in N(i)} x_j``,
+Defaults: one worker with ``linearization_level=2`` (the full LP relaxation in the search):
+on these models it proves optima that the default two-worker portfolio does not reach.
+
+Model: Booleans ``x_j`` (select j) and ``y_i`` (i covered), ``y_i <= sum_{j in N(i)} x_j``,
 the budget (or the cover requirement) as a linear constraint, warm-started from the greedy
 answer. CP-SAT needs integer coefficients: integral weights are used as they are (the proof
 is then exact); other weights are scaled by ``weight_scale / max(w)`` and rounded, and the
@@ -29,11 +32,12 @@ def _model(problem: _RadiusCover):
     g = problem.graph
     for i in range(n):
         nb = g.indices[g.indptr[i]:g.indptr[i + 1]]
-        m.add_bool_or([x[int(j)] for j in nb]).only_enforce_if(y[i])
+        m.add(sum(x[int(j)] for j in nb) >= y[i])  # linear: it enters the LP relaxation
     return m, x, y
 
 
-def _solve(m, x, hint: np.ndarray, time_limit: float | None, workers: int, seed: int):
+def _solve(m, x, hint: np.ndarray, time_limit: float | None, workers: int, seed: int,
+           linearization: int):
     from ortools.sat.python import cp_model
 
     chosen = set(int(j) for j in hint)
@@ -44,6 +48,7 @@ def _solve(m, x, hint: np.ndarray, time_limit: float | None, workers: int, seed:
         solver.parameters.max_time_in_seconds = float(time_limit)
     solver.parameters.num_workers = int(workers)
     solver.parameters.random_seed = int(seed)
+    solver.parameters.linearization_level = int(linearization)
     status = solver.solve(m)
     return solver, status, cp_model
 
@@ -57,15 +62,16 @@ def _scaled(w: np.ndarray, weight_scale: float) -> tuple[np.ndarray, float, bool
 
 @register("cpsat", CoverageSelection, guarantee="exact", requires=("ortools",),
           package="ortools", priority=55)
-def cpsat_coverage(problem: CoverageSelection, time_limit: float | None, *, workers: int = 2,
-                   seed: int = 0, weight_scale: float = 1e6, hint: bool = True) -> Result:
+def cpsat_coverage(problem: CoverageSelection, time_limit: float | None, *, workers: int = 1,
+                   seed: int = 0, weight_scale: float = 1e6, hint: bool = True,
+                   linearization: int = 2) -> Result:
     """OR-Tools CP-SAT: exact max coverage with a proven upper bound."""
     m, x, y = _model(problem)
     wi, s, exact = _scaled(problem.weights, weight_scale)
     m.add(sum(x) <= problem.budget)
     m.maximize(sum(int(wi[i]) * y[i] for i in range(problem.n) if wi[i] != 0))
     start = greedy_max_coverage(problem)[0] if hint else np.zeros(0, dtype=np.int64)
-    solver, status, cp = _solve(m, x, start, time_limit, workers, seed)
+    solver, status, cp = _solve(m, x, start, time_limit, workers, seed, linearization)
     info: dict[str, Any] = {"backend_status": solver.status_name(status),
                             "wall_time": solver.wall_time}
     if status == cp.INFEASIBLE:  # cannot happen: selecting nothing is feasible
@@ -88,8 +94,9 @@ def cpsat_coverage(problem: CoverageSelection, time_limit: float | None, *, work
 
 @register("cpsat", CoverSelection, guarantee="exact", requires=("ortools",),
           package="ortools", priority=55)
-def cpsat_cover(problem: CoverSelection, time_limit: float | None, *, workers: int = 2,
-                seed: int = 0, weight_scale: float = 1e6, hint: bool = True) -> Result:
+def cpsat_cover(problem: CoverSelection, time_limit: float | None, *, workers: int = 1,
+                seed: int = 0, weight_scale: float = 1e6, hint: bool = True,
+                linearization: int = 2) -> Result:
     """OR-Tools CP-SAT: exact partial set cover with a proven lower bound."""
     m, x, y = _model(problem)
     w = problem.weights
@@ -102,7 +109,7 @@ def cpsat_cover(problem: CoverSelection, time_limit: float | None, *, workers: i
     m.add(sum(int(wi[i]) * y[i] for i in range(problem.n) if wi[i] != 0) >= need)
     m.minimize(sum(x))
     start = greedy_set_cover(problem)[0] if hint else np.zeros(0, dtype=np.int64)
-    solver, status, cp = _solve(m, x, start, time_limit, workers, seed)
+    solver, status, cp = _solve(m, x, start, time_limit, workers, seed, linearization)
     info: dict[str, Any] = {"backend_status": solver.status_name(status),
                             "wall_time": solver.wall_time}
     if status == cp.MODEL_INVALID:
