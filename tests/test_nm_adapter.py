@@ -225,7 +225,7 @@ def test_exactly_keeps_exactly_n():
     "kwargs, message",
     [
         (dict(n=5, m=4), "n must be <= m"),
-        (dict(n=0, m=4), "n"),
+        (dict(n=0, m=4), "n must be >= 1"),
         (dict(solver="nope"), "unknown solver 'nope'"),
         (dict(solver="topk"), "does not accept TransposableNM"),
         (dict(include="[", regex=True), "invalid regular expression"),

@@ -39,9 +39,14 @@ def run_demo(
     exact_solver: str | None = None,
     approx_solver: str = "greedy",
     plain: bool = True,
+    include: str = "encoder.*",
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """The rows of the demo table (one dict per method); the model on disk is not touched."""
+    """The rows of the demo table (one dict per method); the model on disk is not touched.
+
+    ``include`` (fnmatch pattern on the BERT module names) chooses the Linear layers masked.
+    """
+    from torch import nn
     from tqdm.auto import tqdm
 
     from pruneopt.adapters.models import load_minilm, stdlib_sentences
@@ -70,9 +75,10 @@ def run_demo(
     for kind, solver, transposable in bar:
         bar.set_postfix_str(f"{kind} {solver or 'default'}")
         plan = compute_nm_masks(bert, n, m, transposable=transposable, solver=solver,
-                                include="encoder.*", progress=progress)
+                                include=include, types=(nn.Linear,), progress=progress)
         if not plan.masks:
-            raise ValueError(f"no encoder layer of MiniLM fits {n}:{m}; try m dividing 384")
+            raise ValueError(f"no Linear layer of MiniLM matching {include!r} fits {n}:{m}; "
+                             f"use a pattern like 'encoder.*' and an m dividing 384")
         masked = copy.deepcopy(model)
         apply_nm_masks(masked[0].auto_model, plan)
         verify_nm(masked[0].auto_model, n, m, transposable=transposable)
@@ -121,7 +127,7 @@ def run(args) -> int:
     """The handler of ``pruneopt demo``."""
     rows = run_demo(args.n, args.m, sentences=args.sentences, exact_solver=args.solver,
                     approx_solver=args.approx_solver, plain=not args.no_plain,
-                    progress=not args.no_progress)
+                    include=args.include, progress=not args.no_progress)
     print(format_table(rows, args.n, args.m, args.sentences))
     return 0
 
@@ -139,6 +145,8 @@ def register(sub) -> None:
                    help="exact solver (default: the best installed exact one)")
     p.add_argument("--approx-solver", default="greedy",
                    help="approximate solver to compare (default greedy, the 2-approximation)")
+    p.add_argument("--include", default="encoder.*", metavar="GLOB",
+                   help="BERT module names to mask (fnmatch; default 'encoder.*': all 36)")
     p.add_argument("--no-plain", action="store_true", help="omit the plain N:M reference row")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
