@@ -340,7 +340,7 @@ def compute_nm_masks(
 
     Every matched layer gets a :class:`LayerReport` row; bad input raises ``ValueError``.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     n, m = _check_nm(n, m)
     if scores is not None and not (isinstance(scores, Mapping) or callable(scores)):

@@ -47,7 +47,7 @@ def run_demo(
     ``include`` (fnmatch pattern on the BERT module names) chooses the Linear layers masked.
     """
     from torch import nn
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from pruneopt.adapters.models import load_minilm, stdlib_sentences
     from pruneopt.adapters.nm import _check_nm, apply_nm_masks, compute_nm_masks, verify_nm

@@ -125,7 +125,7 @@ def mask_state_dict(
     """Masked copy of ``sd`` (the input is not modified) and the per-tensor report rows
     (:class:`pruneopt.adapters.nm.LayerReport`). Tensors matched by ``patterns`` (default:
     every floating ``*.weight`` with >= 2 dimensions) are masked; the others are copied."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from pruneopt.adapters.nm import nm_mask
 
