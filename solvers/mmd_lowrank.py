@@ -2,19 +2,20 @@
 
 Each point is mapped to r features phi(x) with phi(a) . phi(b) ~= k(a, b):
 
-- ``"rff"`` (RBF kernel, default there): random Fourier features, r/2 frequencies
+- ``"rff"`` (RBF kernel only): random Fourier features, r/2 frequencies
   w ~ N(0, I / bandwidth^2), phi(x) = sqrt(2/r) [cos(W x), sin(W x)]; unbiased for the RBF
   kernel, error O(1/sqrt(r)).
-- ``"nystrom"`` (default for a user kernel): r landmarks drawn (seeded) from the pooled
+- ``"nystrom"`` (the default for "rbf" and user kernels): r landmarks drawn (seeded) from the pooled
   points, phi(x) = k(x, Z) U diag(lambda)^(-1/2) with k(Z, Z) = U diag(lambda) U^T.
 - the linear kernel uses the exact features phi(x) = x.
 
 In feature space MMD^2(S, T) = ||mean_S phi - mean_T phi||^2, so the problem becomes
-min ||Phi^T x / k - mu_T||^2 over x in {0,1}^n, sum x = k. The solver takes the continuous
-relaxation with accelerated projected gradient (FISTA; projection onto the capped simplex
-{0 <= x <= 1, sum x = k} by bisection), keeps the k largest entries, then improves with
-batched 1-swaps scored exactly in feature space (candidates chosen from O(n r) scores).
-Time O(iterations * n r), memory O(n r) (float32 features).
+min ||Phi^T x / k - mu_T||^2 over x in {0,1}^n, sum x = k. The solver builds two starts:
+the continuous relaxation solved by accelerated projected gradient (FISTA; projection onto
+the capped simplex {0 <= x <= 1, sum x = k} by bisection) rounded to its k largest entries,
+and stochastic greedy forward selection; it improves each with batched 1-swaps scored
+exactly in feature space (candidates chosen from O(n r) scores) and keeps the better.
+Time O((iterations + swap rounds) n r), memory O(n r) (float32 features).
 
 It is a heuristic for the true kernel objective (``problem.objective`` re-scores the answer
 with the exact kernel, in blocks); it reports no bound (a bound in feature space would not
@@ -37,10 +38,11 @@ def features(problem: MMDSelection, *, rank: int = 256, method: str | None = Non
              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(Phi_S (n x r, float32), mu_T (r,)) with Phi_S[i] . Phi_S[j] ~= k(s_i, s_j) and mu_T the
     mean target feature. ``method``: "rff", "nystrom" or "exact" (linear kernel only);
-    default: exact for linear, rff for rbf, nystrom for a user kernel."""
+    default: exact for linear, nystrom otherwise (measured: on 5-D RBF instances Nystrom with
+    r = 256 tracks the exact MMD^2 to a few percent where RFF with r = 1024 is off by 2-5x)."""
     if method is None:
-        method = {"linear": "exact", "rbf": "rff"}.get(
-            problem.kernel_name if problem._kfun is None else "", "nystrom")
+        method = "exact" if (problem.kernel_name == "linear" and problem._kfun is None) \
+            else "nystrom"
     rank = int(rank)
     if rank < 2:
         raise ValueError(f"rank must be >= 2, got {rank}")
@@ -127,6 +129,37 @@ def relax_features(Phi: np.ndarray, mu: np.ndarray, k: int, *, iters: int = 200,
     return x
 
 
+def stochastic_greedy(Phi: np.ndarray, mu: np.ndarray, k: int, *, seed: int = 0,
+                      eps: float = 0.01, deadline: float | None = None) -> np.ndarray:
+    """Stochastic greedy forward selection (Mirzasoleiman et al. 2015) in feature space: at
+    step t add, among s = (n/k) ln(1/eps) random candidates, the one minimizing
+    ||(sigma + phi_j)/(t+1) - mu||^2 (sigma = sum of the chosen features). O(n r ln(1/eps))
+    in total, independent of k. Past the deadline the rest is filled at random."""
+    n, r = Phi.shape
+    rng = np.random.default_rng(seed)
+    s = int(min(n, max(32, np.ceil(n / k * np.log(1.0 / eps)))))
+    nrm = np.einsum("ij,ij->i", Phi, Phi)
+    sigma = np.zeros(r)
+    avail = np.ones(n, dtype=bool)
+    chosen: list[int] = []
+    for t in range(k):
+        if deadline is not None and time.perf_counter() > deadline:
+            rest = rng.choice(np.flatnonzero(avail), k - t, replace=False)
+            chosen.extend(int(j) for j in rest)
+            break
+        cand = rng.choice(n, s, replace=False) if s < n else np.arange(n)
+        cand = cand[avail[cand]]
+        if cand.size == 0:
+            cand = np.flatnonzero(avail)
+        a = (sigma / (t + 1) - mu).astype(np.float32)
+        val = 2.0 * _matvec(Phi[cand], a) / (t + 1) + nrm[cand] / (t + 1) ** 2
+        j = int(cand[int(np.argmin(val))])
+        avail[j] = False
+        chosen.append(j)
+        sigma += Phi[j]
+    return np.sort(np.asarray(chosen, dtype=np.int64))
+
+
 def swap_features(Phi: np.ndarray, mu: np.ndarray, k: int, idx: np.ndarray, *,
                   batch: int = 64, rounds: int = 200, deadline: float | None = None
                   ) -> tuple[np.ndarray, int]:
@@ -179,15 +212,25 @@ def swap_features(Phi: np.ndarray, mu: np.ndarray, k: int, idx: np.ndarray, *,
 def _lowrank(problem: MMDSelection, time_limit: float | None, *, rank: int = 256,
              method: str | None = None, seed: int = 0, iters: int = 200, rounds: int = 200,
              **opts: Any) -> Result:
-    """Random Fourier features / Nystrom + FISTA relaxation + top-k + batched swaps (large n)."""
+    """Nystrom / random Fourier features; relaxation + top-k and stochastic greedy, each
+    improved by batched swaps; the better (large n)."""
     if opts:
         raise ValueError(f"solver 'lowrank' got unknown options {sorted(opts)}")
     deadline = None if time_limit is None else time.perf_counter() + time_limit
     k = problem.keep
     Phi, mu = features(problem, rank=rank, method=method, seed=seed)
+
+    def value(idx: np.ndarray) -> float:
+        return float(np.sum((Phi[idx].astype(np.float64).sum(0) / k - mu) ** 2))
+
     x = relax_features(Phi, mu, k, iters=iters, deadline=deadline)
-    idx0 = np.sort(np.argsort(-x, kind="stable")[:k])
-    idx, swaps = swap_features(Phi, mu, k, idx0, rounds=rounds, deadline=deadline)
-    approx = float(np.sum((Phi[idx].astype(np.float64).sum(0) / k - mu) ** 2))
+    a, sa = swap_features(Phi, mu, k, np.sort(np.argsort(-x, kind="stable")[:k]),
+                          rounds=rounds, deadline=deadline)
+    b, sb = swap_features(Phi, mu, k, stochastic_greedy(Phi, mu, k, seed=seed,
+                                                        deadline=deadline),
+                          rounds=rounds, deadline=deadline)
+    va, vb = value(a), value(b)
+    idx = a if va <= vb else b
     return Result(idx.astype(np.int64), "feasible", None,
-                  {"rank": Phi.shape[1], "swaps": swaps, "feature_mmd2": approx})
+                  {"rank": Phi.shape[1], "swaps": sa + sb, "feature_mmd2": min(va, vb),
+                   "start_won": "relax" if va <= vb else "stochastic-greedy"})
