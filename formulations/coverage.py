@@ -276,6 +276,9 @@ def radius_graph(features: Any, radius: float, *, method: str = "auto",
     cols = np.concatenate([j, i, diag])
     g = sp.coo_array((np.ones(len(rows), dtype=bool), (rows, cols)), shape=(n, n)).tocsr()
     g.sort_indices()
+    if g.nnz < 2**31 - 1 and g.indices.dtype != np.int32:
+        g = sp.csr_array((g.data, g.indices.astype(np.int32), g.indptr.astype(np.int32)),
+                         shape=(n, n))
     return g
 
 
