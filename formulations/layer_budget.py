@@ -187,14 +187,18 @@ class LayerBudget(MILPExportable, Formulation):
     def to_milp(self) -> MILPForm:
         """The multiple-choice MILP; variable ``x[l,k]`` is column ``offsets[l] + k``.
 
-        The budget row is divided by ``max(|B|, max summed cost)`` for conditioning.
+        The budget row is divided by ``1e-6 max(|B|, max summed cost)``, so that a backend's
+        absolute feasibility tolerance (1e-6 in HiGHS) is 1e-12 of the budget, well inside
+        the check's :data:`COST_RTOL`.
         """
         L = self.n_layers
         offsets = np.concatenate([[0], np.cumsum(self.levels)])
         n = int(offsets[-1])
         cvec = np.concatenate(self.errors)
         cost = np.concatenate(self.costs)
-        scale = max(abs(self.budget), self.max_cost, 1e-300)
+        # the budget row in units of 1e-6 of the cost scale: MILP solvers accept rows violated
+        # by their feasibility tolerance (HiGHS: 1e-6 absolute), i.e. 1e-12 of the budget here
+        scale = max(abs(self.budget), self.max_cost, 1e-300) * 1e-6
         rows = np.concatenate([np.repeat(np.arange(L), self.levels), np.full(n, L)])
         cols = np.concatenate([np.arange(n), np.arange(n)])
         vals = np.concatenate([np.ones(n), cost / scale])
