@@ -124,6 +124,11 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
         _atomic_write(target, failing)
     assert target.read_bytes() == b"old content"
     assert os.listdir(tmp_path) == ["out.pt"]
+    _atomic_write(target, lambda f: f.write(b"new content"))
+    assert target.read_bytes() == b"new content" and os.listdir(tmp_path) == ["out.pt"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     new = tmp_path / "new.pt"
     with pytest.raises(RuntimeError):
         _atomic_write(new, failing)
