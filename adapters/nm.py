@@ -203,12 +203,12 @@ def nm_mask(
     """
     n, m = _check_nm(n, m)
     shape = tuple(weight.shape)
+    if scores is not None and tuple(np.shape(scores)) != shape:
+        raise ValueError(f"scores for {name} have shape {tuple(np.shape(scores))}, expected the "
+                         f"weight's shape {shape}")
     s = as_matrix(weight if scores is None else scores)
     if scores is None:
         s = np.abs(s)
-    elif tuple(np.shape(scores)) != shape:
-        raise ValueError(f"scores for {name} have shape {tuple(np.shape(scores))}, expected the "
-                         f"weight's shape {shape}")
     if not np.isfinite(s).all():
         raise ValueError(f"{name} has NaN or inf entries; fix the weights before masking")
     R, C = s.shape

@@ -161,6 +161,7 @@ def test_failed_run_writes_nothing(tmp_path, capsys):
         ("good", ["-o", "{d}/o.pt", "--report", "{d}/o.pt"], "must differ"),
         ("list", ["-o", "{d}/o.pt"], "does not hold a state_dict"),
         ("garbage", ["-o", "{d}/o.pt"], "cannot read"),
+        ("nested", ["-o", "{d}/o.pt"], "save its 'state_dict' entry on its own"),
         ("nan", ["-o", "{d}/o.pt"], "NaN or inf"),
     ],
 )
@@ -170,6 +171,8 @@ def test_bad_input_exits_2_with_a_message(tmp_path, capsys, make, args, message)
         save(net_state(5), inp)
     elif make == "list":
         torch.save([torch.ones(4, 4)], str(inp))
+    elif make == "nested":
+        torch.save({"state_dict": net_state(5), "epoch": 3}, str(inp))
     elif make == "garbage":
         inp.write_bytes(b"this is not a torch file")
     elif make == "nan":

@@ -57,8 +57,10 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
                          f"names to tensors); save one with torch.save(model.state_dict(), ...)")
     bad = [k for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
+        hint = (f"; it looks like a checkpoint: save its {bad[0]!r} entry on its own"
+                if isinstance(sd.get(bad[0]), Mapping) else "")
         raise ValueError(f"{str(path)!r} is not a flat state_dict: entries {bad[:3]} are not "
-                         f"name -> tensor")
+                         f"name -> tensor{hint}")
     return dict(sd)
 
 
