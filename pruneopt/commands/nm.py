@@ -209,7 +209,10 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser(
         "nm", help="N:M (transposable) masks on a saved state_dict (.pt or .safetensors)",
-        description=__doc__.split("\n\n")[0].strip("`"),
+        description="Mask the weight tensors of a saved state_dict with N:M (optionally "
+                    "transposable) masks; write the masked state_dict (format by OUT's suffix) "
+                    "and a JSON report, both atomically. 4-D convolution weights are viewed as "
+                    "[out, in*kh*kw].",
     )
     p.add_argument("model", metavar="MODEL", help="state_dict file: .pt/.pth/.bin or .safetensors")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
