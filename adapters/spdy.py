@@ -45,6 +45,7 @@ import os
 import platform
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -796,7 +797,9 @@ def csr_linear_timing(in_features: int = 384, out_features: int = 1536, tokens: 
             if k:
                 thr = W.abs().flatten().kthvalue(k).values
                 Wp[W.abs() <= thr] = 0
-            Wc = Wp.to_sparse_csr()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+                Wc = Wp.to_sparse_csr()
             t = _time(lambda Wc=Wc: torch.sparse.mm(Wc, X), repeats)
             out.append({"sparsity": float(s), "dense_seconds": t_dense, "csr_seconds": t,
                         "speedup": t_dense / t})
