@@ -91,7 +91,9 @@ def run(args) -> int:
 
 def register(kinds) -> None:
     p = kinds.add_parser("mmd", help="MMD data selection (AdaPrune): match a target sample",
-                         description=__doc__.split("\n\n")[0])
+                         description="Keep the source points whose kernel mean best "
+                         "matches a target sample (minimum squared MMD, AdaPrune); write "
+                         "the kept indices to a .npy file.")
     p.add_argument("--source", required=True, help="source points, .npy (n x d)")
     p.add_argument("--target", required=True, help="target points, .npy (m x d)")
     p.add_argument("--keep", required=True, help="number of points to keep, or a fraction")
