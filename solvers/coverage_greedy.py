@@ -339,9 +339,20 @@ def _has_highs() -> bool:
 
 @register("greedy", CoverSelection, guarantee="heuristic", priority=60)
 def greedy_cover_solver(problem: CoverSelection, time_limit: float | None, *,
-                        progress: bool = False) -> Result:
-    """Greedy partial set cover with reverse deletion and a lower bound."""
+                        lp_bound: bool | None = None, progress: bool = False) -> Result:
+    """Greedy partial set cover with reverse deletion and a lower bound.
+
+    ``lp_bound``: also solve the LP relaxation for its (usually much better) lower bound;
+    ``None`` does so only on graphs of at most ``LP_BOUND_MAX_NNZ`` entries.
+    """
     sel, lower, info = greedy_set_cover(problem, progress=progress)
+    if lp_bound is None:
+        lp_bound = problem.graph.nnz <= LP_BOUND_MAX_NNZ and _has_highs()
+    if lp_bound and lower < len(sel):
+        _, lpb, lp_info = _lp(problem, time_limit)
+        info.update(lp_info)
+        if lpb is not None:
+            lower = max(lower, lpb - 1e-6)
     return _finish_min(problem, sel, lower, info)
 
 
