@@ -1,0 +1,147 @@
+"""``pruneopt budget``: choose one level per layer within a cost budget (SPDY layer budgets).
+
+Two modes:
+
+- ``pruneopt budget TABLE.json --budget B`` (or ``--speedup S`` for an SPDY table): solve
+  the table and print the levels as JSON. TABLE is either ``{"costs": [[...], ...],
+  "errors": [[...], ...], "budget": B}`` (ragged lists, one per layer) or an SPDY timing and
+  error table written by ``SpdyTable.save`` / ``pruneopt budget --minilm --save-table``.
+- ``pruneopt budget --minilm --speedup S``: the whole SPDY pipeline on the real
+  all-MiniLM-L6-v2 (timing and error databases on this CPU, coefficient search, apply,
+  measured end-to-end speedup), printed as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from typing import Any
+
+
+def register(sub) -> None:
+    p = sub.add_parser("budget", help="layer budgets: one sparsity level per layer (SPDY)",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("table", nargs="?", help="JSON table (costs/errors/budget, or an SPDY table)")
+    p.add_argument("--budget", type=float, help="cost budget (overrides the table's)")
+    p.add_argument("--speedup", type=float, help="speedup target (SPDY tables, --minilm)")
+    p.add_argument("--solver", default=None, help="solver name (default: the exact 'dp')")
+    p.add_argument("--time-limit", type=float, default=None, help="seconds")
+    p.add_argument("--buckets", type=int, default=None, help="DP buckets (dp, dp_round)")
+    p.add_argument("--out", help="write the JSON here instead of printing it")
+    p.add_argument("--minilm", action="store_true",
+                   help="run the full SPDY pipeline on all-MiniLM-L6-v2")
+    p.add_argument("--calib", type=int, default=16, help="calibration sentences (--minilm)")
+    p.add_argument("--repeats", type=int, default=5, help="timing repeats (--minilm)")
+    p.add_argument("--steps", type=int, default=40, help="local-search steps (--minilm)")
+    p.add_argument("--random-starts", type=int, default=12, help="random starts (--minilm)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-table", help="save the measured SPDY table here (--minilm)")
+    p.add_argument("--progress", action="store_true", help="show progress bars (--minilm)")
+    p.set_defaults(func=run)
+
+
+def _write(obj: dict[str, Any], out: str | None) -> None:
+    text = json.dumps(obj, indent=1)
+    if out is None:
+        print(text)
+        return
+    d = os.path.dirname(os.path.abspath(out))
+    fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _solution_json(problem, sol) -> dict[str, Any]:
+    return {
+        "levels": [int(v) for v in sol.decision] if sol.decision is not None else None,
+        "names": problem.names,
+        "objective": sol.objective,
+        "cost": problem.cost(sol.decision) if sol.decision is not None else None,
+        "budget": problem.budget,
+        "status": sol.status, "bound": sol.bound, "gap": sol.gap,
+        "solver": sol.solver, "seconds": sol.seconds,
+    }
+
+
+def run(args) -> int:
+    import pruneopt
+    from pruneopt.adapters import spdy
+    from pruneopt.formulations import LayerBudget
+
+    options = {} if args.buckets is None else {"buckets": args.buckets}
+    if args.minilm:
+        return _minilm(args)
+    if not args.table:
+        raise ValueError("give a TABLE.json (or --minilm for the full pipeline)")
+    try:
+        with open(args.table) as f:
+            data = json.load(f)
+    except OSError as exc:
+        raise ValueError(f"cannot read {args.table}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{args.table} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{args.table}: expected a JSON object with costs/errors/budget")
+    if "units" in data:  # an SPDY table
+        table = spdy.SpdyTable.from_json(data)
+        if args.speedup is None:
+            raise ValueError("an SPDY table needs --speedup (e.g. --speedup 1.5)")
+        problem = table.problem(args.speedup)
+        if args.budget is not None:
+            raise ValueError("give --speedup or --budget for an SPDY table, not both")
+        sol = pruneopt.solve(problem, solver=args.solver, time_limit=args.time_limit, **options)
+        out = _solution_json(problem, sol)
+        lv = sol.decision
+        unit_time = sum(float(t[k]) for t, k in zip(table.times, lv, strict=True))
+        out["removed"] = [int(table.removed[i][k]) for i, k in enumerate(lv)]
+        out["predicted_speedup"] = table.dense_time / (table.base_time + unit_time)
+        out["speedup_target"] = args.speedup
+    else:
+        if "costs" not in data or "errors" not in data:
+            raise ValueError(f"{args.table}: needs 'costs' and 'errors' (lists, one per layer)")
+        budget = args.budget if args.budget is not None else data.get("budget")
+        if budget is None:
+            raise ValueError("no budget: put 'budget' in the table or pass --budget")
+        if args.speedup is not None:
+            raise ValueError("--speedup needs an SPDY table; use --budget for a plain table")
+        problem = LayerBudget(data["costs"], data["errors"], budget, names=data.get("names"))
+        sol = pruneopt.solve(problem, solver=args.solver, time_limit=args.time_limit, **options)
+        out = _solution_json(problem, sol)
+    _write(out, args.out)
+    return 0
+
+
+def _minilm(args) -> int:
+    from pruneopt.adapters import spdy
+    from pruneopt.adapters.models import load_minilm, stdlib_sentences
+
+    if args.speedup is None:
+        raise ValueError("--minilm needs --speedup (e.g. --speedup 1.5)")
+    if args.calib < 1 or args.repeats < 1:
+        raise ValueError("--calib and --repeats must be >= 1")
+    model = load_minilm()
+    sents = stdlib_sentences(args.calib + 64)
+    calib = spdy.make_batches(model, sents[: args.calib], batch_size=args.calib)
+    held = spdy.make_batches(model, sents[args.calib:], batch_size=64)
+    table = spdy.timing_database(model, calib, repeats=args.repeats, progress=args.progress)
+    spdy.error_database(model, table, calib, progress=args.progress)
+    if args.save_table:
+        table.save(args.save_table)
+    pruned, rep = spdy.spdy_prune(model, table, args.speedup, calib, seed=args.seed,
+                                  random_starts=args.random_starts, steps=args.steps,
+                                  repeats=args.repeats, progress=args.progress)
+    rep["heldout_cosine"] = spdy.cosine_to(spdy.embed(model, held), spdy.embed(pruned, held))
+    rep["units"] = [u.name for u in table.units]
+    _write(rep, args.out)
+    if not rep["met"]:
+        print(f"warning: measured speedup {rep['measured_speedup']:.3f}x is below the target "
+              f"{args.speedup:g}x", file=sys.stderr)
+    return 0
