@@ -18,7 +18,8 @@ The functions and what they touch:
   per-layer report). **Does not modify the model.**
 - :func:`apply_nm_masks` -- puts masks on the model with
   ``torch.nn.utils.prune.custom_from_mask`` (the state_dict then carries ``weight_orig`` and
-  ``weight_mask``). Modifies the model (``inplace=False``: a deep copy is masked instead).
+  ``weight_mask``), then checks them with :func:`verify_nm`. Modifies the model
+  (``inplace=False``: a deep copy is masked instead).
 - :func:`prune_nm` -- compute + apply in one call (``inplace=True`` by default).
 - :func:`make_permanent` -- ``prune.remove`` on every masked module: zeros become permanent.
 - :func:`verify_nm` -- checks that every masked weight ``W`` (and ``W^T`` for transposable
@@ -377,10 +378,13 @@ def apply_nm_masks(
 ) -> nn.Module:
     """Put ``masks`` (name -> boolean weight-shaped tensor) on the model's modules with
     ``torch.nn.utils.prune.custom_from_mask``: ``weight`` becomes ``weight_orig * weight_mask``
-    (both in the state_dict) until :func:`make_permanent`. **Modifies ``model``** unless
+    (both in the state_dict) until :func:`make_permanent`. Given an :class:`NMMaskPlan`, the
+    applied masks are then checked with :func:`verify_nm` (``W`` and, for transposable plans,
+    ``W^T`` are N:M). **Modifies ``model``** unless
     ``inplace=False``, which masks and returns a deep copy. Returns the masked model."""
-    if isinstance(masks, NMMaskPlan):
-        masks = masks.masks
+    plan = masks if isinstance(masks, NMMaskPlan) else None
+    if plan is not None:
+        masks = plan.masks
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     modules = dict(model.named_modules())
@@ -397,6 +401,8 @@ def apply_nm_masks(
     for name, mask in masks.items():
         mod = modules[name]
         prune.custom_from_mask(mod, "weight", mask.to(device=mod.weight.device, dtype=torch.bool))
+    if plan is not None:  # the applied masks (combined with earlier ones) must be N:M
+        verify_nm(model, plan.n, plan.m, transposable=plan.transposable, names=list(masks))
     return model
 
 
