@@ -395,6 +395,9 @@ def apply_nm_masks(
         if tuple(mask.shape) != tuple(mod.weight.shape):
             raise ValueError(f"mask for {name!r} has shape {tuple(mask.shape)}, the weight has "
                              f"{tuple(mod.weight.shape)}")
+        if plan is not None and not is_nm(mask, plan.n, plan.m, transposable=plan.transposable):
+            raise ValueError(f"the mask for {name!r} is not {plan.n}:{plan.m}"
+                             f"{' transposable' if plan.transposable else ''}; nothing applied")
     if not inplace:
         model = copy.deepcopy(model)
         modules = dict(model.named_modules())

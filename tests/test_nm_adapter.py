@@ -259,3 +259,9 @@ def test_bad_model_and_weights():
         apply_nm_masks(small_net(0), {"missing": torch.ones(2, 2, dtype=torch.bool)})
     with pytest.raises(ValueError, match="has shape"):
         apply_nm_masks(small_net(0), {"2": torch.ones(2, 2, dtype=torch.bool)})
+    net = small_net(0)
+    plan = compute_nm_masks(net, 2, 4, include="2", progress=False)
+    plan.masks["2"] = torch.ones(8, 16, dtype=torch.bool)  # tampered: not 2:4
+    with pytest.raises(ValueError, match="not 2:4 transposable; nothing applied"):
+        apply_nm_masks(net, plan)
+    assert not any(prune.is_pruned(mod) for mod in net.modules())
