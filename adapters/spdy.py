@@ -438,7 +438,7 @@ def timing_database(model: nn.Module, batches: Sequence[dict], *,
     must be 0, i.e. dense). ``threads``: torch threads while timing (default 1, the most
     stable on a shared machine; the end-to-end measurements use the same).
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -519,7 +519,7 @@ def error_database(model: nn.Module, table: SpdyTable, batches: Sequence[dict], 
     the mean-pooled, unit-norm sentence embeddings to the dense model's on ``batches``
     (all-MiniLM-L6-v2's own pooling). Blocks before the pruned unit are not recomputed: their
     outputs are cached from one dense pass. Returns ``table``."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     work = copy.deepcopy(model).eval()
     bert = bert_of(work)
@@ -638,7 +638,7 @@ def spdy_search(model: nn.Module, table: SpdyTable, speedup: float, batches: Seq
     Every candidate's levels come from the exact layer-budget solver; identical levels are
     scored once. ``model`` is not modified (a working copy is used).
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     import pruneopt
 
@@ -755,7 +755,7 @@ def uniform_at_speedup(model: nn.Module, speedup: float, batches: Sequence[dict]
     """Uniform pruning (same fraction everywhere) with measured speedup >= ``speedup``:
     bisection on the fraction over end-to-end measurements. The smallest fraction found
     that meets the target is returned with its measurement."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     units = units_of(model)
     lo, hi = 0.0, 0.95
