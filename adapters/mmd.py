@@ -66,8 +66,9 @@ def extract_features(model: nn.Module, data: Any, *, layer: nn.Module | str | No
     sub-module or its name, e.g. the penultimate layer or an embedding) or of the whole model
     when ``layer`` is None. Returns a float64 array (len(data), features).
 
-    The model runs in eval mode under ``torch.no_grad``; its training flag and weights are
-    restored/untouched afterwards (it is moved to ``device`` only if it is already there).
+    The model runs in eval mode under ``torch.no_grad``; its training flag is restored and its
+    weights are untouched afterwards. The model is not moved: ``device`` is where the input
+    batches are sent, so pass the device the model lives on.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 from cases_mmd import brute_mmd, energy, shifted
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pruneopt.formulations import MMDSelection
 from pruneopt.solvers import mmd_heuristics
 from pruneopt.solvers.mmd_heuristics import relaxation
@@ -262,3 +264,23 @@ def test_lowrank_large_n_never_dense(kernel):
     assert "_dense_K" not in p.__dict__
     rand = p.objective(rng.choice(n, 500, replace=False))
     assert sol.objective < 0.2 * rand
+
+
+# ----------------------------------------------------------------------------- properties
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 8), d=st.integers(1, 3),
+           kernel=st.sampled_from(["rbf", "linear", "energy"]), data=st.data())
+def test_bound_and_heuristics_never_cross_brute_force(seed, n, d, kernel, data):
+    keep = data.draw(st.integers(1, n))
+    rng = np.random.default_rng(seed)
+    S = rng.normal(size=(n, d))
+    T = rng.normal(size=(rng.integers(1, 6), d)) + rng.normal(size=d)
+    p = MMDSelection(S, T, keep, kernel=energy if kernel == "energy" else kernel)
+    opt = brute_mmd(p)
+    _, lb, _ = relaxation(p)
+    assert lb <= opt + 1e-9 * max(1.0, abs(opt))
+    for solver in ("relax-swap", "greedy", "lowrank"):
+        sol = pruneopt.solve(p, solver=solver)
+        assert sol.objective >= opt - 1e-9 * max(1.0, abs(opt))
