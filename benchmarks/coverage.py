@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from pruneopt.formulations.coverage import (
@@ -89,6 +91,10 @@ def run_instance(name: str, problem, solvers: list[tuple[str, dict, float | None
 
 
 def main() -> None:
+    # This file is named coverage.py: keep its folder off sys.path, or `import coverage`
+    # (done by numba, which apricot uses) would import this script instead of the package.
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="digits only")
     ap.add_argument("--time-limit", type=float, default=60.0, help="for the exact solvers")
