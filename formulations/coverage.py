@@ -438,9 +438,9 @@ class _RadiusCover(MILPExportable, Formulation):
             g = sp.csr_array(graph)
             if g.shape != (self.n, self.n):
                 raise ValueError(f"graph must be {self.n} x {self.n}, got {g.shape}")
-            g = (g != 0).astype(bool).tocsr()
-            g.setdiag(True)
-            self._graph = sp.csr_array(g)
+            g = sp.csr_array((g != 0) + sp.eye_array(self.n, dtype=bool, format="csr"))
+            g.sort_indices()
+            self._graph = g
 
     @property
     def weights(self) -> np.ndarray:
