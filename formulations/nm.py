@@ -28,7 +28,7 @@ entries in a row is still a valid N:M block for sparse kernels, so "at most" is 
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 from itertools import combinations
 from typing import Any
 
@@ -220,8 +220,8 @@ class TransposableNM(_MaskProblem, MILPExportable):
             f"Transposable N:M mask, n={self.n}, m={self.m}, scores s of shape {R}x{C} "
             f"({self.num_blocks} blocks of {self.m}x{self.m})\n"
             f"maximize   sum_ij s_ij x_ij\n"
-            f"subject to sum_(j in block cols) x_ij {word} {self.n}  for each row i of each block\n"
-            f"           sum_(i in block rows) x_ij {word} {self.n}  for each column j of each block\n"
+            f"subject to sum_(j in block cols) x_ij {word} {self.n}  for each block row i\n"
+            f"           sum_(i in block rows) x_ij {word} {self.n}  for each block column j\n"
             f"           x_ij in {{0,1}}   (totally unimodular: the LP relaxation is integral)"
         )
 
@@ -289,11 +289,11 @@ class TransposableNM(_MaskProblem, MILPExportable):
 # ----------------------------------------------------------------------------- diversity
 
 
-@lru_cache(maxsize=None)
+@cache
 def _count_transposable(m: int, n: int, exactly: bool) -> int:
     """Number of m x m 0/1 matrices whose rows and columns all sum to n (or to <= n)."""
 
-    @lru_cache(maxsize=None)
+    @cache
     def rec(rows_left: int, cap: tuple[int, ...]) -> int:
         if rows_left == 0:
             return int(all(c == 0 for c in cap)) if exactly else 1

@@ -22,4 +22,6 @@ for _mod in pkgutil.iter_modules(__path__):
     if _mod.name not in ("registry", "solution"):
         importlib.import_module(f"{__name__}.{_mod.name}")
 
-__all__ = ["Result", "Solution", "SolverSpec", "available", "get_solver", "register", "solve", "solvers"]
+__all__ = [
+    "Result", "Solution", "SolverSpec", "available", "get_solver", "register", "solve", "solvers",
+]

@@ -35,10 +35,11 @@ def _round_integers(x: np.ndarray, form: MILPForm) -> np.ndarray:
     return x
 
 
-def solve_highs(form: MILPForm, time_limit: float | None, *, relax: bool = False,
-                mip_rel_gap: float = 0.0, threads: int | None = None) -> tuple[str, np.ndarray | None,
-                                                                            float | None, dict]:
-    """Solve ``form`` with highspy. Returns (status, x, bound, info); ``relax`` drops integrality."""
+def solve_highs(
+    form: MILPForm, time_limit: float | None, *, relax: bool = False,
+    mip_rel_gap: float = 0.0, threads: int | None = None,
+) -> tuple[str, np.ndarray | None, float | None, dict]:
+    """Solve ``form`` with highspy: (status, x, bound, info); ``relax`` drops integrality."""
     import highspy
 
     h = highspy.Highs()

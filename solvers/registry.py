@@ -49,6 +49,11 @@ class SolverSpec:
     package: str | None
     priority: int
     description: str
+    accepts: Callable[[Any], str | None] | None = None
+
+    def refusal(self, problem: Any) -> str | None:
+        """Why this solver cannot take ``problem`` (size, structure), or None if it can."""
+        return None if self.accepts is None else self.accepts(problem)
 
     def installed(self) -> bool:
         return all(importlib.util.find_spec(mod) is not None for mod in self.requires)
@@ -67,8 +72,14 @@ def register(
     package: str | None = None,
     priority: int = 100,
     description: str = "",
+    accepts: Callable[[Any], str | None] | None = None,
 ) -> Callable[[Callable[..., Result]], Callable[..., Result]]:
-    """Decorator registering ``impl`` as solver ``name`` for formulations of type ``problem``."""
+    """Decorator registering ``impl`` as solver ``name`` for formulations of type ``problem``.
+
+    ``accepts(problem)`` may return a reason (str) why an instance is out of the solver's
+    reach (e.g. too many patterns); such a solver is left out of :func:`available` and
+    asking for it is a ``ValueError`` giving the reason.
+    """
     if guarantee not in GUARANTEES:
         raise ValueError(f"guarantee must be one of {GUARANTEES}, got {guarantee!r}")
 
@@ -86,6 +97,7 @@ def register(
             package=package,
             priority=priority,
             description=description or (impl.__doc__ or "").strip().split("\n")[0],
+            accepts=accepts,
         )
         return impl
 
@@ -113,7 +125,7 @@ def solvers(problem: Formulation | None = None) -> list[SolverSpec]:
 def available(problem: Formulation) -> list[str]:
     """Names of the installed solvers that accept ``problem``, the default first."""
     _check_problem(problem)
-    return [s.name for s in _specs_for(problem) if s.installed()]
+    return [s.name for s in _specs_for(problem) if s.installed() and s.refusal(problem) is None]
 
 
 def _check_problem(problem: Any) -> None:
@@ -130,8 +142,9 @@ def get_solver(problem: Formulation, solver: str | None) -> SolverSpec:
     specs = _specs_for(problem)
     kind = type(problem).__name__
     if solver is None:
-        exact = [s for s in specs if s.installed() and s.guarantee == "exact"]
-        anyok = [s for s in specs if s.installed()]
+        usable = [s for s in specs if s.installed() and s.refusal(problem) is None]
+        exact = [s for s in usable if s.guarantee == "exact"]
+        anyok = usable
         if not (exact or anyok):
             raise ValueError(f"no installed solver accepts {kind}")
         return (exact or anyok)[0]
@@ -156,6 +169,12 @@ def get_solver(problem: Formulation, solver: str | None) -> SolverSpec:
             f"not installed (pip install {spec.package or spec.requires[0]}); installed "
             f"solvers for {kind}: {', '.join(available(problem)) or 'none'}"
         )
+    reason = spec.refusal(problem)
+    if reason is not None:
+        raise ValueError(
+            f"solver {solver!r} does not accept this {kind}: {reason}; solvers that do: "
+            f"{', '.join(available(problem)) or 'none'}"
+        )
     return spec
 
 
@@ -175,7 +194,8 @@ def solve(
         try:
             time_limit = float(time_limit)
         except (TypeError, ValueError):
-            raise ValueError(f"time_limit must be a number of seconds, got {time_limit!r}") from None
+            raise ValueError(
+                f"time_limit must be a number of seconds, got {time_limit!r}") from None
         if not time_limit > 0:
             raise ValueError(f"time_limit must be > 0 seconds, got {time_limit}")
     t0 = time.perf_counter()
@@ -184,7 +204,8 @@ def solve(
     if res.status not in STATUSES:
         raise RuntimeError(f"solver {spec.name!r} returned unknown status {res.status!r}")
     if res.status == "optimal" and spec.guarantee != "exact" and not res.info.get("certified"):
-        raise RuntimeError(f"{spec.name!r} is a {spec.guarantee} solver and cannot claim optimality")
+        raise RuntimeError(
+            f"{spec.name!r} is a {spec.guarantee} solver and cannot claim optimality")
     decision = res.decision
     objective = None
     if decision is not None:

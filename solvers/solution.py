@@ -50,7 +50,7 @@ class Solution:
 
     @property
     def gap(self) -> float | None:
-        """Relative distance between the objective and the bound, ``|bound - obj| / max(|obj|, 1e-12)``.
+        """Relative distance of objective and bound: ``|bound - obj| / max(|obj|, 1e-12)``.
 
         ``0.0`` for a proven optimum; ``None`` without a bound or an objective.
         """
