@@ -30,21 +30,23 @@ NEG = -np.inf
 def greedy_blocks(w: np.ndarray, n: int, *, positive_only: bool) -> np.ndarray:
     """Hubara's greedy over a batch of blocks (B, m, m) -> bool mask."""
     nb, m, _ = w.shape
-    order = np.argsort(-w.reshape(nb, -1), axis=1, kind="stable")
-    rows, cols = order // m, order % m
-    rowc = np.zeros((nb, m), dtype=np.int64)
-    colc = np.zeros((nb, m), dtype=np.int64)
-    x = np.zeros((nb, m * m), dtype=bool)
-    b = np.arange(nb)
     flat = w.reshape(nb, -1)
+    order = np.argsort(-flat, axis=1, kind="stable")
+    base_e = (np.arange(nb) * m * m)[:, None] + order  # flat entry index, by rank
+    base_r = (np.arange(nb) * m)[:, None] + order // m  # flat row-counter index
+    base_c = (np.arange(nb) * m)[:, None] + order % m
+    rowc = np.zeros(nb * m, dtype=np.int32)
+    colc = np.zeros(nb * m, dtype=np.int32)
+    x = np.zeros(nb * m * m, dtype=bool)
+    wf = flat.ravel()
     for k in range(m * m):
-        i, j = rows[:, k], cols[:, k]
-        take = (rowc[b, i] < n) & (colc[b, j] < n)
+        r, c, e = base_r[:, k], base_c[:, k], base_e[:, k]
+        take = (rowc[r] < n) & (colc[c] < n)
         if positive_only:
-            take &= flat[b, order[:, k]] > 0
-        x[b[take], order[take, k]] = True
-        rowc[b[take], i[take]] += 1
-        colc[b[take], j[take]] += 1
+            take &= wf[e] > 0
+        x[e] = take
+        rowc[r] += take
+        colc[c] += take
     return x.reshape(nb, m, m)
 
 
@@ -57,7 +59,8 @@ def complete_blocks(x: np.ndarray, w: np.ndarray, n: int, *, must_fill: bool) ->
     the best one does not gain.
     """
     nb, m, _ = x.shape
-    active = np.arange(nb)
+    # a path runs from a row with room to a column with room: other blocks are done
+    active = np.flatnonzero((x.sum(axis=2) < n).any(axis=1) & (x.sum(axis=1) < n).any(axis=1))
     for _ in range(n * m):
         if active.size == 0:
             break
