@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pruneopt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if mod.name.startswith("_"):
+        if mod.name.startswith(("_", "select_")):  # select_KIND: under `pruneopt select`
             continue
         module = importlib.import_module(f"{commands.__name__}.{mod.name}")
         if hasattr(module, "register"):
