@@ -23,7 +23,7 @@ import pruneopt
 from pruneopt.formulations import TransposableNM
 
 # largest number of blocks each solver is run on in full; beyond it, a slice, scaled
-FULL_LIMIT = {"networkx": 2048, "pyomo": 4096, "highs": 70_000, "scipy": 70_000}
+FULL_LIMIT = {"networkx": 2048, "pyomo": 2048, "highs": 8192, "scipy": 8192}
 
 
 def run(problem: TransposableNM, solver: str) -> tuple[float, float, str]:
@@ -39,6 +39,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     rows = []
+    print("| matrix | n:m | solver | seconds | kept score / optimum | status | note |")
+    print("|---|---|---|---|---|---|---|")
+
+    def emit(r):
+        rows.append(r)
+        print(f"| {r[0]}^2 | {r[1]} | " + " | ".join(str(c) for c in r[2:]) + " |", flush=True)
+
     for size in args.sizes:
         w = np.abs(np.random.default_rng(args.seed).standard_normal((size, size)))
         for nm in args.nm:
@@ -65,22 +72,18 @@ def main() -> None:
                     t *= full.num_blocks / part.num_blocks
                     ratio = obj / ref
                     times[solver] = t
-                    rows.append((size, nm, solver, f"~{t:.2f}", f"{ratio:.6f}", status,
+                    emit((size, nm, solver, f"~{t:.2f}", f"{ratio:.6f}", status,
                                  f"timed on {part.num_blocks} blocks, scaled"))
                     continue
                 else:
                     t, obj, status = run(full, solver)
                     note = ""
                 times[solver] = t
-                rows.append((size, nm, solver, f"{t:.3f}", f"{obj / opt:.6f}", status, note))
+                emit((size, nm, solver, f"{t:.3f}", f"{obj / opt:.6f}", status, note))
             for solver in ("ortools", "networkx"):
                 if solver in times:
-                    rows.append((size, nm, f"speed-up of {default} vs {solver}", "",
+                    emit((size, nm, f"speed-up of {default} vs {solver}", "",
                                  f"{times[solver] / t_def:.1f}x", "", "same run"))
-    print("| matrix | n:m | solver | seconds | kept score / optimum | status | note |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r[0]}^2 | {r[1]} | " + " | ".join(str(c) for c in r[2:]) + " |")
 
 
 if __name__ == "__main__":

@@ -139,13 +139,23 @@ def scipy_solver(problem: MILPExportable, time_limit: float | None, *,
     opts: dict[str, Any] = {"mip_rel_gap": mip_rel_gap}
     if time_limit is not None:
         opts["time_limit"] = time_limit
-    res = milp(
-        sign * np.asarray(form.c, dtype=float),
-        constraints=[LinearConstraint(form.A, form.row_lower, form.row_upper)],
-        bounds=Bounds(form.lower, form.upper),
-        integrality=form.integrality.astype(int),
-        options=opts,
-    )
+
+    def run(integrality):
+        return milp(
+            sign * np.asarray(form.c, dtype=float),
+            constraints=[LinearConstraint(form.A, form.row_lower, form.row_upper)],
+            bounds=Bounds(form.lower, form.upper),
+            integrality=integrality,
+            options=opts,
+        )
+
+    if form.totally_unimodular:  # the LP vertex is integral: solve the LP, verify
+        res = run(np.zeros(len(form.c), dtype=int))
+        if res.status == 0 and _integral(res.x, form):
+            bound = sign * res.fun + form.offset
+            return Result(_decode(form, res.x), "optimal", bound,
+                          {"backend_status": res.message, "lp_integral": True})
+    res = run(form.integrality.astype(int))
     info = {"backend_status": res.message}
     bound = getattr(res, "mip_dual_bound", None)
     bound = None if bound is None or not np.isfinite(bound) else sign * bound + form.offset
