@@ -31,7 +31,7 @@ def greedy_blocks(w: np.ndarray, n: int, *, positive_only: bool) -> np.ndarray:
     """Hubara's greedy over a batch of blocks (B, m, m) -> bool mask."""
     nb, m, _ = w.shape
     flat = w.reshape(nb, -1)
-    order = np.argsort(-flat, axis=1, kind="stable")
+    order = np.argsort(-flat, axis=1)  # ties: any fixed order (deterministic)
     base_e = (np.arange(nb) * m * m)[:, None] + order  # flat entry index, by rank
     base_r = (np.arange(nb) * m)[:, None] + order // m  # flat row-counter index
     base_c = (np.arange(nb) * m)[:, None] + order % m
