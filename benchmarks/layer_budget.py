@@ -68,6 +68,12 @@ def main(argv: list[str] | None = None) -> None:
                 sol = pruneopt.solve(p, solver=name, time_limit=args.time_limit, **opts)
                 st = stats[label]
                 st["t"].append(sol.seconds)
+                if sol.decision is None:  # stopped by the time limit without an answer
+                    st["gap"].append(np.inf)
+                    st["use"].append(np.nan)
+                    st["status"].append(f"{sol.status} (no answer)")
+                    st["bgap"].append(np.nan)
+                    continue
                 st["gap"].append((sol.objective - opt.objective) / abs(opt.objective))
                 st["use"].append(p.cost(sol.decision) / p.budget)
                 st["status"].append(sol.status)
@@ -87,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
             for s in st["status"]:
                 counts[s] += 1
             rows.append((size, label, np.median(st["t"]), np.median(st["t"]) / t_highs,
-                         100 * max(st["gap"]), 100 * max(st["use"]),
+                         100 * max(st["gap"]), 100 * np.nanmax(st["use"]),
                          np.nanmax(st["bgap"]) * 100 if not np.all(np.isnan(st["bgap"])) else None,
                          ", ".join(f"{k} {v}" for k, v in counts.items())))
     print(f"{args.seeds} tables per size (speedups {SPEEDUPS[:args.seeds]}); "
@@ -97,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---:|---:|---:|---:|---:|---|")
     for size, label, t, r, g, u, bg, sts in rows:
         bgs = "-" if bg is None else f"{bg:.4f}"
-        print(f"| {size} | {label} | {t:.3f} | {r:.2f} | {g:.4f} | {u:.4f} | {bgs} | {sts} |")
+        gs = "no answer" if np.isinf(g) else f"{g:.4f}"
+        print(f"| {size} | {label} | {t:.3f} | {r:.2f} | {gs} | {u:.4f} | {bgs} | {sts} |")
 
 
 if __name__ == "__main__":

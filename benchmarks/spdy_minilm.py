@@ -6,8 +6,9 @@ attention and FFN unit, medians of ``--repeats`` on this CPU, 1 torch thread) an
 database; then for every speedup target run SPDY (coefficient search + exact DP, applied to a
 copy, end-to-end speedup measured on the calibration batch, levels re-solved until the
 measured speedup meets the target) and uniform pruning (the same fraction of heads and
-neurons removed in every block, found by bisection to reach the SPDY model's *measured*
-speedup). Reports the cosine similarity of the held-out sentence embeddings to the dense
+neurons removed in every block, measured end to end at fractions 0.05..0.75; the smallest
+fraction whose measured speedup, smoothed by an isotonic fit, reaches the SPDY model's
+*measured* speedup). Reports the cosine similarity of the held-out sentence embeddings to the dense
 model's. Prints a markdown table; writes the table and results as JSON next to this file.
 
 Run:  nice python benchmarks/spdy_minilm.py [--targets 1.25,1.5,2] [--quick]
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from pruneopt.adapters import spdy
 from pruneopt.adapters.models import load_minilm, stdlib_sentences
 
@@ -59,32 +61,47 @@ def main(argv: list[str] | None = None) -> None:
     rows, results = [], {"targets": [], "table": args.table,
                          "dense_time": table.dense_time, "base_time": table.base_time,
                          "csr": spdy.csr_linear_timing(repeats=max(3, args.repeats))}
+    curve = spdy.uniform_curve(model, calib, repeats=args.repeats, progress=args.progress)
+    units = spdy.units_of(model)
+    for row in curve:
+        upr = spdy.prune_units(model, units, spdy.uniform_removed(units, row["fraction"]))
+        row["heldout_cosine"] = spdy.cosine_to(ref, spdy.embed(upr, held))
+    results["uniform_curve"] = curve
     for target in (float(t) for t in args.targets.split(",")):
         pruned, rep = spdy.spdy_prune(model, table, target, calib, seed=args.seed,
                                       random_starts=args.random_starts, steps=args.steps,
                                       repeats=args.repeats, progress=args.progress)
         cos_spdy = spdy.cosine_to(ref, spdy.embed(pruned, held))
-        upruned, urep = spdy.uniform_at_speedup(model, rep["measured_speedup"], calib,
-                                                repeats=max(3, args.repeats - 2),
-                                                progress=args.progress)
-        cos_uni = spdy.cosine_to(ref, spdy.embed(upruned, held))
-        rep.update({"heldout_cosine": cos_spdy, "uniform": {**urep, "heldout_cosine": cos_uni}})
+        # uniform at the same measured speedup: the smallest fraction whose (isotonic-fitted)
+        # measured speedup reaches SPDY's measured speedup
+        ok = [r for r in curve if r["speedup_fit"] >= rep["measured_speedup"]]
+        uni = ok[0] if ok else curve[-1]
+        below = [r for r in curve if r["speedup_fit"] < rep["measured_speedup"]]
+        uni_lo = below[-1] if below else None  # the next smaller fraction: brackets uniform
+        rep.update({"heldout_cosine": cos_spdy, "uniform": uni, "uniform_below": uni_lo})
         results["targets"].append(rep)
         rows.append((target, rep["measured_speedup"], rep["met"], len(rep["rounds"]), cos_spdy,
-                     urep["fraction"], urep["measured_speedup"], cos_uni, rep["removed"]))
+                     uni["fraction"], uni["speedup"], uni["speedup_fit"], uni["heldout_cosine"],
+                     uni_lo, rep["removed"]))
     results["seconds"] = time.time() - t_start
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"all-MiniLM-L6-v2, calibration {args.calib} sentences "
           f"({table.meta['calibration_tokens']} tokens), held-out {args.heldout}; dense "
           f"{table.dense_time * 1000:.0f} ms per calibration batch, 1 thread\n")
     print("| target | SPDY measured speedup | met | rounds | SPDY held-out cos | uniform fraction "
-          "| uniform measured speedup | uniform held-out cos | SPDY removed (heads, neurons per "
-          "block) |")
-    print("|---:|---:|---|---:|---:|---:|---:|---:|---|")
-    for t, ms, met, nr, cs, uf, um, cu, rem in rows:
+          "| uniform measured (fit) speedup | uniform held-out cos | (next smaller fraction: "
+          "fit speedup, cos) | SPDY removed (heads/neurons per block) |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---|---|")
+    for t, ms, met, nr, cs, uf, um, uft, cu, lo, rem in rows:
+        los = "-" if lo is None else f"{lo['speedup_fit']:.3f}x, {lo['heldout_cosine']:.4f}"
         pairs = ", ".join(f"{rem[i]}/{rem[i + 1]}" for i in range(0, len(rem), 2))
-        print(f"| {t:g}x | {ms:.3f}x | {'yes' if met else 'no'} | {nr} | {cs:.4f} | {uf:.3f} | "
-              f"{um:.3f}x | {cu:.4f} | {pairs} |")
+        print(f"| {t:g}x | {ms:.3f}x | {'yes' if met else 'no'} | {nr} | {cs:.4f} | {uf:.2f} | "
+              f"{um:.3f}x ({uft:.3f}x) | {cu:.4f} | {los} | {pairs} |")
+    print("\nUniform pruning (same fraction of heads and neurons in every block):\n")
+    print("| fraction | measured speedup | isotonic fit | held-out cos |\n|---:|---:|---:|---:|")
+    for r in curve:
+        print(f"| {r['fraction']:.2f} | {r['speedup']:.3f}x | {r['speedup_fit']:.3f}x | "
+              f"{r['heldout_cosine']:.4f} |")
     print("\nUnstructured sparsity, one 384x1536 linear layer on 1024 tokens, torch CSR vs dense:")
     print("\n| sparsity | dense ms | CSR ms | CSR speedup |\n|---:|---:|---:|---:|")
     for r in results["csr"]:
