@@ -18,11 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pruneopt.formulations.base import as_array, as_int
-from pruneopt.formulations.coverage import CoverageSelection, radius_for_budget
 from torch.utils.data import Dataset, Subset
 
 import pruneopt
+from pruneopt.formulations.base import as_array, as_int
+from pruneopt.formulations.coverage import CoverageSelection, radius_for_budget
 
 
 def _scores(scores: Any, name: str, n: int | None = None) -> np.ndarray:

@@ -27,14 +27,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sklearn.datasets import load_digits
+
+import pruneopt
 from pruneopt.formulations.coverage import (
     CoverageSelection,
     CoverSelection,
     radius_for_budget,
 )
-from sklearn.datasets import load_digits
-
-import pruneopt
 
 
 def digits_like(n: int, seed: int = 0) -> np.ndarray:
@@ -65,6 +65,9 @@ def run_instance(name: str, problem, solvers: list[tuple[str, dict, float | None
         label = solver + "".join(f" {k}={v}" for k, v in opts.items())
         if limit is not None:
             label += f" (limit {limit:g} s)"
+        if "lp_status" in sol.info and sol.info["lp_status"] != "optimal":
+            label += " [LP unsolved: greedy fallback]"
+        print(f"  {name}: {label}: {sol}", file=sys.stderr, flush=True)
         sols.append((label, sol))
     extra = []
     if reference and isinstance(problem, CoverageSelection) and importlib.util.find_spec(

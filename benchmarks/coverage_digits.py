@@ -24,12 +24,13 @@ import time
 
 import numpy as np
 import torch
-from pruneopt.adapters.coreset import ccs_indices, coverage_indices, random_indices, top_indices
-from pruneopt.adapters.importance import accuracy, train_classifier, train_with_importance
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.utils.data import Subset, TensorDataset
+
+from pruneopt.adapters.coreset import ccs_indices, coverage_indices, random_indices, top_indices
+from pruneopt.adapters.importance import accuracy, train_classifier, train_with_importance
 
 RATES = (0.3, 0.5, 0.7, 0.9)
 BETA = {0.3: 0.0, 0.5: 0.0, 0.7: 0.1, 0.9: 0.3}

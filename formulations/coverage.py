@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+
 from pruneopt.formulations.base import Formulation, as_array, as_int
 from pruneopt.formulations.standard import MILPExportable, MILPForm
 

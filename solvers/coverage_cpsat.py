@@ -17,6 +17,7 @@ import math
 from typing import Any
 
 import numpy as np
+
 from pruneopt.formulations.coverage import CoverageSelection, CoverSelection, _RadiusCover
 from pruneopt.solvers.coverage_greedy import greedy_max_coverage, greedy_set_cover
 from pruneopt.solvers.registry import Result, register

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 from cases import Case
+
 from pruneopt.formulations.coverage import CoverageSelection, CoverSelection
 
 

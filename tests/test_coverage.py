@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sklearn.datasets import load_digits
+
+import pruneopt
 from pruneopt.formulations import CoverageSelection, CoverSelection, coverage_curve
 from pruneopt.formulations.coverage import (
     nearest_distances,
@@ -12,9 +15,6 @@ from pruneopt.formulations.coverage import (
     radius_graph,
 )
 from pruneopt.solvers.coverage_greedy import greedy_max_coverage
-from sklearn.datasets import load_digits
-
-import pruneopt
 
 
 def _brute_graph(X: np.ndarray, r: float) -> np.ndarray:

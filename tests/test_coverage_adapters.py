@@ -10,6 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sklearn.datasets import load_digits
+from torch import nn
+from torch.utils.data import Subset, TensorDataset
+
 from pruneopt.adapters.coreset import (
     allocate_strata,
     ccs_indices,
@@ -21,10 +25,6 @@ from pruneopt.adapters.coreset import (
     top_indices,
 )
 from pruneopt.adapters.importance import ImportanceRecorder, train_with_importance
-from sklearn.datasets import load_digits
-from torch import nn
-from torch.utils.data import Subset, TensorDataset
-
 from pruneopt.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
