@@ -41,6 +41,15 @@ class Formulation(ABC):
     def _repr_latex_(self) -> str:
         return self.latex()
 
+    def exact_by_default(self) -> bool:
+        """Whether ``solve(problem)`` without a solver name should run an exact solver.
+
+        True by default; formulations whose exact solvers can take very long on large
+        instances (MIQP, large ILPs) return False above a size, and the default is then the
+        best approximate solver (which still reports a bound where it has one).
+        """
+        return True
+
     def better(self, a: float, b: float) -> bool:
         """Whether objective ``a`` is strictly better than ``b`` in this problem's sense."""
         return a > b if self.sense == "max" else a < b

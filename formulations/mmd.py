@@ -30,6 +30,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+
 from pruneopt.formulations.base import Formulation, as_array, as_int
 
 KernelArg = str | Callable[[np.ndarray, np.ndarray], Any]
@@ -87,6 +88,14 @@ class MMDSelection(Formulation):
     """
 
     sense = "min"
+
+    #: above this many source points ``solve(problem)`` defaults to the heuristic
+    #: "relax-swap" (with its relaxation bound): exact MIQP (SCIP) proves n = 20-40 in
+    #: seconds but can run for very long beyond; name "scip" to run it anyway
+    EXACT_DEFAULT_MAX_N = 40
+
+    def exact_by_default(self) -> bool:
+        return self.n <= self.EXACT_DEFAULT_MAX_N
 
     def __init__(
         self,

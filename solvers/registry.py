@@ -137,17 +137,24 @@ def _check_problem(problem: Any) -> None:
 
 
 def get_solver(problem: Formulation, solver: str | None) -> SolverSpec:
-    """The spec :func:`solve` would use; ``ValueError`` naming the alternatives otherwise."""
+    """The spec :func:`solve` would use; ``ValueError`` naming the alternatives otherwise.
+
+    ``solver=None``: the installed exact solver with the lowest priority number, unless the
+    problem says an exact solve is not sensible at its size
+    (``problem.exact_by_default()``), then the first approximate one.
+    """
     _check_problem(problem)
     specs = _specs_for(problem)
     kind = type(problem).__name__
     if solver is None:
         usable = [s for s in specs if s.installed() and s.refusal(problem) is None]
-        exact = [s for s in usable if s.guarantee == "exact"]
-        anyok = usable
-        if not (exact or anyok):
+        if not usable:
             raise ValueError(f"no installed solver accepts {kind}")
-        return (exact or anyok)[0]
+        exact = [s for s in usable if s.guarantee == "exact"]
+        approx = [s for s in usable if s.guarantee != "exact"]
+        if exact and (problem.exact_by_default() or not approx):
+            return exact[0]
+        return approx[0]
     if not isinstance(solver, str):
         raise ValueError(f"solver must be a name (str) or None, got {type(solver).__name__}")
     by_name = {s.name: s for s in specs}
