@@ -23,6 +23,7 @@ import importlib.util
 from typing import Any
 
 import numpy as np
+
 from pruneopt.formulations.mmd import MMDSelection
 from pruneopt.solvers.mmd_heuristics import best_heuristic, dense_data, shift
 from pruneopt.solvers.registry import Result, register

@@ -28,6 +28,7 @@ import time
 from typing import Any
 
 import numpy as np
+
 from pruneopt.formulations.mmd import MMDSelection
 from pruneopt.solvers.registry import Result, register
 
