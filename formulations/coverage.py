@@ -426,6 +426,14 @@ def _indices(decision: Any, n: int, name: str = "decision") -> np.ndarray:
 class _RadiusCover(MILPExportable, Formulation):
     """Shared data of both coverage forms: points, radius, weights, neighbour graph."""
 
+    #: above this many points ``solve(problem)`` defaults to an approximate solver (the ILP
+    #: proves the optimum on digits' 1,797 points in seconds, and finds nothing in minutes
+    #: at 50,000); name an exact solver to run it anyway
+    EXACT_DEFAULT_MAX_N = 2_000
+
+    def exact_by_default(self) -> bool:
+        return self.n <= self.EXACT_DEFAULT_MAX_N
+
     def __init__(self, features: Any, radius: float, weights: Any = None, *, graph: Any = None,
                  max_edges: int = MAX_EDGES, progress: bool = False) -> None:
         self.features = _features(features)
