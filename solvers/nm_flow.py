@@ -52,8 +52,10 @@ def _relax(undo, add, d_col, d_row, d_s, pred_col, pred_row, row_from_s, pred_s,
     """One Bellman-Ford round over the residual graph of a batch of blocks (in place).
 
     Arcs: column j -> row i if x_ij (undo, cost +s_ij); row i -> column j if not x_ij (add,
-    cost -s_ij); for "at most": row -> source S (cost 0) and S -> row i if row i keeps
-    fewer than n (``row_open``). Returns whether any distance improved by more than ``tol``.
+    cost -s_ij; ``add`` is stored transposed, [block, j, i], so that both halves reduce over
+    the contiguous last axis); for "at most": row -> source S (cost 0) and S -> row i if row
+    i keeps fewer than n (``row_open``). Returns whether any distance improved by more than
+    ``tol``.
     """
     cand = undo + d_col[:, None, :]
     jb = cand.argmin(axis=2)
@@ -74,9 +76,9 @@ def _relax(undo, add, d_col, d_row, d_s, pred_col, pred_row, row_from_s, pred_s,
         changed |= bool(imp.any())
         d_row[imp] = cand_r[imp]
         row_from_s[imp] = True
-    cand = add + d_row[:, :, None]
-    ib = cand.argmin(axis=1)
-    v = np.take_along_axis(cand, ib[:, None, :], axis=1)[:, 0, :]
+    cand = add + d_row[:, None, :]
+    ib = cand.argmin(axis=2)
+    v = np.take_along_axis(cand, ib[:, :, None], axis=2)[:, :, 0]
     imp = v < d_col - tol
     changed |= bool(imp.any())
     d_col[imp] = v[imp]
@@ -113,6 +115,10 @@ def _price_start(w: np.ndarray, n: int, at_most: bool, rounds: int = 3,
         p += scale * (x.sum(axis=1, keepdims=True) - n)
         if at_most:
             np.maximum(p, 0.0, out=p)
+    if at_most:  # under-full columns must end with price 0: reset them, re-choose
+        for _ in range(2):
+            x = choose(p)
+            p[x.sum(axis=1, keepdims=True) < n] = 0.0
     x = choose(p)
     if at_most:
         bad = ((x.sum(axis=1) < n) & (p[:, 0, :] > 0)).any(axis=1)
@@ -127,7 +133,7 @@ def _augment_once(x: np.ndarray, w: np.ndarray, n: int, at_most: bool, tol: floa
     colc = x.sum(axis=1)
     rowc = x.sum(axis=2)
     undo = np.where(x, w, INF)
-    add = np.where(x, INF, -w)
+    add = np.ascontiguousarray(np.where(x, INF, -w).transpose(0, 2, 1))
     d_col = np.where(colc > n, 0.0, INF)
     d_row = np.full((nb, m), INF)
     d_s = np.full(nb, INF)
