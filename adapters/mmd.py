@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
 from pruneopt.formulations.mmd import MMDSelection
 from pruneopt.solvers import Solution, available, solve
-from torch import nn
 
 #: ``solver="auto"`` policy of :func:`select_mmd`: exact SCIP up to this n (if installed) ...
 AUTO_EXACT_N = 30

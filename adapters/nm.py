@@ -43,12 +43,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from pruneopt.formulations.base import as_int
-from pruneopt.formulations.nm import NMMask, TransposableNM
 from torch import nn
 from torch.nn.utils import prune
 
 import pruneopt
+from pruneopt.formulations.base import as_int
+from pruneopt.formulations.nm import NMMask, TransposableNM
 
 DEFAULT_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
 

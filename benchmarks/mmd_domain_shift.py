@@ -26,8 +26,9 @@ import time
 
 import numpy as np
 import torch
-from pruneopt.adapters.mmd import digits_domain_shift, extract_features, mmd_problem, select_mmd
 from torch import nn
+
+from pruneopt.adapters.mmd import digits_domain_shift, extract_features, mmd_problem, select_mmd
 
 RATES = (0.25, 0.5, 0.75)
 

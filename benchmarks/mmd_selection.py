@@ -18,9 +18,9 @@ import argparse
 import time
 
 import numpy as np
-from pruneopt.formulations import MMDSelection
 
 import pruneopt
+from pruneopt.formulations import MMDSelection
 
 SIZES = (20, 40, 200, 1000, 5000, 20_000, 100_000)
 

@@ -10,8 +10,9 @@ import itertools
 
 import numpy as np
 from cases import Case
-from pruneopt.formulations import MMDSelection
 from scipy.spatial.distance import cdist
+
+from pruneopt.formulations import MMDSelection
 
 
 def laplace(X, Y):

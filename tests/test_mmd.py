@@ -10,12 +10,12 @@ import torch
 from cases_mmd import brute_mmd, energy, shifted
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pruneopt.formulations import MMDSelection
-from pruneopt.solvers import mmd_heuristics
-from pruneopt.solvers.mmd_heuristics import relaxation
 from scipy.spatial.distance import pdist
 
 import pruneopt
+from pruneopt.formulations import MMDSelection
+from pruneopt.solvers import mmd_heuristics
+from pruneopt.solvers.mmd_heuristics import relaxation
 
 # ----------------------------------------------------------------------------- bad input
 

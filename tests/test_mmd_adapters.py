@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from pruneopt.adapters.mmd import (
     auto_solver,
     digits_domain_shift,
@@ -17,8 +19,6 @@ from pruneopt.adapters.mmd import (
     select_mmd,
     subset,
 )
-from torch import nn
-
 from pruneopt.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent

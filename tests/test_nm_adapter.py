@@ -6,6 +6,9 @@ from itertools import product
 import numpy as np
 import pytest
 import torch
+from torch import nn
+from torch.nn.utils import prune
+
 from pruneopt.adapters.nm import (
     apply_nm_masks,
     compute_nm_masks,
@@ -16,8 +19,6 @@ from pruneopt.adapters.nm import (
     select_modules,
     verify_nm,
 )
-from torch import nn
-from torch.nn.utils import prune
 
 # Every 4x4 0/1 pattern with at most 2 per row and per column (brute-force reference).
 _ALL = np.array(list(product((0, 1), repeat=16)), dtype=bool).reshape(-1, 4, 4)

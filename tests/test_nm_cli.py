@@ -8,10 +8,10 @@ import re
 import numpy as np
 import pytest
 import torch
-from pruneopt.adapters.nm import is_nm, nm_mask
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from pruneopt.adapters.nm import is_nm, nm_mask
 from pruneopt.cli import main
 from pruneopt.commands.nm import _atomic_write, load_state_dict
 
