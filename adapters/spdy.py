@@ -232,7 +232,10 @@ def make_batches(model: nn.Module, sentences: Sequence[str], batch_size: int = 3
                          "BertModel pass dicts with input_ids and attention_mask")
     if not sentences:
         raise ValueError("need at least one sentence")
-    return [dict(model.tokenize(list(sentences[i:i + batch_size])))
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    tok = getattr(model, "preprocess", None) or model.tokenize  # tokenize is deprecated in v5
+    return [dict(tok(list(sentences[i:i + batch_size])))
             for i in range(0, len(sentences), batch_size)]
 
 

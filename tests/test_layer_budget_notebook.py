@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NB = Path(__file__).parent.parent / "notebooks" / "layer_budget.ipynb"
 
 
 def test_notebook_executes():
+    pytest.importorskip("transformers", reason="the notebook's last part needs transformers")
     nb = nbformat.read(NB, as_version=4)
     NotebookClient(nb, timeout=120, kernel_name="python3",
                    resources={"metadata": {"path": str(NB.parent)}}).execute()

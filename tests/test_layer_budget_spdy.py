@@ -7,7 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from pruneopt.adapters import spdy
+
+pytest.importorskip("transformers", reason="needs the minilm extra (transformers)")
 
 
 @pytest.fixture(scope="module")
