@@ -202,7 +202,8 @@ def _pairs_blocked(X: np.ndarray, r: float, max_edges: int, seed: int,
         gi, gj = gi[keep], gj[keep]
         near = G[ii[keep], jj[keep]] >= r2 - tol
         if near.any():
-            exact = _sqdist_exact(Xs, gi[near], gj[near]) <= r2
+            # from the original coordinates, exactly as a brute-force check would compute
+            exact = _sqdist_exact(X, order[gi[near]], order[gj[near]]) <= r2
             drop = np.flatnonzero(near)[~exact]
             if len(drop):
                 mask = np.ones(len(gi), dtype=bool)
