@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.datasets import load_digits
 
 import pruneopt
@@ -14,7 +18,7 @@ from pruneopt.formulations.coverage import (
     radius_for_budget,
     radius_graph,
 )
-from pruneopt.solvers.coverage_greedy import greedy_max_coverage
+from pruneopt.solvers.coverage_greedy import greedy_max_coverage, lagrangian_bound
 
 
 def _brute_graph(X: np.ndarray, r: float) -> np.ndarray:
@@ -230,3 +234,32 @@ def test_precomputed_graph(digits):
     assert (q.graph != p.graph).nnz == 0
     with pytest.raises(ValueError, match="graph must be"):
         CoverageSelection(digits, budget=5, radius=25.0, graph=p.graph[:10, :10])
+
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 40), d=st.integers(1, 12), q=st.floats(0.01, 0.9),
+       seed=st.integers(0, 10**6), integer=st.booleans())
+def test_radius_graph_property(n, d, q, seed, integer):
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 4, size=(n, d)).astype(float) if integer else rng.normal(size=(n, d))
+    D2 = ((X[:, None, :] - X[None, :, :]) ** 2).sum(-1)
+    r = float(np.sqrt(np.quantile(D2, q))) or 0.5
+    ref = D2 <= r * r
+    for method in ("kdtree", "blocked"):
+        assert np.array_equal(radius_graph(X, r, method=method).toarray(), ref)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10**6), k=st.integers(1, 4))
+def test_greedy_bounds_property(seed, k):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(9, 2))
+    w = rng.integers(1, 5, size=9)
+    p = CoverageSelection(X, budget=k, radius=0.7, weights=w)
+    M = _brute_graph(X, 0.7)
+    opt = max(float(w[M[list(S)].any(axis=0)].sum()) for S in itertools.combinations(range(9), k))
+    sel, bound, _ = greedy_max_coverage(p)
+    assert p.objective(sel) >= (1 - 1 / np.e) * opt - 1e-9
+    assert bound >= opt - 1e-9
+    assert lagrangian_bound(p, p.objective(sel), iters=30)[0] >= opt - 1e-9
