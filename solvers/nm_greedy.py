@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from pruneopt.formulations.nm import TransposableNM
+from pruneopt.solvers.nm_flow import _chunks
 from pruneopt.solvers.registry import Result, register
 
 NEG = -np.inf
@@ -132,13 +133,17 @@ def greedy_solver(problem: TransposableNM, time_limit: float | None, *,
                   complete: bool = True) -> Result:
     """Hubara et al.'s 2-approximation (greedy by decreasing score), plus completion."""
     w = problem.blocks()
-    x = greedy_blocks(w, problem.n, positive_only=not problem.exactly)
-    greedy_score = float((w * x).sum())
+    x = np.empty(w.shape, dtype=bool)
+    greedy_score = 0.0
     added = 0
-    if complete or problem.exactly:
-        before = x.sum()
-        x = complete_blocks(x, w, problem.n, must_fill=problem.exactly)
-        added = int(x.sum() - before)
+    for sl in _chunks(w.shape[0], problem.m):  # bounded working memory
+        xs = greedy_blocks(w[sl], problem.n, positive_only=not problem.exactly)
+        greedy_score += float((w[sl] * xs).sum())
+        if complete or problem.exactly:
+            before = int(xs.sum())
+            xs = complete_blocks(xs, w[sl], problem.n, must_fill=problem.exactly)
+            added += int(xs.sum()) - before
+        x[sl] = xs
     mask = problem.unblock(x)
     bound = problem.row_col_bound()
     if _ratio_ok(problem):
