@@ -209,12 +209,15 @@ def pyomo_model_from_milp(form: MILPForm):
           package="pyomo", priority=80)
 def pyomo_solver(problem: MILPExportable, time_limit: float | None, *,
                  mip_rel_gap: float = 0.0) -> Result:
-    """Pyomo model (``problem.to_pyomo()``) solved by Pyomo's HiGHS interface."""
+    """The MILP as a Pyomo model (variables ``x[j]``), solved by Pyomo's HiGHS interface.
+
+    Built from ``problem.to_milp()`` so that the decision can be decoded for every
+    formulation; a formulation's own ``to_pyomo()`` may be a more readable model."""
     import pyomo.environ as pyo
     from pyomo.opt import TerminationCondition as TC
 
     form = problem.to_milp()
-    model = problem.to_pyomo()
+    model, _ = pyomo_model_from_milp(form)
     opt = pyo.SolverFactory("appsi_highs")
     if time_limit is not None:
         opt.config.time_limit = float(time_limit)
