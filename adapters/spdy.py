@@ -390,6 +390,7 @@ class SpdyTable:
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(self.to_json(), f)
+            os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
+
 from pruneopt.formulations.base import Formulation, as_array
 from pruneopt.formulations.standard import MILPExportable, MILPForm
 

@@ -21,6 +21,7 @@ heuristic that certifies itself when it can: exact on integer tables.
 from __future__ import annotations
 
 import numpy as np
+
 from pruneopt.formulations.layer_budget import LayerBudget
 from pruneopt.solvers.budget_dp import _closed, lp_greedy, reduce
 from pruneopt.solvers.registry import Result, register

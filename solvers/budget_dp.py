@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from pruneopt.formulations.layer_budget import LayerBudget
 from pruneopt.solvers.registry import Result, register
 

@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 from cases import Case
+
 from pruneopt.formulations import LayerBudget
 
 

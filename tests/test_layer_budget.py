@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cases_layer_budget import brute_layer_budget, random_table
-from pruneopt.formulations import LayerBudget
-from pruneopt.solvers.budget_dp import bucket_dp, levels_of, lp_greedy, pareto_search, reduce
 
 import pruneopt
+from pruneopt.formulations import LayerBudget
+from pruneopt.solvers.budget_dp import bucket_dp, levels_of, lp_greedy, pareto_search, reduce
 
 
 def _table(L, K, seed, speedup=1.5):

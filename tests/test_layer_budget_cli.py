@@ -6,9 +6,9 @@ import json
 
 import pytest
 from cases_layer_budget import brute_layer_budget
-from pruneopt.formulations import LayerBudget
 
 from pruneopt.cli import main
+from pruneopt.formulations import LayerBudget
 
 
 def _run(capsys, *argv):

@@ -52,6 +52,7 @@ def _write(obj: dict[str, Any], out: str | None) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text + "\n")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, out)
     except BaseException:
         if os.path.exists(tmp):
