@@ -258,14 +258,16 @@ def extra_cost(red: Reduced, pos: np.ndarray) -> float:
 
 
 def pareto_search(red: Reduced, lam: float, lb: float, ub: float,
-                  max_states: int = 2_000_000) -> tuple[np.ndarray | None, int]:
+                  max_states: int = 2_000_000,
+                  deadline: float | None = None) -> tuple[np.ndarray | None, int]:
     """Exact search over partial answers, layer by layer; (positions or None, peak states).
 
     A state is the (cost, error) of a choice for the layers so far. States over the budget,
     states dominated by another (no more cost and no more error), and states whose summed
     reduced cost exceeds ``ub - lb`` (they cannot complete below ``ub``) are dropped; what
     is left at the end contains an optimal answer. Exact up to floating-point summation.
-    ``None`` when more than ``max_states`` states would be needed.
+    ``None`` when more than ``max_states`` states would be needed or ``time.perf_counter()``
+    passes ``deadline``.
     """
     slack = ub - lb + GAP_RTOL * max(1.0, abs(ub))
     cost = np.zeros(1)
@@ -285,6 +287,8 @@ def pareto_search(red: Reduced, lam: float, lb: float, ub: float,
         rc = v - v.min()
         if cost.size * K > max_states:
             return None, cost.size * K
+        if deadline is not None and time.perf_counter() > deadline:
+            return None, peak
         C = (cost[:, None] + d[None, :]).ravel()
         E = (err[:, None] + e[None, :]).ravel()
         Q = (rcs[:, None] + rc[None, :]).ravel()
@@ -402,7 +406,8 @@ def solve_exact(problem: LayerBudget, time_limit: float | None = None, *, bucket
         return Result(best, "feasible", lb, info)
     red2, _ = eliminate(red0, lam, lagrangian_bound(red0, lam), ub)
     info["levels_for_search"] = int(sum(d.size for d in red2.d))
-    spos, peak = pareto_search(red2, lam, lagrangian_bound(red2, lam), ub, max_states)
+    deadline = None if time_limit is None else t0 + 0.8 * time_limit
+    spos, peak = pareto_search(red2, lam, lagrangian_bound(red2, lam), ub, max_states, deadline)
     info["search_states"] = peak
     if spos is not None:
         lv = levels_of(red2, spos)
@@ -411,7 +416,7 @@ def solve_exact(problem: LayerBudget, time_limit: float | None = None, *, bucket
             ub, best = problem.objective(lv), lv
         info["proof"] = "search"
         return Result(best, "optimal", ub, info)
-    # too many states: let HiGHS prove it on the reduced table
+    # too many states (or out of time): let HiGHS prove it on the reduced table
     left = None if time_limit is None else time_limit - (time.perf_counter() - t0)
     start = np.array([int(np.flatnonzero(i == k)[0]) if np.any(i == k) else 0
                       for i, k in zip(red2.idx, best, strict=True)])

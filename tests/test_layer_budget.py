@@ -196,3 +196,12 @@ def test_cpsat_exact_on_integer_tables_and_honest_on_real_ones():
     assert not s.info["cost_exact"]
     assert q.cost(s.decision) <= q.budget
     assert s.bound <= pruneopt.solve(q).objective + 1e-9
+
+
+def test_time_limit_keeps_a_within_budget_answer_and_a_valid_bound():
+    p = _table(150, 30, 11)
+    opt = pruneopt.solve(p).objective
+    s = pruneopt.solve(p, time_limit=1e-3)
+    assert s.status in ("optimal", "time_limit", "feasible")
+    assert p.cost(s.decision) <= p.budget + p.tolerance
+    assert s.bound <= opt + 1e-9 <= s.objective + 1e-9
