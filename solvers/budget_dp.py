@@ -31,9 +31,14 @@ Solvers registered here:
 
 - ``"dp"`` (exact, the default): LP bound and greedy answer, elimination, bucket DP up
   (answer) and down (bound) on the reduced table; when the bound meets the answer (relative
-  ``1e-9``) the answer is proven optimal; otherwise the small reduced table is solved by
-  HiGHS as a MILP (warm-started with the DP answer, feasibility tolerance ``1e-9``), which
-  proves optimality. ``certify=False`` skips HiGHS and returns ``"feasible"`` with the bound.
+  ``1e-9``) the answer is proven optimal. Otherwise :func:`pareto_search` (exact: partial
+  answers layer by layer, keeping only (cost, error)-Pareto states whose summed reduced cost
+  stays within ``answer - bound``) finds the optimum of the reduced table, which is the
+  optimum of the whole table. If that would need more than ``max_states`` states, or 80% of
+  ``time_limit`` has passed, HiGHS solves the reduced table as a MILP (warm-started,
+  feasibility tolerance ``1e-9``) instead. ``certify=False`` stops after the DP and returns
+  ``"feasible"`` with the proven bound. The search does not look at the clock between
+  layers of the DP, so ``time_limit`` is honoured approximately.
 - ``"dp_round"`` (heuristic): SPDY's plain bucket DP on the full table, rounding up for the
   answer and down for the bound; ``"optimal"`` only when the two meet.
 """
