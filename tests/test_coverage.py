@@ -246,8 +246,12 @@ def test_radius_graph_property(n, d, q, seed, integer):
     D2 = ((X[:, None, :] - X[None, :, :]) ** 2).sum(-1)
     r = float(np.sqrt(np.quantile(D2, q))) or 0.5
     ref = D2 <= r * r
+    # a pair at distance r up to float rounding (r comes from a quantile of the distances)
+    # may go either way; every other pair must match
+    clear = np.abs(D2 - r * r) > 1e-9 * max(r * r, 1e-300)
     for method in ("kdtree", "blocked"):
-        assert np.array_equal(radius_graph(X, r, method=method).toarray(), ref)
+        got = radius_graph(X, r, method=method).toarray()
+        assert np.array_equal(got[clear], ref[clear])
 
 
 @settings(max_examples=20, deadline=None)
