@@ -38,6 +38,19 @@ def table(tiny):
     return spdy.error_database(model, t, batches, progress=False)
 
 
+@pytest.fixture(scope="module")
+def modeled(table):
+    """The measured table with times replaced by a noise-free model (time proportional to the
+    units kept), so that speedup targets are reachable whatever the machine's load."""
+    import copy
+
+    t = copy.deepcopy(table)
+    t.times = [1e-3 * (1 - r / u.size) for r, u in zip(t.removed, t.units, strict=True)]
+    t.base_time = 1e-3
+    t.dense_time = t.base_time + sum(float(x[0]) for x in t.times)
+    return t
+
+
 def test_units_and_bad_model(tiny):
     model, _ = tiny
     units = spdy.units_of(model)
@@ -78,7 +91,7 @@ def test_structured_pruning_equals_zeroing(tiny):
         spdy.pruned_attention(spdy.bert_of(model).encoder.layer[0].attention, 4)
 
 
-def test_tables_roundtrip_and_validate(tiny, table, tmp_path):
+def test_tables_roundtrip_and_validate(tiny, table, modeled, tmp_path):
     model, batches = tiny
     assert len(table.times) == 4 and all(t.size == r.size for t, r in
                                          zip(table.times, table.removed, strict=True))
@@ -97,9 +110,9 @@ def test_tables_roundtrip_and_validate(tiny, table, tmp_path):
     with pytest.raises(ValueError, match="one entry per unit"):
         spdy.SpdyTable.load(tmp_path / "bad.json")
     with pytest.raises(ValueError, match="out of reach"):
-        table.problem(table.max_speedup() * 1.5)
+        modeled.problem(modeled.max_speedup() * 1.5)
     with pytest.raises(ValueError, match=">= 1"):
-        table.budget(0.5)
+        modeled.budget(0.5)
 
 
 def test_error_database_matches_full_forward(tiny, table):
@@ -112,9 +125,10 @@ def test_error_database_matches_full_forward(tiny, table):
     assert table.errors[u][k] == pytest.approx(full, abs=1e-5)
 
 
-def test_search_is_seeded_and_meets_table_target(tiny, table):
+def test_search_is_seeded_and_meets_table_target(tiny, modeled):
     model, batches = tiny
-    target = min(1.3, 0.9 * table.max_speedup())
+    table = modeled
+    target = 1.3
     a = spdy.spdy_search(model, table, target, batches, random_starts=3, steps=4, seed=3,
                          progress=False)
     b = spdy.spdy_search(model, table, target, batches, random_starts=3, steps=4, seed=3,
@@ -126,10 +140,11 @@ def test_search_is_seeded_and_meets_table_target(tiny, table):
     assert table.problem(target).check(lv) is not None
 
 
-def test_spdy_prune_applies_to_a_copy(tiny, table):
+def test_spdy_prune_applies_to_a_copy(tiny, modeled):
     model, batches = tiny
+    table = modeled
     before = [p.clone() for p in model.parameters()]
-    target = min(1.2, 0.9 * table.max_speedup())
+    target = 1.2
     pruned, rep = spdy.spdy_prune(model, table, target, batches, random_starts=2, steps=2,
                                   repeats=3, max_rounds=2, progress=False)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
