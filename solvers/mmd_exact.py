@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from pruneopt.formulations.mmd import MMDSelection
-from pruneopt.solvers.mmd_heuristics import best_heuristic, dense_data, shift
+from pruneopt.solvers.mmd_heuristics import best_heuristic, dense_data, dense_refusal, shift
 from pruneopt.solvers.registry import Result, register
 
 #: Relative optimality gap at which the exact solvers stop (0 = prove optimality).
@@ -52,7 +52,7 @@ def _start(problem: MMDSelection, time_limit: float | None, warm_start: bool):
 
 
 @register("scip", MMDSelection, guarantee="exact", requires=("pyscipopt",),
-          package="pyscipopt", priority=10)
+          package="pyscipopt", priority=10, accepts=dense_refusal)
 def _scip(problem: MMDSelection, time_limit: float | None, *, warm_start: bool = True,
           threads: int | None = None, verbose: bool = False, **opts: Any) -> Result:
     """SCIP on the factored MIQP (epigraph z >= ||L^T x||^2); proven status and bound."""
@@ -138,7 +138,7 @@ def top_k(x: np.ndarray, k: int) -> np.ndarray:
 if importlib.util.find_spec("gurobipy") is not None:  # pragma: no cover - needs a licence
 
     @register("gurobi", MMDSelection, guarantee="exact", requires=("gurobipy",),
-              package="gurobipy", priority=5)
+              package="gurobipy", priority=5, accepts=dense_refusal)
     def _gurobi(problem: MMDSelection, time_limit: float | None, *, warm_start: bool = True,
                 **opts: Any) -> Result:
         """Gurobi on the factored MIQP; proven status and bound."""

@@ -42,6 +42,14 @@ MAX_DENSE_N = 6000
 BOUND_MAX_N = 2000
 
 
+def dense_refusal(problem: MMDSelection) -> str | None:
+    """The registry's ``accepts`` hook of the dense solvers: why ``problem`` is too large."""
+    if problem.n > MAX_DENSE_N:
+        return (f"n = {problem.n} source points exceeds the dense limit n <= {MAX_DENSE_N} "
+                f"(an n x n kernel matrix); use solver='lowrank'")
+    return None
+
+
 def dense_data(problem: MMDSelection) -> tuple[np.ndarray, np.ndarray, float]:
     """(K, c, tt) of ``problem``, refusing sizes whose n x n matrix would not fit."""
     if problem.n > MAX_DENSE_N:
@@ -218,7 +226,7 @@ def _deadline(time_limit: float | None) -> float | None:
 
 
 @register("relax-round", MMDSelection, guarantee="heuristic", requires=("highspy",),
-          package="highspy", priority=60)
+          package="highspy", priority=60, accepts=dense_refusal)
 def _relax_round(problem: MMDSelection, time_limit: float | None, **opts: Any) -> Result:
     """Convex QP relaxation (HiGHS) rounded to its k largest entries; bound = relaxation."""
     _no_options("relax-round", opts)
@@ -226,7 +234,7 @@ def _relax_round(problem: MMDSelection, time_limit: float | None, **opts: Any) -
     return Result(top_k(x, problem.keep), "feasible", lb, info)
 
 
-@register("greedy", MMDSelection, guarantee="heuristic", priority=61)
+@register("greedy", MMDSelection, guarantee="heuristic", priority=61, accepts=dense_refusal)
 def _greedy(problem: MMDSelection, time_limit: float | None, *, direction: str = "forward",
             bound: bool | None = None, **opts: Any) -> Result:
     """Greedy forward (or backward) selection on the exact kernel."""
@@ -242,7 +250,7 @@ def _greedy(problem: MMDSelection, time_limit: float | None, *, direction: str =
     return Result(idx, "feasible", lb, {"direction": direction})
 
 
-@register("swap", MMDSelection, guarantee="heuristic", priority=62)
+@register("swap", MMDSelection, guarantee="heuristic", priority=62, accepts=dense_refusal)
 def _swap(problem: MMDSelection, time_limit: float | None, *, start: Any = "random",
           seed: int = 0, bound: bool | None = None, **opts: Any) -> Result:
     """1-swap local search from a random (seeded), greedy or relaxation start."""
@@ -286,7 +294,7 @@ def best_heuristic(problem: MMDSelection, time_limit: float | None = None
 
 
 @register("relax-swap", MMDSelection, guarantee="heuristic", requires=("highspy",),
-          package="highspy", priority=50)
+          package="highspy", priority=50, accepts=dense_refusal)
 def _relax_swap(problem: MMDSelection, time_limit: float | None, **opts: Any) -> Result:
     """Relaxation + top-k + swap and greedy + swap (the better); bound = relaxation."""
     _no_options("relax-swap", opts)
