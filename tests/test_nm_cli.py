@@ -13,7 +13,8 @@ from torch import nn
 
 from pruneopt.adapters.nm import is_nm, nm_mask
 from pruneopt.cli import main
-from pruneopt.commands.nm import _atomic_write, load_state_dict
+from pruneopt.commands._io import atomic_write
+from pruneopt.commands.nm import load_state_dict
 
 
 def net_state(seed: int = 0) -> dict:
@@ -121,17 +122,17 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        _atomic_write(target, failing)
+        atomic_write(target, failing)
     assert target.read_bytes() == b"old content"
     assert os.listdir(tmp_path) == ["out.pt"]
-    _atomic_write(target, lambda f: f.write(b"new content"))
+    atomic_write(target, lambda f: f.write(b"new content"))
     assert target.read_bytes() == b"new content" and os.listdir(tmp_path) == ["out.pt"]
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     new = tmp_path / "new.pt"
     with pytest.raises(RuntimeError):
-        _atomic_write(new, failing)
+        atomic_write(new, failing)
     assert not new.exists() and os.listdir(tmp_path) == ["out.pt"]
 
 

@@ -15,10 +15,11 @@ import fnmatch
 import json
 import os
 import re
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from pruneopt.commands._io import atomic_write
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 SAFE_SUFFIXES = (".safetensors",)
@@ -64,31 +65,6 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     return dict(sd)
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Run ``write(file_object)`` on a temporary file next to ``path``, then ``os.replace``.
-    On any error the temporary file is removed and ``path`` is left untouched."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise ValueError(f"output folder {str(folder)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def save_state_dict(sd: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Write ``sd`` atomically as ``.pt`` or ``.safetensors`` (chosen by the suffix)."""
     import torch
@@ -99,9 +75,9 @@ def save_state_dict(sd: Mapping[str, Any], path: str | os.PathLike) -> None:
         from safetensors.torch import save
 
         data = save({k: v.contiguous() for k, v in sd.items()})
-        _atomic_write(path, lambda f: f.write(data))
+        atomic_write(path, lambda f: f.write(data))
     else:
-        _atomic_write(path, lambda f: torch.save(dict(sd), f))
+        atomic_write(path, lambda f: torch.save(dict(sd), f))
 
 
 def _selected(name: str, tensor, patterns: list[str] | None, regex: bool) -> bool:
@@ -197,7 +173,7 @@ def run(args) -> int:
     }
     text = json.dumps(report, indent=2).encode()
     save_state_dict(masked, out)
-    _atomic_write(report_path, lambda f: f.write(text))
+    atomic_write(report_path, lambda f: f.write(text))
     ratio = report["summary"]["kept_ratio"]
     print(f"masked {len(done)} tensors ({len(rows) - len(done)} skipped) with "
           f"{'transposable ' if args.transposable else ''}{args.n}:{args.m}; kept "

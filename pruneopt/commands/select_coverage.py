@@ -12,39 +12,9 @@ file in the same folder renamed over the target. Prints one summary line.
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 import numpy as np
 
-
-def _load(path: str, what: str) -> np.ndarray:
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"{what} file {path!r} does not exist")
-    try:
-        return np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"cannot read {what} file {path!r} as a .npy array: {exc}") from None
-
-
-def _write_atomic(path: str, array: np.ndarray) -> None:
-    target = Path(path)
-    if target.suffix != ".npy":
-        raise ValueError(f"the output must be a .npy file, got {path!r}")
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise ValueError(f"the output folder {str(folder)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from pruneopt.commands._io import load_npy, save_npy
 
 
 def run(args) -> int:
@@ -55,8 +25,8 @@ def run(args) -> int:
     )
     from pruneopt.solvers import solve
 
-    X = _load(args.features, "features")
-    weights = None if args.weights is None else _load(args.weights, "weights")
+    X = load_npy(args.features, "features")
+    weights = None if args.weights is None else load_npy(args.weights, "weights")
     if args.time_limit is not None and not args.time_limit > 0:
         raise ValueError(f"--time-limit must be > 0 seconds, got {args.time_limit}")
     if args.cover is None and args.budget is None:
@@ -78,7 +48,7 @@ def run(args) -> int:
     if sol.decision is None:
         raise ValueError(f"solver {sol.solver!r} found no selection ({sol.status}); "
                          "raise --time-limit or use --solver greedy")
-    _write_atomic(args.output, np.asarray(sol.decision, dtype=np.int64))
+    save_npy(args.output, np.asarray(sol.decision, dtype=np.int64))
     covered = problem.covered_weight(sol.decision) / problem.total_weight
     bound = "none" if sol.bound is None else f"{sol.bound:g}"
     print(f"kept {len(sol.decision)} of {problem.n} points, radius {radius:g}, covered "

@@ -10,21 +10,9 @@ renamed over the target, so the output is complete or absent. Prints one summary
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 import numpy as np
 
-
-def _load(path: str, what: str) -> np.ndarray:
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"{what} file {path!r} does not exist")
-    try:
-        return np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise ValueError(f"cannot read {what} file {path!r} as a .npy array: {exc}") from None
+from pruneopt.commands._io import load_npy, save_npy
 
 
 def _keep(text: str) -> int | float:
@@ -48,30 +36,11 @@ def _bandwidth(text: str) -> float | str:
         raise ValueError(f"--bandwidth must be 'median' or a number, got {text!r}") from None
 
 
-def save_atomic(path: str, array: np.ndarray) -> None:
-    """``np.save`` to a temporary file next to ``path``, then rename it over ``path``."""
-    target = Path(path)
-    if target.suffix != ".npy":
-        raise ValueError(f"the output must be a .npy file, got {path!r}")
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise ValueError(f"the output folder {str(folder)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def run(args) -> int:
     from pruneopt.adapters.mmd import select_mmd
 
-    source = _load(args.source, "source")
-    target = _load(args.target, "target")
+    source = load_npy(args.source, "source")
+    target = load_npy(args.target, "target")
     if args.time_limit is not None and not args.time_limit > 0:
         raise ValueError(f"--time-limit must be > 0 seconds, got {args.time_limit}")
     sol = select_mmd(source, target, _keep(args.keep), kernel=args.kernel,
@@ -81,7 +50,7 @@ def run(args) -> int:
     if args.mask:
         out = np.zeros(len(source), dtype=bool)
         out[sol.decision] = True
-    save_atomic(args.output, out)
+    save_npy(args.output, out)
     bound = "none" if sol.bound is None else f"{sol.bound:.6g}"
     print(f"kept {len(sol.decision)} of {len(source)}: MMD^2 = {sol.objective:.6g}, "
           f"lower bound = {bound}, status = {sol.status}, solver = {sol.solver}, "
