@@ -15,7 +15,7 @@
   2**40 / (n m)) and rounded. The answer is then verified on the float scores by a
   negative-cycle check of the residual graph (:func:`certify`): "optimal" only if it passes.
 - ``"networkx"``: networkx's network simplex, one block at a time (the reference library;
-  slow by design), on costs scaled to integers (2**30 for the largest) and rounded, as its
+  slow by design), on costs scaled to integers (2**52 for the largest) and rounded, as its
   documentation asks, with the same float check.
 """
 
@@ -292,30 +292,34 @@ def ortools_solver(problem: TransposableNM, time_limit: float | None, *,
     nb, m, _ = w.shape
     n = problem.n
     wmax = float(np.abs(w).max()) or 1.0
-    if scale is None:
-        scale = float(2**40) / (wmax * n * m)
-    cost = np.rint(-w * scale).astype(np.int64)
+    # the finest integer costs OR-Tools accepts for this graph (it rejects a cost range
+    # that could overflow its cost scaling with BAD_COST_RANGE)
+    scales = [scale] if scale is not None else [
+        float(2**e) / (wmax * n * m) for e in (52, 48, 44, 40, 36, 32)]
     # node ids: source 0, sink 1, rows 2 .. 2+nb*m, cols after
     rows = 2 + np.arange(nb * m).reshape(nb, m)
     cols = 2 + nb * m + np.arange(nb * m).reshape(nb, m)
     tail = [np.zeros(nb * m, np.int64), rows[:, :, None].repeat(m, 2).ravel(), cols.ravel()]
     head = [rows.ravel(), cols[:, None, :].repeat(m, 1).ravel(), np.ones(nb * m, np.int64)]
     cap = [np.full(nb * m, n), np.ones(nb * m * m, np.int64), np.full(nb * m, n)]
-    cst = [np.zeros(nb * m, np.int64), cost.ravel(), np.zeros(nb * m, np.int64)]
     total = n * m * nb
     if not problem.exactly:
         tail.append(np.zeros(1, np.int64))
         head.append(np.ones(1, np.int64))
         cap.append(np.array([total]))
-        cst.append(np.zeros(1, np.int64))
-    smcf = min_cost_flow.SimpleMinCostFlow()
-    arcs = smcf.add_arcs_with_capacity_and_unit_cost(
-        np.concatenate(tail), np.concatenate(head), np.concatenate(cap).astype(np.int64),
-        np.concatenate(cst))
+    tail, head = np.concatenate(tail), np.concatenate(head)
+    cap = np.concatenate(cap).astype(np.int64)
     supplies = np.zeros(2 + 2 * nb * m, np.int64)
     supplies[0], supplies[1] = total, -total
-    smcf.set_nodes_supplies(np.arange(supplies.size), supplies)
-    status = smcf.solve()
+    for scale in scales:
+        cost = np.zeros(tail.size, np.int64)
+        cost[nb * m: nb * m + nb * m * m] = np.rint(-w * scale).astype(np.int64).ravel()
+        smcf = min_cost_flow.SimpleMinCostFlow()
+        arcs = smcf.add_arcs_with_capacity_and_unit_cost(tail, head, cap, cost)
+        smcf.set_nodes_supplies(np.arange(supplies.size), supplies)
+        status = smcf.solve()
+        if status != smcf.BAD_COST_RANGE:
+            break
     if status != smcf.OPTIMAL:
         raise RuntimeError(f"OR-Tools min cost flow ended with status {status}")
     flows = smcf.flows(arcs[nb * m: nb * m + nb * m * m])
@@ -342,7 +346,7 @@ def networkx_solver(problem: TransposableNM, time_limit: float | None) -> Result
     w = problem.blocks()
     wc = np.maximum(w, 0.0) if not problem.exactly else w
     # network simplex is exact on integers (with floats it may cycle): scale and round
-    scale = float(2**30) / ((float(np.abs(wc).max()) or 1.0) * problem.n * m)
+    scale = float(2**52) / ((float(np.abs(wc).max()) or 1.0) * problem.n * m)
     cost = np.rint(-wc * scale).astype(np.int64)
     x = np.zeros((nb, m, m), dtype=bool)
     for b in range(nb):
