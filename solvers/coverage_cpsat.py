@@ -64,7 +64,7 @@ def _scaled(w: np.ndarray, weight_scale: float) -> tuple[np.ndarray, float, bool
 @register("cpsat", CoverageSelection, guarantee="exact", requires=("ortools",),
           package="ortools", priority=55)
 def cpsat_coverage(problem: CoverageSelection, time_limit: float | None, *, workers: int = 1,
-                   seed: int = 0, weight_scale: float = 1e6, hint: bool = True,
+                   seed: int = 0, weight_scale: float = 1e12, hint: bool = True,
                    linearization: int = 2) -> Result:
     """OR-Tools CP-SAT: exact max coverage with a proven upper bound."""
     m, x, y = _model(problem)
@@ -96,35 +96,66 @@ def cpsat_coverage(problem: CoverageSelection, time_limit: float | None, *, work
 @register("cpsat", CoverSelection, guarantee="exact", requires=("ortools",),
           package="ortools", priority=55)
 def cpsat_cover(problem: CoverSelection, time_limit: float | None, *, workers: int = 1,
-                seed: int = 0, weight_scale: float = 1e6, hint: bool = True,
+                seed: int = 0, weight_scale: float = 1e9, hint: bool = True,
                 linearization: int = 2) -> Result:
-    """OR-Tools CP-SAT: exact partial set cover with a proven lower bound."""
-    m, x, y = _model(problem)
+    """OR-Tools CP-SAT: exact partial set cover with a proven lower bound.
+
+    Fractional weights are scaled by ``weight_scale / max(w)`` and rounded twice: weights up
+    and the requirement down give a relaxation, whose optimum is a lower bound and is optimal
+    when it truly covers enough; otherwise weights down and the requirement up give a
+    restriction, whose answers truly cover enough, optimal when they meet the lower bound.
+    ``time_limit`` applies to each of the (at most two) CP-SAT runs.
+    """
     w = problem.weights
-    if np.all(w == np.round(w)):
-        wi, need, exact = w.astype(np.int64), int(round(problem.required)), True
-    else:  # round weights down and the requirement up: every answer is truly feasible
-        s = float(weight_scale) / float(w.max())
-        wi = np.floor(w * s).astype(np.int64)
-        need, exact = int(math.ceil(problem.required * s)), False
-    m.add(sum(int(wi[i]) * y[i] for i in range(problem.n) if wi[i] != 0) >= need)
-    m.minimize(sum(x))
     start = greedy_set_cover(problem)[0] if hint else np.zeros(0, dtype=np.int64)
-    solver, status, cp = _solve(m, x, start, time_limit, workers, seed, linearization)
-    info: dict[str, Any] = {"backend_status": solver.status_name(status),
-                            "wall_time": solver.wall_time}
-    if status == cp.MODEL_INVALID:
-        raise RuntimeError(f"CP-SAT rejected the model: {m.validate()}")
-    if status == cp.INFEASIBLE:
-        if exact:
+
+    def run(wi, need):
+        m, x, y = _model(problem)
+        m.add(sum(int(wi[i]) * y[i] for i in range(problem.n) if wi[i] != 0) >= need)
+        m.minimize(sum(x))
+        solver, status, cp = _solve(m, x, start, time_limit, workers, seed, linearization)
+        if status == cp.MODEL_INVALID:
+            raise RuntimeError(f"CP-SAT rejected the model: {m.validate()}")
+        found = status in (cp.OPTIMAL, cp.FEASIBLE)
+        sel = (np.array([j for j in range(problem.n) if solver.boolean_value(x[j])],
+                        dtype=np.int64) if found else None)
+        lower = solver.best_objective_bound
+        lower = float(math.ceil(lower - 1e-9)) if found and math.isfinite(lower) else None
+        return solver.status_name(status), status == cp.OPTIMAL, status == cp.INFEASIBLE, \
+            sel, lower
+
+    def covers(sel) -> bool:
+        try:
+            problem.check(sel)
+        except ValueError:
+            return False
+        return True
+
+    info: dict[str, Any] = {}
+    if np.all(w == np.round(w)):  # integral weights: one exact run
+        name, optimal, infeasible, sel, lower = run(w.astype(np.int64),
+                                                     int(round(problem.required)))
+        info["backend_status"] = name
+        if infeasible:
             return Result(None, "infeasible", None, info)
-        raise RuntimeError("CP-SAT found the rounded cover infeasible; raise weight_scale")
-    bound = float(math.ceil(solver.best_objective_bound - 1e-9)) if exact else None
-    if status not in (cp.OPTIMAL, cp.FEASIBLE):
-        return Result(None, "time_limit", bound, info)
-    sel = np.array([j for j in range(problem.n) if solver.boolean_value(x[j])], dtype=np.int64)
-    if status == cp.OPTIMAL and exact:
+        if optimal:
+            return Result(sel, "optimal", float(len(sel)), info)
+        return Result(sel, "time_limit", lower, info)
+    s = float(weight_scale) / float(w.max())
+    name, optimal, infeasible, sel, lower = run(np.ceil(w * s).astype(np.int64),
+                                                int(math.floor(problem.required * s)))
+    info["relaxation_status"] = name
+    if infeasible:  # even the relaxation cannot cover enough
+        return Result(None, "infeasible", None, info)
+    if sel is not None and optimal and covers(sel):
         return Result(sel, "optimal", float(len(sel)), info)
-    if status == cp.OPTIMAL:
-        return Result(sel, "feasible", None, info)
-    return Result(sel, "time_limit", bound, info)
+    name2, optimal2, _, sel2, _ = run(np.floor(w * s).astype(np.int64),
+                                      int(math.ceil(problem.required * s)))
+    info["restriction_status"] = name2
+    if sel2 is not None and lower is not None and len(sel2) <= lower:
+        return Result(sel2, "optimal", float(len(sel2)), info)
+    status = "feasible" if optimal and optimal2 else "time_limit"
+    for cand in (sel2, sel, start):
+        if cand is not None and len(cand) and covers(cand):
+            return Result(cand, status, lower, info)
+    return Result(None, "time_limit", lower, info)

@@ -1,0 +1,44 @@
+"""The pinned backends behave: both HiGHS copies load beside OR-Tools, and HiGHS's MIP
+answers are right (highspy 1.14.0 returned a wrong "optimal" answer on the instance below)."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import pruneopt
+from pruneopt.formulations import CoverageSelection, TransposableNM
+from pruneopt.formulations.standard import MILPForm
+from pruneopt.solvers.milp import solve_highs
+
+
+def test_highspy_and_ortools_in_one_process():
+    import highspy
+    from ortools.graph.python import min_cost_flow  # noqa: F401
+    from ortools.sat.python import cp_model  # noqa: F401
+
+    assert highspy.Highs().version()
+    p = TransposableNM(np.abs(np.random.default_rng(0).standard_normal((16, 16))), 2, 4)
+    assert pruneopt.solve(p, solver="highs").objective == pytest.approx(
+        pruneopt.solve(p, solver="ortools").objective, rel=1e-12)
+
+
+def test_highs_mip_after_presolve_is_right():
+    # max 2.599 y0 + 1.429 y1  s.t.  y_i <= x_i,  x0 + x1 <= 1  (choose one point of two)
+    c = np.array([0.0, 0.0, 2.59891843, 1.42850813])
+    A = sp.csr_array(np.array([[-1.0, 0, 1, 0], [0, -1, 0, 1], [1, 1, 0, 0]]))
+    form = MILPForm(c=c, A=A, row_lower=np.full(3, -np.inf), row_upper=np.array([0, 0, 1.0]),
+                    lower=np.zeros(4), upper=np.ones(4),
+                    integrality=np.array([1, 1, 0, 0], dtype=bool), sense="max",
+                    decode=lambda x: x)
+    status, x, bound, _ = solve_highs(form, None)
+    assert status == "optimal"
+    assert x[:2].tolist() == [1.0, 0.0]
+    assert bound == pytest.approx(2.59891843)
+
+
+def test_the_same_instance_as_a_coverage_problem():
+    X = np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    p = CoverageSelection(X, budget=1, radius=0.45, weights=[2.59891843, 1.42850813])
+    for solver in ("highs", "scipy", "pyomo", "cpsat"):
+        sol = pruneopt.solve(p, solver=solver)
+        assert sol.status == "optimal" and sol.decision.tolist() == [0], solver
