@@ -15,6 +15,7 @@ priority number.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -185,6 +186,26 @@ def get_solver(problem: Formulation, solver: str | None) -> SolverSpec:
     return spec
 
 
+def solver_options(spec: SolverSpec) -> list[str] | None:
+    """The keyword options ``spec`` takes (``None``: it takes any, ``**kwargs``)."""
+    params = list(inspect.signature(spec.impl).parameters.values())[2:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params]
+
+
+def _check_options(spec: SolverSpec, options: dict[str, Any]) -> None:
+    allowed = solver_options(spec)
+    if allowed is None:
+        return
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"solver {spec.name!r} ({spec.problem.__name__}) has no option "
+            f"{', '.join(map(repr, unknown))}; its options: {', '.join(allowed) or 'none'}"
+        )
+
+
 def solve(
     problem: Formulation,
     solver: str | None = None,
@@ -205,6 +226,7 @@ def solve(
                 f"time_limit must be a number of seconds, got {time_limit!r}") from None
         if not time_limit > 0:
             raise ValueError(f"time_limit must be > 0 seconds, got {time_limit}")
+    _check_options(spec, options)
     t0 = time.perf_counter()
     res = spec.impl(problem, time_limit, **options)
     seconds = time.perf_counter() - t0

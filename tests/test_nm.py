@@ -172,6 +172,8 @@ def test_bad_solver_names_and_masks():
         pruneopt.solve(p, solver="topk")
     with pytest.raises(ValueError, match="time_limit"):
         pruneopt.solve(p, time_limit=-1)
+    with pytest.raises(ValueError, match="no option 'compelte'; its options: complete"):
+        pruneopt.solve(p, solver="greedy", compelte=False)
     with pytest.raises(ValueError, match="infeasible"):
         p.check(np.ones((8, 8), dtype=bool))
     with pytest.raises(ValueError, match="shape"):
