@@ -832,3 +832,67 @@ def uniform_curve(model: nn.Module, batches: Sequence[dict],
     for r, v in zip(rows, fit, strict=True):
         r["speedup_fit"] = float(v)
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# optional layer-wise reconstruction (after pruning; shapes and so times are unchanged)
+
+
+@torch.inference_mode()
+def reconstruct(pruned: nn.Module, dense: nn.Module, batches: Sequence[dict], *,
+                ridge: float = 1e-2, inplace: bool = False) -> nn.Module:
+    """Refit the output matrix of every shrunk attention and FFN on calibration activations.
+
+    Block by block (so that each refit sees the errors left by the blocks before it), the
+    attention-output and FFN-output linear maps ``W, b`` of the pruned model are replaced by
+
+        argmin_{W, b}  sum_tokens || W a_p + b - (W_d a_d + b_d + x_d - x_p) ||^2
+                       + ridge * mean(diag(A_p^T A_p)) * ||W||^2
+
+    where ``a_p`` are the pruned model's inputs to that map, ``a_d``/``W_d``/``b_d`` the dense
+    model's, and ``x_d - x_p`` the difference of the residual inputs: the pre-LayerNorm sum
+    then matches the dense one as well as a linear map can. Only real tokens (attention mask)
+    are used. Returns a copy unless ``inplace``; ``dense`` is not modified.
+    """
+    if ridge <= 0:
+        raise ValueError(f"ridge must be > 0, got {ridge}")
+    target = pruned if inplace else copy.deepcopy(pruned)
+    pb, db = bert_of(target), bert_of(dense)
+    if len(pb.encoder.layer) != len(db.encoder.layer):
+        raise ValueError("pruned and dense models have different numbers of blocks")
+    masks = torch.cat([b["attention_mask"].reshape(-1) for b in batches]).bool()
+
+    def grab(model, mods):
+        store = {m: [] for m in mods}
+        hooks = [m.register_forward_pre_hook(
+            lambda mod, args, store=store: store[mod].append(args)) for m in mods]
+        try:
+            _run(model, batches)
+        finally:
+            for h in hooks:
+                h.remove()
+        return store
+
+    for i in range(len(pb.encoder.layer)):
+        for part in ("attention", "ffn"):
+            pblk, dblk = pb.encoder.layer[i], db.encoder.layer[i]
+            if part == "attention":
+                pm, dm = pblk.attention.output, dblk.attention.output
+            else:
+                pm, dm = pblk.output, dblk.output
+            if pm.dense.in_features == dm.dense.in_features:
+                continue  # not pruned
+            ps, ds = grab(target, [pm]), grab(dense, [dm])
+            ap = torch.cat([a[0].reshape(-1, a[0].shape[-1]) for a in ps[pm]])[masks].double()
+            xp = torch.cat([a[1].reshape(-1, a[1].shape[-1]) for a in ps[pm]])[masks].double()
+            ad = torch.cat([a[0].reshape(-1, a[0].shape[-1]) for a in ds[dm]])[masks].double()
+            xd = torch.cat([a[1].reshape(-1, a[1].shape[-1]) for a in ds[dm]])[masks].double()
+            goal = ad @ dm.dense.weight.double().T + dm.dense.bias.double() + xd - xp
+            A = torch.cat([ap, torch.ones(ap.shape[0], 1, dtype=ap.dtype)], 1)
+            G = A.T @ A
+            reg = ridge * float(torch.diagonal(G)[:-1].mean())
+            G[:-1, :-1] += reg * torch.eye(ap.shape[1], dtype=G.dtype)
+            sol = torch.linalg.solve(G, A.T @ goal)  # (k + 1, out)
+            pm.dense.weight.copy_(sol[:-1].T.to(pm.dense.weight.dtype))
+            pm.dense.bias.copy_(sol[-1].to(pm.dense.bias.dtype))
+    return target

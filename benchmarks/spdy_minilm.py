@@ -42,7 +42,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--table", default=str(HERE / "spdy_minilm_table.json"))
     ap.add_argument("--out", default=str(HERE / "spdy_minilm_results.json"))
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--reconstruct-from", metavar="RESULTS",
+                    help="instead of a new run: take the pruned shapes in RESULTS (a results "
+                         "JSON of this script) and report the held-out cosine after layer-wise "
+                         "reconstruction (spdy.reconstruct) of SPDY and uniform models")
+    ap.add_argument("--recon-sentences", type=int, default=128)
+    ap.add_argument("--ridge", type=float, default=0.1)
     args = ap.parse_args(argv)
+    if args.reconstruct_from:
+        return reconstruct_report(args)
     if args.quick:
         args.calib, args.heldout, args.repeats = 8, 16, 2
         args.random_starts, args.steps = 2, 2
@@ -107,6 +115,47 @@ def main(argv: list[str] | None = None) -> None:
     for r in results["csr"]:
         print(f"| {r['sparsity']:.2f} | {r['dense_seconds'] * 1e3:.2f} | "
               f"{r['csr_seconds'] * 1e3:.2f} | {r['speedup']:.2f}x |")
+
+
+def reconstruct_report(args) -> None:
+    """Held-out cosine of the saved SPDY/uniform shapes, before and after reconstruction.
+
+    Reconstruction data: the ``--recon-sentences`` sentences after the calibration and
+    held-out ones (disjoint from both). Shapes, hence measured speedups, are unchanged."""
+    res = json.loads(Path(args.reconstruct_from).read_text())
+    model = load_minilm()
+    n0 = args.calib + args.heldout
+    sents = stdlib_sentences(n0 + args.recon_sentences)
+    held = spdy.make_batches(model, sents[args.calib:n0], batch_size=64)
+    recon = spdy.make_batches(model, sents[n0:], batch_size=64)
+    ref = spdy.embed(model, held)
+    units = spdy.units_of(model)
+
+    def both(removed):
+        pr = spdy.prune_units(model, units, removed)
+        rc = spdy.reconstruct(pr, model, recon, ridge=args.ridge)
+        return spdy.cosine_to(ref, spdy.embed(pr, held)), spdy.cosine_to(ref, spdy.embed(rc, held))
+
+    rows = []
+    for t in res["targets"]:
+        s0, s1 = both(t["removed"])
+        u = t["uniform"]
+        u0, u1 = both(spdy.uniform_removed(units, u["fraction"]))
+        lo = t.get("uniform_below")
+        lo1 = both(spdy.uniform_removed(units, lo["fraction"]))[1] if lo else None
+        t["reconstructed"] = {"ridge": args.ridge, "spdy": s1, "uniform": u1,
+                              "uniform_below": lo1}
+        rows.append((t["target"], t["measured_speedup"], s0, s1, u["fraction"], u0, u1, lo1))
+    Path(args.reconstruct_from).write_text(json.dumps(res, indent=1))
+    print(f"Layer-wise reconstruction (ridge {args.ridge:g}, {args.recon_sentences} further "
+          f"sentences); held-out cosine to dense, before -> after:\n")
+    print("| target | SPDY measured speedup | SPDY | SPDY reconstructed | uniform fraction | "
+          "uniform | uniform reconstructed | (next smaller fraction, reconstructed) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for t, ms, s0, s1, uf, u0, u1, lo1 in rows:
+        los = "-" if lo1 is None else f"{lo1:.4f}"
+        print(f"| {t:g}x | {ms:.3f}x | {s0:.4f} | {s1:.4f} | {uf:.2f} | {u0:.4f} | {u1:.4f} "
+              f"| {los} |")
 
 
 if __name__ == "__main__":

@@ -170,3 +170,22 @@ def test_uniform_and_measurements(tiny):
     assert 0 <= rep["fraction"] <= 0.95
     rows = spdy.csr_linear_timing(16, 32, 8, sparsities=(0.0, 0.9), repeats=2)
     assert [r["sparsity"] for r in rows] == [0.0, 0.9] and all(r["csr_seconds"] > 0 for r in rows)
+
+
+def test_reconstruct_refits_without_changing_shapes(tiny):
+    model, batches = tiny
+    units = spdy.units_of(model)
+    pruned = spdy.prune_units(model, units, [0, 40, 2, 0])
+    before = [p.clone() for p in pruned.parameters()]
+    rec = spdy.reconstruct(pruned, model, batches, ridge=1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(before, pruned.parameters(), strict=True))
+    assert [p.shape for p in rec.parameters()] == [p.shape for p in pruned.parameters()]
+    ref = spdy.embed(model, batches)
+    # least squares on these very batches can only bring the outputs closer to the dense ones
+    assert spdy.cosine_to(ref, spdy.embed(rec, batches)) >= spdy.cosine_to(
+        ref, spdy.embed(pruned, batches)) - 1e-6
+    same = spdy.reconstruct(model, model, batches)  # nothing pruned: nothing refitted
+    assert all(torch.equal(a, b) for a, b in zip(same.parameters(), model.parameters(),
+                                                  strict=True))
+    with pytest.raises(ValueError, match="ridge"):
+        spdy.reconstruct(pruned, model, batches, ridge=0)

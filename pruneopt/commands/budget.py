@@ -38,6 +38,8 @@ def register(sub) -> None:
     p.add_argument("--random-starts", type=int, default=12, help="random starts (--minilm)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-table", help="save the measured SPDY table here (--minilm)")
+    p.add_argument("--reconstruct", type=int, default=0, metavar="N",
+                   help="refit the shrunk matrices on N further sentences (--minilm)")
     p.add_argument("--progress", action="store_true", help="show progress bars (--minilm)")
     p.set_defaults(func=run)
 
@@ -129,9 +131,11 @@ def _minilm(args) -> int:
     if args.calib < 1 or args.repeats < 1:
         raise ValueError("--calib and --repeats must be >= 1")
     model = load_minilm()
-    sents = stdlib_sentences(args.calib + 64)
+    if args.reconstruct < 0:
+        raise ValueError("--reconstruct must be >= 0 sentences")
+    sents = stdlib_sentences(args.calib + 64 + args.reconstruct)
     calib = spdy.make_batches(model, sents[: args.calib], batch_size=args.calib)
-    held = spdy.make_batches(model, sents[args.calib:], batch_size=64)
+    held = spdy.make_batches(model, sents[args.calib:args.calib + 64], batch_size=64)
     table = spdy.timing_database(model, calib, repeats=args.repeats, progress=args.progress)
     spdy.error_database(model, table, calib, progress=args.progress)
     if args.save_table:
@@ -139,7 +143,12 @@ def _minilm(args) -> int:
     pruned, rep = spdy.spdy_prune(model, table, args.speedup, calib, seed=args.seed,
                                   random_starts=args.random_starts, steps=args.steps,
                                   repeats=args.repeats, progress=args.progress)
-    rep["heldout_cosine"] = spdy.cosine_to(spdy.embed(model, held), spdy.embed(pruned, held))
+    ref = spdy.embed(model, held)
+    rep["heldout_cosine"] = spdy.cosine_to(ref, spdy.embed(pruned, held))
+    if args.reconstruct:
+        recon = spdy.make_batches(model, sents[args.calib + 64:], batch_size=64)
+        rec = spdy.reconstruct(pruned, model, recon)
+        rep["heldout_cosine_reconstructed"] = spdy.cosine_to(ref, spdy.embed(rec, held))
     rep["units"] = [u.name for u in table.units]
     _write(rep, args.out)
     if not rep["met"]:
