@@ -47,8 +47,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 import pruneopt
-from pruneopt.formulations.base import as_int
-from pruneopt.formulations.nm import NMMask, TransposableNM
+from pruneopt.formulations.nm import NMMask, TransposableNM, validate_nm
 
 DEFAULT_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
 
@@ -140,14 +139,6 @@ class NMMaskPlan:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _check_nm(n: Any, m: Any) -> tuple[int, int]:
-    m = as_int(m, "m", low=1)
-    n = as_int(n, "n", low=1)
-    if n > m:
-        raise ValueError(f"n must be <= m (n:m keeps n of every m), got n={n}, m={m}")
-    return n, m
-
-
 def as_matrix(weight: torch.Tensor | np.ndarray) -> np.ndarray:
     """A weight of 2 or more dimensions viewed as [out, prod(rest)] (conv: [out, in*kh*kw])."""
     if isinstance(weight, torch.Tensor):
@@ -202,7 +193,7 @@ def nm_mask(
     or ``None`` when the layer is skipped (shape not divisible by ``m`` and ``pad=False``).
     ``time_limit`` (seconds) and ``options`` go to :func:`pruneopt.solve`.
     """
-    n, m = _check_nm(n, m)
+    n, m = validate_nm(n, m)
     shape = tuple(weight.shape)
     if scores is not None and tuple(np.shape(scores)) != shape:
         raise ValueError(f"scores for {name} have shape {tuple(np.shape(scores))}, expected the "
@@ -343,7 +334,7 @@ def compute_nm_masks(
     """
     from tqdm import tqdm
 
-    n, m = _check_nm(n, m)
+    n, m = validate_nm(n, m)
     if scores is not None and not (isinstance(scores, Mapping) or callable(scores)):
         raise ValueError("scores must be a mapping name -> tensor or a callable "
                          "(name, module) -> tensor")
@@ -451,7 +442,7 @@ def is_nm(mask: torch.Tensor | np.ndarray, n: int, m: int, *, transposable: bool
     For m-aligned groups this is exactly the transposable block constraint: at most ``n`` per
     row and per column of every m-by-m block. A last partial group counts as zero-padded.
     """
-    n, m = _check_nm(n, m)
+    n, m = validate_nm(n, m)
     a = as_matrix(mask) != 0
     ok = bool((_group_counts(a, m) <= n).all())
     if transposable:

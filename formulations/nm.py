@@ -39,7 +39,8 @@ from pruneopt.formulations.base import Formulation, as_array, as_int
 from pruneopt.formulations.standard import MILPExportable, MILPForm
 
 
-def _nm(n: Any, m: Any) -> tuple[int, int]:
+def validate_nm(n: Any, m: Any) -> tuple[int, int]:
+    """``(n, m)`` as ints with 1 <= n <= m, else a ``ValueError`` saying which is wrong."""
     m = as_int(m, "m", low=1)
     n = as_int(n, "n", low=1)
     if n > m:
@@ -63,7 +64,7 @@ class _MaskProblem(Formulation):
     sense = "max"
 
     def __init__(self, scores: Any, n: int, m: int, *, exactly: bool = False) -> None:
-        self.n, self.m = _nm(n, m)
+        self.n, self.m = validate_nm(n, m)
         self.scores = as_array(scores, "scores", ndim=2)
         if self.scores.size == 0:
             raise ValueError("scores is empty; pass a non-empty 2-D array of weight scores")
@@ -322,7 +323,7 @@ def mask_diversity(kind: str, n: int, m: int, *, exactly: bool = True) -> int:
 
     ``exactly=False`` counts masks with at most n per group / row / column instead.
     """
-    n, m = _nm(n, m)
+    n, m = validate_nm(n, m)
     if kind == "unstructured":
         return math.comb(m * m, n * m) if exactly else sum(
             math.comb(m * m, k) for k in range(n * m + 1))

@@ -50,9 +50,10 @@ def run_demo(
     from tqdm import tqdm
 
     from pruneopt.adapters.models import load_minilm, stdlib_sentences
-    from pruneopt.adapters.nm import _check_nm, apply_nm_masks, compute_nm_masks, verify_nm
+    from pruneopt.adapters.nm import apply_nm_masks, compute_nm_masks, verify_nm
+    from pruneopt.formulations.nm import validate_nm
 
-    n, m = _check_nm(n, m)
+    n, m = validate_nm(n, m)
     if not isinstance(sentences, int) or sentences < 1:
         raise ValueError(f"--sentences must be a positive integer, got {sentences!r}")
     if not progress:

@@ -138,9 +138,9 @@ def run(args) -> int:
     """The handler of ``pruneopt nm``; returns the exit code."""
     if args.time_limit is not None and not args.time_limit > 0:
         raise ValueError(f"--time-limit must be > 0 seconds, got {args.time_limit}")
-    from pruneopt.adapters.nm import _check_nm
+    from pruneopt.formulations.nm import validate_nm
 
-    _check_nm(args.n, args.m)
+    validate_nm(args.n, args.m)
     out = Path(args.output)
     _format(out, "output -o")
     report_path = Path(args.report) if args.report else Path(str(out) + ".json")
