@@ -101,9 +101,6 @@ class _MaskProblem(Formulation):
                 f"(counts seen: {sorted(set(counts[bad].ravel().tolist()))[:5]})"
             )
 
-    def kept_fraction_bound(self) -> float:
-        return self.n / self.m
-
 
 class NMMask(_MaskProblem, MILPExportable):
     """Plain N:M mask: keep at most ``n`` (or exactly, ``exactly=True``) of every ``m``
