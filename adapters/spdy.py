@@ -43,7 +43,6 @@ import copy
 import json
 import os
 import platform
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -54,6 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pruneopt.adapters.files import atomic_write
 from pruneopt.formulations.layer_budget import LayerBudget
 
 # ---------------------------------------------------------------------------------------------
@@ -384,18 +384,7 @@ class SpdyTable:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the table as JSON (whole or not at all: a temporary file is renamed)."""
-        path = os.fspath(path)
-        d = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_json(), f)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, lambda f: f.write(json.dumps(self.to_json()).encode()))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SpdyTable:

@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from pruneopt.adapters.files import atomic_write
 from pruneopt.adapters.nm import is_nm, nm_mask
 from pruneopt.cli import main
-from pruneopt.commands._io import atomic_write
 from pruneopt.commands.nm import load_state_dict
 
 

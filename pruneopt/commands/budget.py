@@ -14,10 +14,10 @@ Two modes:
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from typing import Any
+
+from pruneopt.adapters.files import atomic_write
 
 
 def register(sub) -> None:
@@ -49,17 +49,7 @@ def _write(obj: dict[str, Any], out: str | None) -> None:
     if out is None:
         print(text)
         return
-    d = os.path.dirname(os.path.abspath(out))
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(out, lambda f: f.write((text + "\n").encode()))
 
 
 def _solution_json(problem, sol) -> dict[str, Any]:

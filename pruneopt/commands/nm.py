@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pruneopt.commands._io import atomic_write
+from pruneopt.adapters.files import atomic_write
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 SAFE_SUFFIXES = (".safetensors",)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pruneopt.commands._io import load_npy, save_npy
+from pruneopt.adapters.files import load_npy, save_npy
 
 
 def run(args) -> int:

@@ -1,4 +1,5 @@
-"""File helpers shared by the commands: atomic writes and ``.npy`` input/output."""
+"""Files written whole or not at all (atomic writes) and `.npy` input/output, for the
+adapters and the commands."""
 
 from __future__ import annotations
 
