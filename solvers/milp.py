@@ -118,17 +118,13 @@ def highs_solver(problem: MILPExportable, time_limit: float | None, *, mip_rel_g
         if status == "optimal" and _integral(x, form):
             info["lp_integral"] = True
             return Result(_decode(form, x), "optimal", bound, info)
-        # A fractional vertex cannot come out of simplex on a TU matrix; be safe anyway.
-        info_lp = info
-    else:
-        info_lp = None
+        # A fractional vertex cannot come out of simplex on a TU matrix; branch to be safe.
     status, x, bound, info = solve_highs(form, time_limit, mip_rel_gap=mip_rel_gap,
                                          threads=threads)
-    if info_lp is not None:
+    if form.totally_unimodular:
         info["lp_integral"] = False
-    if x is not None and status in ("optimal", "feasible", "time_limit"):
-        if not _integral(x, form):
-            x = None if status != "optimal" else x
+    if x is not None and status != "optimal" and not _integral(x, form):
+        x = None  # a fractional incumbent is no answer
     return Result(_decode(form, x), status, bound, info)
 
 
