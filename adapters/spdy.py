@@ -404,12 +404,17 @@ def _capture_inputs(bert: nn.Module, model: nn.Module, batches: Sequence[dict]) 
             caps[i][-1]["ffn"] = args[0]
         hooks.append(blk.attention.register_forward_pre_hook(pre_attn, with_kwargs=True))
         hooks.append(blk.intermediate.register_forward_pre_hook(pre_ffn))
+    _run_hooked(model, batches, hooks)
+    return caps
+
+
+def _run_hooked(model: nn.Module, batches: Sequence[dict], hooks: list) -> None:
+    """Run ``model`` on ``batches`` with forward hooks, removing them afterwards."""
     try:
         _run(model, batches)
     finally:
         for h in hooks:
             h.remove()
-    return caps
 
 
 def _time(fn, repeats: int) -> float:
@@ -493,11 +498,7 @@ def _capture_blocks(bert: nn.Module, model: nn.Module, batches: Sequence[dict]) 
         def pre(_m, args, kwargs, i=i):
             caps[i].append((args, dict(kwargs)))
         hooks.append(blk.register_forward_pre_hook(pre, with_kwargs=True))
-    try:
-        _run(model, batches)
-    finally:
-        for h in hooks:
-            h.remove()
+    _run_hooked(model, batches, hooks)
     return caps
 
 
