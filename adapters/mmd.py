@@ -20,12 +20,7 @@ import torch
 from torch import nn
 
 from pruneopt.formulations.mmd import MMDSelection
-from pruneopt.solvers import Solution, available, solve
-
-#: ``solver="auto"`` policy of :func:`select_mmd`: exact SCIP up to this n (if installed) ...
-AUTO_EXACT_N = 30
-#: ... the dense relax-swap heuristic up to this n, and the low-rank solver beyond.
-AUTO_DENSE_N = 3000
+from pruneopt.solvers import Solution, get_solver, solve
 
 
 def _resolve_layer(model: nn.Module, layer: nn.Module | str | None) -> nn.Module | None:
@@ -109,19 +104,16 @@ def extract_features(model: nn.Module, data: Any, *, layer: nn.Module | str | No
 
 
 def select_mmd(source: Any, target: Any, keep: int | float, *, kernel: Any = "rbf",
-               bandwidth: float | str = "median", solver: str = "auto",
+               bandwidth: float | str = "median", solver: str | None = None,
                time_limit: float | None = None, **options: Any) -> Solution:
     """Select ``keep`` source points (a count, or a fraction in (0, 1)) matching ``target``
     in MMD; returns the :class:`~pruneopt.Solution` (``decision`` = sorted kept indices).
 
-    ``solver="auto"``: exact ``"scip"`` for n <= AUTO_EXACT_N when installed (time limit
-    60 s unless given), ``"relax-swap"`` for n <= AUTO_DENSE_N, else ``"lowrank"``.
+    ``solver=None`` (or ``"auto"``): the registry's default for the instance
+    (:mod:`pruneopt.solvers.defaults`: exact SCIP for small n, the dense relax-swap
+    heuristic up to a few thousand points, the low-rank solver beyond).
     """
     problem = mmd_problem(source, target, keep, kernel=kernel, bandwidth=bandwidth)
-    if solver == "auto":
-        solver = auto_solver(problem)
-        if solver == "scip" and time_limit is None:
-            time_limit = 60.0
     return solve(problem, solver=solver, time_limit=time_limit, **options)
 
 
@@ -134,10 +126,8 @@ def mmd_problem(source: Any, target: Any, keep: int | float, **kw: Any) -> MMDSe
 
 
 def auto_solver(problem: MMDSelection) -> str:
-    """The solver ``select_mmd(solver="auto")`` uses for ``problem`` (see there)."""
-    if problem.n <= AUTO_EXACT_N and "scip" in available(problem):
-        return "scip"
-    return "relax-swap" if problem.n <= AUTO_DENSE_N else "lowrank"
+    """The solver ``select_mmd(solver=None)`` uses for ``problem`` (the registry's rule)."""
+    return get_solver(problem, None).name
 
 
 def keep_mask(n: int, decision: Any) -> torch.Tensor:

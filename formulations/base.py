@@ -7,6 +7,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+#: Relative tolerance of comparisons of objective values and sums, times the data's scale
+#: (:meth:`Formulation.objective_scale`): it absorbs floating-point summation, nothing else.
+RTOL = 1e-9
+
 
 class Formulation(ABC):
     """Base class of every pruning decision written as an optimization problem.
@@ -41,33 +45,47 @@ class Formulation(ABC):
     def _repr_latex_(self) -> str:
         return self.latex()
 
-    def exact_by_default(self) -> bool:
-        """Whether ``solve(problem)`` without a solver name should run an exact solver.
+    def objective_scale(self) -> float:
+        """A magnitude of this instance's objective values, in the objective's own units
+        (e.g. ``sum |s_ij|`` for a mask): every tolerance on objective values is
+        :data:`RTOL` times it, so that an instance multiplied by any positive factor gets the
+        same decision and status. Subclasses override it; 0 means "use the value compared"."""
+        return 0.0
 
-        True by default; formulations whose exact solvers can take very long on large
-        instances (MIQP, large ILPs) return False above a size, and the default is then the
-        best approximate solver (which still reports a bound where it has one).
-        """
-        return True
+    def objective_tolerance(self, value: float = 0.0) -> float:
+        """The slack allowed when comparing objective values near ``value``:
+        ``RTOL * max(objective_scale(), |value|)`` (floating-point summation only)."""
+        return RTOL * max(self.objective_scale(), abs(float(value)))
 
     def better(self, a: float, b: float) -> bool:
         """Whether objective ``a`` is strictly better than ``b`` in this problem's sense."""
         return a > b if self.sense == "max" else a < b
 
-    def solve(self, solver: str | None = None, time_limit: float | None = None, **options: Any):
-        """Shortcut for ``pruneopt.solve(self, solver, time_limit, **options)``."""
-        from pruneopt.solvers import solve
 
-        return solve(self, solver=solver, time_limit=time_limit, **options)
+def to_numpy(x: Any, name: str = "input") -> Any:
+    """A torch tensor as a numpy array on the CPU (float32/float64 kept, other float dtypes
+    such as bfloat16 and float16 widened to float32, which holds them exactly); anything
+    else is returned as it is. Does not import torch."""
+    if not (hasattr(x, "detach") and hasattr(x, "cpu")):
+        return x
+    t = x.detach().cpu()
+    if getattr(t, "is_complex", lambda: False)():
+        raise ValueError(f"{name} is complex; pass real numbers (e.g. the magnitude .abs())")
+    if getattr(t, "is_floating_point", lambda: False)() and t.element_size() < 4:
+        t = t.float()
+    return t.numpy()
 
 
 def as_array(x: Any, name: str, *, ndim: int | None = None, dtype: Any = np.float64) -> np.ndarray:
     """``x`` (numpy, torch tensor, nested lists) as a finite numpy array of ``dtype``.
 
-    Never modifies ``x``; torch tensors are detached and copied to the CPU.
+    Never modifies ``x``; torch tensors (any float dtype, bfloat16 and float16 included)
+    are detached and copied to the CPU. Complex input is a ``ValueError``, never silently
+    truncated to its real part.
     """
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, without importing torch
-        x = x.detach().cpu().numpy()
+    x = to_numpy(x, name)
+    if np.iscomplexobj(x):
+        raise ValueError(f"{name} is complex; pass real numbers (e.g. the magnitude np.abs)")
     try:
         arr = np.asarray(x, dtype=dtype)
     except (TypeError, ValueError) as exc:
@@ -78,6 +96,26 @@ def as_array(x: Any, name: str, *, ndim: int | None = None, dtype: Any = np.floa
         bad = int((~np.isfinite(arr)).sum())
         raise ValueError(f"{name} has {bad} NaN or infinite entries; replace them first")
     return arr
+
+
+def finite_scale(a: np.ndarray, name: str) -> float:
+    """``sum |a|``, or a ``ValueError`` when it overflows float64 (the objective would be
+    ``inf``): the data must be rescaled first."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(np.abs(a).sum())
+    if not np.isfinite(total):
+        raise ValueError(
+            f"{name} is too large in scale: the sum of |{name}| overflows float64 "
+            f"(largest entry {float(np.abs(a).max()):.3g}); divide {name} by a constant first "
+            f"(the decision does not change)")
+    return total
+
+
+def is_integral(a: np.ndarray, limit: float = 2.0**53) -> bool:
+    """Whether every entry of ``a`` is an integer of magnitude below ``limit`` (exact in
+    float64, and in int64 after conversion)."""
+    a = np.asarray(a, dtype=np.float64)
+    return bool(np.all(a == np.round(a)) and (a.size == 0 or float(np.abs(a).max()) < limit))
 
 
 def as_int(x: Any, name: str, *, low: int | None = None, high: int | None = None) -> int:

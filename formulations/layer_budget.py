@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from pruneopt.formulations.base import Formulation, as_array
+from pruneopt.formulations.base import Formulation, as_array, finite_scale, to_numpy
 from pruneopt.formulations.standard import MILPExportable, MILPForm
 
 #: Relative tolerance of the budget check, times ``max(|B|, sum_l max_k c[l][k])``: it only
@@ -39,8 +39,7 @@ COST_RTOL = 1e-9
 
 def _as_table(x: Any, name: str) -> list[np.ndarray]:
     """A ragged table (list of 1-D arrays, one per layer) from a 2-D array or nested lists."""
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
-        x = x.detach().cpu().numpy()
+    x = to_numpy(x, name)
     if isinstance(x, np.ndarray):
         if x.ndim != 2:
             raise ValueError(
@@ -114,6 +113,9 @@ class LayerBudget(MILPExportable, Formulation):
             if len(names) != self.n_layers:
                 raise ValueError(f"names has {len(names)} entries for {self.n_layers} layers")
         self.names = names
+        finite_scale(np.concatenate(c), "costs")
+        self._error_scale = float(sum(float(np.abs(x).max()) for x in e))
+        finite_scale(np.array([self._error_scale]), "errors")
         self.min_cost = float(sum(x.min() for x in c))
         self.max_cost = float(sum(x.max() for x in c))
         self.tolerance = COST_RTOL * max(abs(budget), self.max_cost)
@@ -122,6 +124,10 @@ class LayerBudget(MILPExportable, Formulation):
                 f"budget {budget:.6g} cannot be met: the minimum achievable cost (cheapest level "
                 f"in every layer) is {self.min_cost:.6g}; raise the budget to at least that"
             )
+
+    def objective_scale(self) -> float:
+        """``sum_l max_k |e[l][k]|``: the largest summed error any choice could reach."""
+        return self._error_scale
 
     # -- the objective and the constraints ------------------------------------------------
     def _levels(self, decision: Any) -> np.ndarray:
@@ -148,6 +154,11 @@ class LayerBudget(MILPExportable, Formulation):
         """Summed error ``sum_l e[l][k_l]``."""
         lv = self._levels(decision)
         return float(sum(float(e[k]) for e, k in zip(self.errors, lv, strict=True)))
+
+    def fits(self, decision: Any) -> bool:
+        """Whether the levels ``decision`` cost at most the budget (up to ``tolerance``,
+        floating-point summation of the costs)."""
+        return self.cost(decision) <= self.budget + self.tolerance
 
     def check(self, decision: Any) -> np.ndarray:
         """The levels as an int array; ``ValueError`` if out of range or over budget."""

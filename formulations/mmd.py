@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from pruneopt.formulations.base import Formulation, as_array, as_int
+from pruneopt.formulations.base import Formulation, as_array, as_int, to_numpy
 
 KernelArg = str | Callable[[np.ndarray, np.ndarray], Any]
 
@@ -89,14 +89,6 @@ class MMDSelection(Formulation):
 
     sense = "min"
 
-    #: above this many source points ``solve(problem)`` defaults to the heuristic
-    #: "relax-swap" (with its relaxation bound): exact MIQP (SCIP) proves n = 20-40 in
-    #: seconds but can run for very long beyond; name "scip" to run it anyway
-    EXACT_DEFAULT_MAX_N = 40
-
-    def exact_by_default(self) -> bool:
-        return self.n <= self.EXACT_DEFAULT_MAX_N
-
     def __init__(
         self,
         source: Any,
@@ -125,6 +117,14 @@ class MMDSelection(Formulation):
                 f"source and target have different feature dimensions ({src.shape[1]} vs "
                 f"{tgt.shape[1]}); embed both with the same feature extractor"
             )
+        for what, X in (("source", src), ("target", tgt)):
+            with np.errstate(over="ignore", invalid="ignore"):
+                ok = bool(np.isfinite(np.einsum("ij,ij->i", X, X)).all())
+            if not ok:
+                raise ValueError(
+                    f"{what} is too large in scale: squared norms overflow float64; divide "
+                    f"source and target by the same constant (the selection does not change "
+                    f"with bandwidth='median')")
         self.source = src
         self.target = tgt
         self.n, self.dim = src.shape
@@ -157,12 +157,38 @@ class MMDSelection(Formulation):
                     ) from None
                 if not np.isfinite(bw) or bw <= 0:
                     raise ValueError(f"bandwidth must be a finite number > 0, got {bandwidth!r}")
+            with np.errstate(over="ignore", under="ignore", divide="ignore"):
+                inv = 1.0 / (2.0 * bw * bw)
+            if not (np.isfinite(inv) and inv > 0):
+                raise ValueError(
+                    f"bandwidth {bw:g} is out of float64's range for the RBF kernel "
+                    f"(1 / (2 bandwidth^2) = {inv:g}); rescale the features, or use "
+                    f"bandwidth='median'")
             self.bandwidth = bw
         else:
             raise ValueError(
                 f"kernel must be 'rbf', 'linear' or a callable f(X, Y) -> matrix, got {kernel!r}"
             )
         self.kernel = self.kernel_name if self._kfun is None else kernel
+        self._K: np.ndarray | None = None
+        self._mu: float | None = None
+        self._factor: tuple[np.ndarray, float] | None = None
+
+    @property
+    def builtin_kernel(self) -> bool:
+        """Whether the kernel is the built-in "rbf" or "linear" (both PSD), not a callable."""
+        return self._kfun is None
+
+    def objective_scale(self) -> float:
+        """The kernel's scale, ``max |k(x, x)|`` (MMD^2 is at most 4 times it): 1 for "rbf",
+        the largest squared norm for "linear", a 256-point sample's for a callable."""
+        if self.kernel_name == "rbf" and self.builtin_kernel:
+            return 1.0
+        if self.kernel_name == "linear" and self.builtin_kernel:
+            return float(max(np.einsum("ij,ij->i", X, X).max()
+                             for X in (self.source, self.target)))
+        P = np.vstack([self.source[:128], self.target[:128]])
+        return float(np.abs(np.diag(self.gram(P, P))).max())
 
     # ------------------------------------------------------------------ kernel evaluation
     def gram(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
@@ -212,39 +238,63 @@ class MMDSelection(Formulation):
         return self.kernel_row_means(self.source, self.target)
 
     def source_gram(self) -> np.ndarray:
-        """K = k(S, S) for all n source points (an n x n matrix: mind the memory for large n)."""
-        return self.gram(self.source, self.source)
+        """K = k(S, S) for all n source points, symmetrized (an n x n matrix: 8 n^2 bytes).
+
+        Computed once and kept (the problem's data never change)."""
+        if self._K is None:
+            K = self.gram(self.source, self.source)
+            self._K = 0.5 * (K + K.T)
+        return self._K
 
     def quadratic(self) -> tuple[np.ndarray, np.ndarray, float]:
         """``(K, c, tt)`` with objective(x) = x^T K x / k^2 - 2 c^T x / k + tt on binary x."""
         return self.source_gram(), self.cross_means, self.target_term
 
-    def convexified(self, K: np.ndarray | None = None) -> tuple[np.ndarray, float, np.ndarray]:
-        """A convex form of the integer problem.
+    def kernel_shift(self) -> float:
+        """mu, slightly below lambda_min(K): ``K - mu I`` is PSD and, on binary x with
+        sum x = k, ``x^T K x = x^T (K - mu I) x + mu k``.
 
-        Returns ``(L, mu, K)`` with ``K - mu I = L L^T`` (L is n x r, r the numerical rank)
-        and ``mu`` slightly below lambda_min(K): on every binary x with sum x = k,
-        x^T K x = ||L^T x||^2 + mu k, and the relaxation with this form is convex and at
-        least as tight as the plain one when K is PSD (mu >= 0 up to rounding).
-        """
-        if K is None:
+        One rule for every solver: the smallest eigenvalue (``eigvalsh``) minus a margin of
+        ``1e-9 * scale * max(1, n / 100)`` for user kernels and n <= 1500; for the built-in
+        PSD kernels above 1500 points ``-1e-12 * scale * n`` (lambda_min >= 0 up to the
+        rounding of K), without an eigendecomposition. ``scale = max |K_ii|``."""
+        if self._mu is None:
             K = self.source_gram()
-        K = 0.5 * (K + K.T)
-        w, V = np.linalg.eigh(K)
-        scale = max(1.0, float(np.abs(w).max())) if w.size else 1.0
-        mu = float(w[0]) - 1e-9 * scale
-        lam = w - mu
-        keepcols = lam > 1e-12 * scale
-        L = V[:, keepcols] * np.sqrt(lam[keepcols])
-        return L, mu, K
+            scale = max(float(np.abs(np.diag(K)).max()), 1e-300)
+            if self.n <= 1500 or not self.builtin_kernel:
+                lam = float(np.linalg.eigvalsh(K)[0])
+                self._mu = lam - 1e-9 * scale * max(1.0, self.n / 100)
+            else:
+                self._mu = -1e-12 * scale * self.n
+        return self._mu
+
+    def factor(self) -> tuple[np.ndarray, float]:
+        """``(L, mu)`` with ``K - mu I = L L^T`` (L is n x r, the columns of eigenvalues
+        above ``1e-13`` of the largest dropped), mu = :meth:`kernel_shift`. Cached."""
+        if self._factor is None:
+            K = self.source_gram()
+            mu = self.kernel_shift()
+            w, V = np.linalg.eigh(K - mu * np.eye(self.n))
+            top = max(float(np.abs(w).max()), 1e-300)
+            good = w > 1e-13 * top
+            self._factor = (V[:, good] * np.sqrt(w[good]), mu)
+        return self._factor
+
+    def convexified(self, K: np.ndarray | None = None) -> tuple[np.ndarray, float, np.ndarray]:
+        """A convex form of the integer problem: ``(L, mu, K)`` with ``K - mu I = L L^T``
+        (see :meth:`factor`); on every binary x with sum x = k, x^T K x = ||L^T x||^2 + mu k,
+        and the relaxation with this form is convex and at least as tight as the plain one
+        when K is PSD. ``K`` is ignored (kept for compatibility): the problem's own kernel
+        matrix is used."""
+        L, mu = self.factor()
+        return L, mu, self.source_gram()
 
     # ------------------------------------------------------------------ the contract
     def check(self, decision: Any) -> np.ndarray:
         """The decision as a sorted int64 array of ``keep`` distinct indices in [0, n).
 
         Accepts kept indices (any integer sequence) or a boolean mask of length n."""
-        arr = np.asarray(decision.detach().cpu().numpy() if hasattr(decision, "detach")
-                         else decision)
+        arr = np.asarray(to_numpy(decision, "decision"))
         if arr.dtype == bool:
             if arr.shape != (self.n,):
                 raise ValueError(

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from pruneopt.formulations.base import Formulation, as_array, as_int
+from pruneopt.formulations.base import Formulation, as_array, as_int, finite_scale, to_numpy
 from pruneopt.formulations.standard import MILPExportable, MILPForm
 
 
@@ -69,6 +69,11 @@ class _MaskProblem(Formulation):
         if self.scores.size == 0:
             raise ValueError("scores is empty; pass a non-empty 2-D array of weight scores")
         self.exactly = bool(exactly)
+        self._scale = finite_scale(self.scores, "scores")
+
+    def objective_scale(self) -> float:
+        """``sum |s_ij|``: the largest kept score any mask could reach."""
+        return self._scale
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -80,9 +85,7 @@ class _MaskProblem(Formulation):
         return float(self.scores[mask].sum())
 
     def _as_mask(self, decision: Any) -> np.ndarray:
-        if hasattr(decision, "detach"):
-            decision = decision.detach().cpu().numpy()
-        mask = np.asarray(decision)
+        mask = np.asarray(to_numpy(decision, "mask"))
         if mask.shape != self.shape:
             raise ValueError(f"mask has shape {mask.shape}, expected {self.shape}")
         if mask.dtype != bool:

@@ -22,30 +22,27 @@ from __future__ import annotations
 
 import numpy as np
 
+from pruneopt.formulations.base import is_integral
 from pruneopt.formulations.layer_budget import LayerBudget
-from pruneopt.solvers.budget_dp import _closed, lp_greedy, reduce
+from pruneopt.solvers.budget_dp import gap_closed, levels_of, lp_greedy, reduce
+from pruneopt.solvers.options import SEED, WORKERS, Integer
 from pruneopt.solvers.registry import Result, register
+from pruneopt.solvers.starts import better_of
 
 _EXACT_MAX = 2.0**40
-
-
-def _integral(a: np.ndarray) -> bool:
-    return bool(np.all(a == np.round(a)) and np.all(np.abs(a) < _EXACT_MAX))
+SCALE = Integer(1, 10**12)
 
 
 @register("cpsat", LayerBudget, guarantee="heuristic", requires=("ortools",), package="ortools",
-          priority=75)
+          options={"cost_scale": SCALE, "error_scale": SCALE, "workers": WORKERS, "seed": SEED})
 def cpsat_solver(problem: LayerBudget, time_limit: float | None, *, cost_scale: int = 10**6,
                  error_scale: int = 10**6, workers: int = 1, seed: int = 0) -> Result:
     """OR-Tools CP-SAT on the integer-scaled table (exact on integer tables)."""
     from ortools.sat.python import cp_model
 
-    for name, v in (("cost_scale", cost_scale), ("error_scale", error_scale)):
-        if isinstance(v, bool) or not isinstance(v, int | np.integer) or not 1 <= v <= 10**12:
-            raise ValueError(f"{name} must be an integer in 1..1e12, got {v!r}")
     red = reduce(problem, pareto=False)
     alld = np.concatenate(red.d)
-    cost_exact = _integral(alld) and float(red.R).is_integer() and red.R < _EXACT_MAX
+    cost_exact = is_integral(alld, _EXACT_MAX) and float(red.R).is_integer() and red.R < _EXACT_MAX
     if cost_exact:
         W = [d.astype(np.int64) for d in red.d]
         cap = int(red.R)
@@ -55,7 +52,7 @@ def cpsat_solver(problem: LayerBudget, time_limit: float | None, *, cost_scale: 
         cap = int(np.floor(red.R * S)) if red.R > 0 else 0
     eshift = [e - e.min() for e in red.e]
     alle = np.concatenate(eshift)
-    err_exact = _integral(alle)
+    err_exact = is_integral(alle, _EXACT_MAX)
     if err_exact:
         V = [e.astype(np.int64) for e in eshift]
     else:
@@ -79,19 +76,22 @@ def cpsat_solver(problem: LayerBudget, time_limit: float | None, *, cost_scale: 
     st = solver.Solve(m)
     info = {"cost_exact": cost_exact, "error_exact": err_exact,
             "backend_status": solver.StatusName(st)}
-    if st == cp_model.INFEASIBLE:  # only possible when rounding costs up excluded every answer
-        return Result(None, "infeasible" if cost_exact else "time_limit", None, info)
+    red_p = reduce(problem)
+    gpos, lb, _, _ = lp_greedy(red_p)
+    start = levels_of(red_p, gpos)  # the greedy answer: never return anything worse
     if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return Result(None, "time_limit", None, info)
+        # INFEASIBLE only when rounding costs up excluded every answer; else out of time
+        info["answer_from"] = "greedy"
+        return Result(start, "time_limit", min(lb, problem.objective(start)), info)
     pos = np.array([int(np.argmax([solver.Value(xk) for xk in x])) for x in xs])
     levels = np.array([int(i[p]) for i, p in zip(red.idx, pos, strict=True)])
+    levels, from_start = better_of(problem, levels, start)
+    if from_start:
+        info["answer_from"] = "greedy"
     obj = problem.objective(levels)
-    _, lb, _, _ = lp_greedy(reduce(problem))
     lb = min(lb, obj)
-    if st == cp_model.OPTIMAL and cost_exact and err_exact:
-        info["certified"] = True
-        return Result(levels, "optimal", obj, info)
-    if _closed(obj, lb):
-        info["certified"] = True
-        return Result(levels, "optimal", lb, info)
+    if st == cp_model.OPTIMAL and cost_exact and err_exact and not from_start:
+        return Result(levels, "optimal", obj, info, proof="CP-SAT on the exact integer table")
+    if gap_closed(obj, lb, problem.objective_scale()):
+        return Result(levels, "optimal", lb, info, proof="LP bound meets the answer")
     return Result(levels, "feasible" if st == cp_model.OPTIMAL else "time_limit", lb, info)

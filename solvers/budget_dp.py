@@ -37,8 +37,8 @@ Solvers registered here:
   optimum of the whole table. If that would need more than ``max_states`` states, or 80% of
   ``time_limit`` has passed, HiGHS solves the reduced table as a MILP (warm-started,
   feasibility tolerance ``1e-9``) instead. ``certify=False`` stops after the DP and returns
-  ``"feasible"`` with the proven bound. The search does not look at the clock between
-  layers of the DP, so ``time_limit`` is honoured approximately.
+  ``"feasible"`` with the proven bound. ``time_limit`` is checked between phases and
+  between the layers of each DP (the slack is one layer of one DP).
 - ``"dp_round"`` (heuristic): SPDY's plain bucket DP on the full table, rounding up for the
   answer and down for the bound; ``"optimal"`` only when the two meet.
 """
@@ -52,7 +52,9 @@ from typing import Any
 import numpy as np
 
 from pruneopt.formulations.layer_budget import LayerBudget
+from pruneopt.solvers.options import Boolean, Integer
 from pruneopt.solvers.registry import Result, register
+from pruneopt.solvers.starts import register_start
 
 GAP_RTOL = 1e-9
 
@@ -67,6 +69,7 @@ class Reduced:
     e: list[np.ndarray]
     R: float  # budget for the extra cost
     base: float  # sum of the cheapest costs
+    scale: float = 0.0  # the problem's objective scale (sum_l max_k |e|): gap tolerances
 
 
 def reduce(problem: LayerBudget, pareto: bool = True) -> Reduced:
@@ -86,7 +89,7 @@ def reduce(problem: LayerBudget, pareto: bool = True) -> Reduced:
         ds.append(c[order] - cmin)
         es.append(e[order].astype(float))
     R = max(problem.budget - base, 0.0)
-    return Reduced(idx, ds, es, R, base)
+    return Reduced(idx, ds, es, R, base, problem.objective_scale())
 
 
 def _take(red: Reduced, keep: list[np.ndarray]) -> Reduced:
@@ -102,7 +105,7 @@ def _take(red: Reduced, keep: list[np.ndarray]) -> Reduced:
         idx.append(i[m])
         ds.append(dk - shift)
         es.append(e[m])
-    return Reduced(idx, ds, es, max(R, 0.0), base)
+    return Reduced(idx, ds, es, max(R, 0.0), base, red.scale)
 
 
 def _hull(d: np.ndarray, e: np.ndarray) -> np.ndarray:
@@ -186,7 +189,7 @@ def lagrangian_bound(red: Reduced, lam: float) -> float:
 
 def eliminate(red: Reduced, lam: float, lb: float, ub: float) -> tuple[Reduced, int]:
     """Drop levels whose reduced cost proves them worse than ``ub``; (reduced table, dropped)."""
-    slack = ub - lb + GAP_RTOL * max(1.0, abs(ub))
+    slack = ub - lb + GAP_RTOL * max(red.scale, abs(ub))
     keep, dropped = [], 0
     for d, e in zip(red.d, red.e, strict=True):
         v = e + lam * d
@@ -212,11 +215,13 @@ def _weights(d: np.ndarray, h: float, rounding: str) -> np.ndarray:
     return w
 
 
-def bucket_dp(red: Reduced, buckets: int, rounding: str) -> tuple[np.ndarray, float]:
+def bucket_dp(red: Reduced, buckets: int, rounding: str,
+              deadline: float | None = None) -> tuple[np.ndarray, float]:
     """SPDY's DP with ``buckets`` buckets: (positions into ``red`` per layer, DP value).
 
     With ``rounding="up"`` the positions are within budget; with ``"down"`` the value is a
     lower bound on the optimum. O(sum_l K_l * buckets) time, vectorized over buckets.
+    ``TimeoutError`` when ``time.perf_counter()`` passes ``deadline`` (checked per layer).
     """
     L = len(red.d)
     N = int(buckets)
@@ -229,6 +234,8 @@ def bucket_dp(red: Reduced, buckets: int, rounding: str) -> tuple[np.ndarray, fl
     arg = np.zeros((L, N + 1), dtype=np.int32)
     ws = []
     for li, (d, e) in enumerate(zip(red.d, red.e, strict=True)):
+        if deadline is not None and time.perf_counter() > deadline:
+            raise TimeoutError("bucket DP passed the time limit")
         w = _weights(d, h, rounding).astype(np.int64)
         ws.append(w)
         new = np.full(N + 1, np.inf)
@@ -274,7 +281,7 @@ def pareto_search(red: Reduced, lam: float, lb: float, ub: float,
     ``None`` when more than ``max_states`` states would be needed or ``time.perf_counter()``
     passes ``deadline``.
     """
-    slack = ub - lb + GAP_RTOL * max(1.0, abs(ub))
+    slack = ub - lb + GAP_RTOL * max(red.scale, abs(ub))
     cost = np.zeros(1)
     err = np.zeros(1)
     rcs = np.zeros(1)
@@ -316,138 +323,118 @@ def pareto_search(red: Reduced, lam: float, lb: float, ub: float,
     return pos, peak
 
 
-def milp_reduced(red: Reduced, time_limit: float | None, start: np.ndarray | None = None,
-                 feas_tol: float = 1e-9) -> tuple[str, np.ndarray | None, float | None]:
-    """Solve the table ``red`` exactly with HiGHS; (status, positions, dual bound)."""
-    import highspy
+def milp_reduced(red: Reduced, time_limit: float | None, start: np.ndarray | None = None
+                 ) -> tuple[str, np.ndarray | None, float | None]:
+    """Solve the table ``red`` exactly with HiGHS; (status, positions, dual bound).
+
+    The budget row is divided by ``R`` and the errors by their largest magnitude, so that
+    HiGHS's absolute tolerances act on numbers of order 1; the bound is scaled back."""
     import scipy.sparse as sp
+
+    from pruneopt.solvers.highs import run_highs
 
     L = len(red.d)
     sizes = np.array([d.size for d in red.d])
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     n = int(offsets[-1])
     scale = red.R if red.R > 0 else 1.0
+    errs = np.concatenate(red.e).astype(np.float64)
+    unit = float(np.abs(errs).max()) or 1.0
     rows = np.concatenate([np.repeat(np.arange(L), sizes), np.full(n, L)])
     cols = np.concatenate([np.arange(n), np.arange(n)])
     vals = np.concatenate([np.ones(n), np.concatenate(red.d) / scale])
     A = sp.csc_array((vals, (rows, cols)), shape=(L + 1, n))
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("mip_rel_gap", 0.0)
-    h.setOptionValue("mip_abs_gap", 0.0)
-    h.setOptionValue("mip_feasibility_tolerance", feas_tol)
-    h.setOptionValue("primal_feasibility_tolerance", feas_tol)
-    h.setOptionValue("threads", 1)
-    if time_limit is not None:
-        h.setOptionValue("time_limit", max(float(time_limit), 1e-3))
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = n, L + 1
-    lp.col_cost_ = np.concatenate(red.e).astype(np.float64)
-    lp.col_lower_ = np.zeros(n)
-    lp.col_upper_ = np.ones(n)
-    lp.row_lower_ = np.concatenate([np.ones(L), [-highspy.kHighsInf]])
-    lp.row_upper_ = np.concatenate([np.ones(L), [red.R / scale]])
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = A.indptr.astype(np.int32)
-    lp.a_matrix_.index_ = A.indices.astype(np.int32)
-    lp.a_matrix_.value_ = A.data.astype(np.float64)
-    lp.integrality_ = [highspy.HighsVarType.kInteger] * n
-    h.passModel(lp)
+    x0 = None
     if start is not None:
         x0 = np.zeros(n)
         x0[offsets[:-1] + start] = 1.0
-        sol = highspy.HighsSolution()
-        sol.col_value = x0.tolist()
-        sol.value_valid = True
-        h.setSolution(sol)
-    h.run()
-    ms = h.getModelStatus()
-    info = h.getInfo()
-    M = highspy.HighsModelStatus
-    bound = float(info.mip_dual_bound) if np.isfinite(info.mip_dual_bound) else None
+    out = run_highs(errs / unit, A, np.concatenate([np.ones(L), [-np.inf]]),
+                    np.concatenate([np.ones(L), [red.R / scale]]), np.zeros(n), np.ones(n),
+                    integrality=np.ones(n, dtype=bool), time_limit=time_limit, threads=1,
+                    start=x0)
+    bound = None if out.dual_bound is None else out.dual_bound * unit
     pos = None
-    if info.primal_solution_status == 2:
-        x = np.asarray(h.getSolution().col_value)
-        pos = np.array([int(np.argmax(x[offsets[i]: offsets[i + 1]])) for i in range(L)])
-    if ms == M.kOptimal:
-        return "optimal", pos, bound
-    if ms == M.kInfeasible:
-        return "infeasible", None, None
+    if out.x is not None:
+        pos = np.array([int(np.argmax(out.x[offsets[i]: offsets[i + 1]])) for i in range(L)])
+    if out.status in ("optimal", "infeasible"):
+        return out.status, (pos if out.status == "optimal" else None), bound
     return "time_limit", pos, bound
 
 
-def _closed(ub: float, lb: float) -> bool:
-    return ub - lb <= GAP_RTOL * max(1.0, abs(ub))
+def gap_closed(ub: float, lb: float, scale: float) -> bool:
+    """Whether a lower bound ``lb`` proves the answer ``ub`` optimal: ``ub - lb`` within
+    ``GAP_RTOL`` of the objective ``scale`` (relative: the same at every scale)."""
+    return ub - lb <= GAP_RTOL * max(scale, abs(ub))
 
 
 def solve_exact(problem: LayerBudget, time_limit: float | None = None, *, buckets: int = 10000,
                 certify: bool = True, max_states: int = 2_000_000) -> Result:
-    """The ``"dp"`` pipeline (see the module docstring); returns a :class:`Result`."""
+    """The ``"dp"`` pipeline (see the module docstring); returns a :class:`Result`.
+
+    ``time_limit`` is checked between the phases and between the layers of each DP; when
+    it passes, the best answer so far comes back with ``"time_limit"`` and the best bound.
+    """
     t0 = time.perf_counter()
-    buckets = _check_buckets(buckets)
+    deadline = None if time_limit is None else t0 + time_limit
     red0 = reduce(problem)
     pos, lb, lam, ginfo = lp_greedy(red0)
     ub = value_of(red0, pos)
     best = levels_of(red0, pos)
     info: dict[str, Any] = {"lp_bound": lb, "greedy": ub, "levels_in": int(problem.levels.sum()),
                             "levels_pareto": int(sum(d.size for d in red0.d))}
-    if _closed(ub, lb):
-        info["proof"] = "lp"
-        return Result(best, "optimal", min(lb, ub), info)
-    red, dropped = eliminate(red0, lam, lb, ub)
-    info["levels_after_elimination"] = int(sum(d.size for d in red.d))
-    pos_up, _ = bucket_dp(red, buckets, "up")
-    v_up = value_of(red, pos_up)
-    if v_up < ub and problem.cost(levels_of(red, pos_up)) <= problem.budget + problem.tolerance:
-        ub, best = v_up, levels_of(red, pos_up)
-    _, v_dn = bucket_dp(red, buckets, "down")
+    if gap_closed(ub, lb, red0.scale):
+        return Result(best, "optimal", min(lb, ub), info, proof="LP bound meets the answer")
+    try:
+        red, dropped = eliminate(red0, lam, lb, ub)
+        info["levels_after_elimination"] = int(sum(d.size for d in red.d))
+        pos_up, _ = bucket_dp(red, buckets, "up", deadline)
+        v_up = value_of(red, pos_up)
+        if v_up < ub and problem.fits(levels_of(red, pos_up)):
+            ub, best = v_up, levels_of(red, pos_up)
+        _, v_dn = bucket_dp(red, buckets, "down", deadline)
+    except TimeoutError:
+        return Result(best, "time_limit", lb, info)
     lb = max(lb, min(v_dn, ub))
     info.update({"dp_up": v_up, "dp_down_bound": v_dn, "buckets": buckets})
-    if _closed(ub, lb):
-        info["proof"] = "dp"
-        return Result(best, "optimal", min(lb, ub), info)
+    if gap_closed(ub, lb, red0.scale):
+        return Result(best, "optimal", min(lb, ub), info, proof="DP lower bound meets the answer")
     if not certify:
-        info["proof"] = None
         return Result(best, "feasible", lb, info)
     red2, _ = eliminate(red0, lam, lagrangian_bound(red0, lam), ub)
     info["levels_for_search"] = int(sum(d.size for d in red2.d))
-    deadline = None if time_limit is None else t0 + 0.8 * time_limit
-    spos, peak = pareto_search(red2, lam, lagrangian_bound(red2, lam), ub, max_states, deadline)
+    search_deadline = None if time_limit is None else t0 + 0.8 * time_limit
+    spos, peak = pareto_search(red2, lam, lagrangian_bound(red2, lam), ub, max_states,
+                               search_deadline)
     info["search_states"] = peak
     if spos is not None:
         lv = levels_of(red2, spos)
-        if (problem.objective(lv) < ub
-                and problem.cost(lv) <= problem.budget + problem.tolerance):
+        if problem.objective(lv) < ub and problem.fits(lv):
             ub, best = problem.objective(lv), lv
-        info["proof"] = "search"
-        return Result(best, "optimal", ub, info)
+        return Result(best, "optimal", ub, info, proof="exhaustive Pareto search")
     # too many states (or out of time): let HiGHS prove it on the reduced table
-    left = None if time_limit is None else time_limit - (time.perf_counter() - t0)
+    left = None if deadline is None else deadline - time.perf_counter()
+    if left is not None and left <= 0:
+        return Result(best, "time_limit", lb, info)
     start = np.array([int(np.flatnonzero(i == k)[0]) if np.any(i == k) else 0
                       for i, k in zip(red2.idx, best, strict=True)])
     status, mpos, mbound = milp_reduced(red2, left, start)
-    info["proof"] = "milp"
     info["milp_status"] = status
     if mpos is not None:
         lv = levels_of(red2, mpos)
-        if problem.cost(lv) <= problem.budget + problem.tolerance and problem.objective(lv) < ub:
+        if problem.fits(lv) and problem.objective(lv) < ub:
             ub, best = problem.objective(lv), lv
     if mbound is not None:
         lb = max(lb, min(mbound, ub))
     if status == "optimal":
-        return Result(best, "optimal", min(lb, ub), info)
+        return Result(best, "optimal", min(lb, ub), info, proof="HiGHS on the reduced table")
     return Result(best, "time_limit" if status == "time_limit" else "feasible", lb, info)
 
-def _check_buckets(buckets: Any) -> int:
-    if isinstance(buckets, bool) or not isinstance(buckets, int | np.integer) or buckets < 1:
-        raise ValueError(f"buckets must be a positive integer, got {buckets!r}")
-    if buckets > 10_000_000:
-        raise ValueError(f"buckets={buckets} is too many (memory is layers x buckets); use <= 1e7")
-    return int(buckets)
+
+BUCKETS = Integer(1, 10_000_000)
 
 
 @register("dp", LayerBudget, guarantee="exact", requires=("highspy",), package="highspy",
-          priority=10)
+          options={"buckets": BUCKETS, "certify": Boolean(), "max_states": Integer(1, None)})
 def dp_solver(problem: LayerBudget, time_limit: float | None, *, buckets: int = 10000,
               certify: bool = True, max_states: int = 2_000_000) -> Result:
     """LP bound + reduced-cost elimination + SPDY bucket DP (up/down) + exact certification."""
@@ -455,18 +442,28 @@ def dp_solver(problem: LayerBudget, time_limit: float | None, *, buckets: int = 
                        max_states=max_states)
 
 
-@register("dp_round", LayerBudget, guarantee="heuristic", priority=60)
+@register("dp_round", LayerBudget, guarantee="heuristic", options={"buckets": BUCKETS})
 def dp_round_solver(problem: LayerBudget, time_limit: float | None, *,
                     buckets: int = 10000) -> Result:
     """SPDY's bucket DP: costs rounded up (within budget) and down (lower bound)."""
-    buckets = _check_buckets(buckets)
     red = reduce(problem, pareto=False)
-    pos, v_up = bucket_dp(red, buckets, "up")
-    _, v_dn = bucket_dp(red, buckets, "down")
+    deadline = None if time_limit is None else time.perf_counter() + time_limit
+    try:
+        pos, v_up = bucket_dp(red, buckets, "up", deadline)
+        _, v_dn = bucket_dp(red, buckets, "down", deadline)
+    except TimeoutError:
+        pos, lb, _, _ = lp_greedy(reduce(problem))
+        return Result(levels_of(reduce(problem), pos), "time_limit", lb, {})
     lv = levels_of(red, pos)
     bound = min(v_dn, v_up)
     info = {"buckets": buckets, "dp_up": v_up, "dp_down_bound": v_dn}
-    if _closed(v_up, bound):
-        info["certified"] = True
-        return Result(lv, "optimal", bound, info)
+    if gap_closed(v_up, bound, red.scale):
+        return Result(lv, "optimal", bound, info, proof="DP lower bound meets the answer")
     return Result(lv, "feasible", bound, info)
+
+
+@register_start(LayerBudget)
+def greedy_start(problem: LayerBudget):
+    """The convex-hull greedy answer (warm start of the MILP backends)."""
+    red = reduce(problem)
+    return levels_of(red, lp_greedy(red)[0])

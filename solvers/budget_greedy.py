@@ -10,11 +10,11 @@ its value is returned as a proven lower bound. O(sum_l K_l log(sum_l K_l)) time.
 from __future__ import annotations
 
 from pruneopt.formulations.layer_budget import LayerBudget
-from pruneopt.solvers.budget_dp import _closed, levels_of, lp_greedy, reduce, value_of
+from pruneopt.solvers.budget_dp import gap_closed, levels_of, lp_greedy, reduce, value_of
 from pruneopt.solvers.registry import Result, register
 
 
-@register("greedy", LayerBudget, guarantee="heuristic", priority=40)
+@register("greedy", LayerBudget, guarantee="heuristic")
 def greedy_solver(problem: LayerBudget, time_limit: float | None) -> Result:
     """Convex-hull greedy (LP relaxation rounded down), with the LP bound."""
     red = reduce(problem)
@@ -22,7 +22,6 @@ def greedy_solver(problem: LayerBudget, time_limit: float | None) -> Result:
     ub = value_of(red, pos)
     info = {"lp_bound": lb, "lambda": lam, **info}
     lb = min(lb, ub)
-    if _closed(ub, lb):
-        info["certified"] = True
-        return Result(levels_of(red, pos), "optimal", lb, info)
+    if gap_closed(ub, lb, red.scale):
+        return Result(levels_of(red, pos), "optimal", lb, info, proof="LP bound meets the answer")
     return Result(levels_of(red, pos), "feasible", lb, info)

@@ -14,16 +14,23 @@ bound is widened by the rounding error (``0.5 / scale`` per point), so it stays 
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
 
-from pruneopt.formulations.coverage import CoverageSelection, CoverSelection, _RadiusCover
+from pruneopt.formulations.base import is_integral
+from pruneopt.formulations.coverage import CoverageSelection, CoverSelection, RadiusCover
 from pruneopt.solvers.coverage_greedy import greedy_max_coverage, greedy_set_cover
+from pruneopt.solvers.options import SEED, WARM_START, WORKERS, Integer, Real
 from pruneopt.solvers.registry import Result, register
+from pruneopt.solvers.starts import better_of
+
+OPTIONS = {"workers": WORKERS, "seed": SEED, "weight_scale": Real(1.0, 1e15),
+           "warm_start": WARM_START, "linearization": Integer(0, 2)}
 
 
-def _model(problem: _RadiusCover):
+def _model(problem: RadiusCover):
     from ortools.sat.python import cp_model
 
     m = cp_model.CpModel()
@@ -54,49 +61,66 @@ def _solve(m, x, hint: np.ndarray, time_limit: float | None, workers: int, seed:
     return solver, status, cp_model
 
 
-def _scaled(w: np.ndarray, weight_scale: float) -> tuple[np.ndarray, float, bool]:
-    if np.all(w == np.round(w)):
+def _exact_weights(problem: RadiusCover) -> bool:
+    """Integral weights small enough that every sum of them is exact in int64."""
+    return is_integral(problem.weights, 2.0**53 / max(problem.n, 1))
+
+
+def _scaled(problem: RadiusCover, weight_scale: float) -> tuple[np.ndarray, float, bool]:
+    w = problem.weights
+    if _exact_weights(problem):
         return w.astype(np.int64), 1.0, True
     s = float(weight_scale) / float(w.max())
     return np.round(w * s).astype(np.int64), s, False
 
 
 @register("cpsat", CoverageSelection, guarantee="exact", requires=("ortools",),
-          package="ortools", priority=55)
+          package="ortools", options=OPTIONS)
 def cpsat_coverage(problem: CoverageSelection, time_limit: float | None, *, workers: int = 1,
-                   seed: int = 0, weight_scale: float = 1e12, hint: bool = True,
+                   seed: int = 0, weight_scale: float = 1e12, warm_start: bool = True,
                    linearization: int = 2) -> Result:
-    """OR-Tools CP-SAT: exact max coverage with a proven upper bound."""
+    """OR-Tools CP-SAT: exact max coverage with a proven upper bound.
+
+    CP-SAT's bound is used only when it has a solution (OPTIMAL or FEASIBLE): stopped before
+    that, its "bound" is not a bound, and the greedy answer is returned with the greedy's
+    own bound (the greedy start is also returned whenever it is better than CP-SAT's)."""
     m, x, y = _model(problem)
-    wi, s, exact = _scaled(problem.weights, weight_scale)
-    m.add(sum(x) <= problem.budget)
+    wi, s, exact = _scaled(problem, weight_scale)
+    m.add(sum(x) <= problem.keep)
     m.maximize(sum(int(wi[i]) * y[i] for i in range(problem.n) if wi[i] != 0))
-    start = greedy_max_coverage(problem)[0] if hint else np.zeros(0, dtype=np.int64)
-    solver, status, cp = _solve(m, x, start, time_limit, workers, seed, linearization)
+    start, gbound, _ = greedy_max_coverage(problem)
+    solver, status, cp = _solve(m, x, start if warm_start else np.zeros(0, dtype=np.int64),
+                                time_limit, workers, seed, linearization)
     info: dict[str, Any] = {"backend_status": solver.status_name(status),
                             "wall_time": solver.wall_time}
     if status == cp.INFEASIBLE:  # cannot happen: selecting nothing is feasible
         return Result(None, "infeasible", None, info)
     if status == cp.MODEL_INVALID:
         raise RuntimeError(f"CP-SAT rejected the model: {m.validate()}")
+    if status not in (cp.OPTIMAL, cp.FEASIBLE):
+        info["answer_from"] = "greedy start"
+        return Result(start, "time_limit", max(gbound, problem.objective(start)), info)
     bound_int = solver.best_objective_bound
     npos = int((problem.weights > 0).sum())
     bound = bound_int if exact else (bound_int + 0.5 * npos) / s
-    if status not in (cp.OPTIMAL, cp.FEASIBLE):
-        return Result(None, "time_limit", bound if math.isfinite(bound) else None, info)
+    bound = min(bound, gbound) if math.isfinite(bound) else gbound
     sel = np.array([j for j in range(problem.n) if solver.boolean_value(x[j])], dtype=np.int64)
+    sel, from_start = better_of(problem, sel, start)
+    if from_start:
+        info["answer_from"] = "greedy start"
     obj = problem.objective(sel)
-    if status == cp.OPTIMAL and (exact or obj >= bound - 1e-9 * max(1.0, obj)):
-        return Result(sel, "optimal", obj if exact else bound, info)
+    tol = problem.objective_tolerance(obj)
+    if status == cp.OPTIMAL and (exact or obj >= bound - tol):
+        return Result(sel, "optimal", obj if exact else bound, info, proof="backend")
     if status == cp.OPTIMAL:  # optimal for the rounded weights only
         return Result(sel, "feasible", max(bound, obj), info)
     return Result(sel, "time_limit", max(bound, obj), info)
 
 
 @register("cpsat", CoverSelection, guarantee="exact", requires=("ortools",),
-          package="ortools", priority=55)
+          package="ortools", options=OPTIONS)
 def cpsat_cover(problem: CoverSelection, time_limit: float | None, *, workers: int = 1,
-                seed: int = 0, weight_scale: float = 1e9, hint: bool = True,
+                seed: int = 0, weight_scale: float = 1e9, warm_start: bool = True,
                 linearization: int = 2) -> Result:
     """OR-Tools CP-SAT: exact partial set cover with a proven lower bound.
 
@@ -104,16 +128,19 @@ def cpsat_cover(problem: CoverSelection, time_limit: float | None, *, workers: i
     and the requirement down give a relaxation, whose optimum is a lower bound and is optimal
     when it truly covers enough; otherwise weights down and the requirement up give a
     restriction, whose answers truly cover enough, optimal when they meet the lower bound.
-    ``time_limit`` applies to each of the (at most two) CP-SAT runs.
+    ``time_limit`` covers both CP-SAT runs (the second gets what the first left).
     """
+    deadline = None if time_limit is None else time.perf_counter() + time_limit
     w = problem.weights
-    start = greedy_set_cover(problem)[0] if hint else np.zeros(0, dtype=np.int64)
+    start = greedy_set_cover(problem)[0]
+    hint = start if warm_start else np.zeros(0, dtype=np.int64)
 
     def run(wi, need):
         m, x, y = _model(problem)
         m.add(sum(int(wi[i]) * y[i] for i in range(problem.n) if wi[i] != 0) >= need)
         m.minimize(sum(x))
-        solver, status, cp = _solve(m, x, start, time_limit, workers, seed, linearization)
+        left = None if deadline is None else max(deadline - time.perf_counter(), 1e-3)
+        solver, status, cp = _solve(m, x, hint, left, workers, seed, linearization)
         if status == cp.MODEL_INVALID:
             raise RuntimeError(f"CP-SAT rejected the model: {m.validate()}")
         found = status in (cp.OPTIMAL, cp.FEASIBLE)
@@ -132,14 +159,15 @@ def cpsat_cover(problem: CoverSelection, time_limit: float | None, *, workers: i
         return True
 
     info: dict[str, Any] = {}
-    if np.all(w == np.round(w)):  # integral weights: one exact run
+    if _exact_weights(problem):  # integral weights: one exact run
         name, optimal, infeasible, sel, lower = run(w.astype(np.int64),
                                                      int(round(problem.required)))
         info["backend_status"] = name
         if infeasible:
             return Result(None, "infeasible", None, info)
         if optimal:
-            return Result(sel, "optimal", float(len(sel)), info)
+            return Result(sel, "optimal", float(len(sel)), info, proof="backend")
+        sel, _ = better_of(problem, sel, start)
         return Result(sel, "time_limit", lower, info)
     s = float(weight_scale) / float(w.max())
     name, optimal, infeasible, sel, lower = run(np.ceil(w * s).astype(np.int64),
@@ -148,14 +176,17 @@ def cpsat_cover(problem: CoverSelection, time_limit: float | None, *, workers: i
     if infeasible:  # even the relaxation cannot cover enough
         return Result(None, "infeasible", None, info)
     if sel is not None and optimal and covers(sel):
-        return Result(sel, "optimal", float(len(sel)), info)
+        return Result(sel, "optimal", float(len(sel)), info,
+                      proof="backend (optimal relaxation that covers enough)")
     name2, optimal2, _, sel2, _ = run(np.floor(w * s).astype(np.int64),
                                       int(math.ceil(problem.required * s)))
     info["restriction_status"] = name2
     if sel2 is not None and lower is not None and len(sel2) <= lower:
-        return Result(sel2, "optimal", float(len(sel2)), info)
+        return Result(sel2, "optimal", float(len(sel2)), info,
+                      proof="backend (restriction meets the relaxation's bound)")
     status = "feasible" if optimal and optimal2 else "time_limit"
+    best = None
     for cand in (sel2, sel, start):
-        if cand is not None and len(cand) and covers(cand):
-            return Result(cand, status, lower, info)
-    return Result(None, "time_limit", lower, info)
+        if cand is not None and covers(cand):
+            best, _ = better_of(problem, best, cand)
+    return Result(best, status, lower, info)

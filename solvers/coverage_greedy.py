@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from pruneopt.formulations.coverage import (
-    CoverageSelection,
-    CoverSelection,
-    _one_blas_thread,
-    _RadiusCover,
-)
-from pruneopt.solvers.registry import Result, register
+from pruneopt.formulations.base import RTOL
+from pruneopt.formulations.coverage import CoverageSelection, CoverSelection, RadiusCover
+from pruneopt.formulations.geometry import one_blas_thread
+from pruneopt.solvers.highs import run_highs
+from pruneopt.solvers.options import PROGRESS, SEED, Boolean, Integer, OneOf
+from pruneopt.solvers.registry import Result, package_installed, register
+from pruneopt.solvers.starts import register_start
 
 E_RATIO = math.e / (math.e - 1.0)  # 1 / (1 - 1/e): the greedy is within this factor
 LP_BOUND_MAX_NNZ = 20_000  # the greedy adds the LP bound by default up to this graph size
@@ -51,7 +51,7 @@ def _gather(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> tuple[
     return indices[idx], lens
 
 
-def _rowsum(problem: _RadiusCover, v: np.ndarray) -> np.ndarray:
+def _rowsum(problem: RadiusCover, v: np.ndarray) -> np.ndarray:
     """``G @ v`` for the boolean radius graph (every row holds at least its diagonal)."""
     g = problem.graph
     return np.add.reduceat(v[g.indices], g.indptr[:-1].astype(np.int64))
@@ -60,7 +60,7 @@ def _rowsum(problem: _RadiusCover, v: np.ndarray) -> np.ndarray:
 class _Greedy:
     """State of a greedy run: selection, uncovered mask, exact marginal gains."""
 
-    def __init__(self, problem: _RadiusCover) -> None:
+    def __init__(self, problem: RadiusCover) -> None:
         self.p = problem
         g = problem.graph
         self.indptr, self.indices = g.indptr, g.indices
@@ -69,7 +69,7 @@ class _Greedy:
         self.gains = _rowsum(problem, self.w)
         self.covered = 0.0
         self.selected: list[int] = []
-        self.eps = 1e-12 * max(1.0, problem.total_weight)
+        self.eps = 1e-12 * problem.total_weight
 
     def add(self, j: int) -> None:
         nb = self.indices[self.indptr[j]:self.indptr[j + 1]]
@@ -130,7 +130,7 @@ def greedy_max_coverage(problem: CoverageSelection, *, method: str = "incrementa
     """
     if method not in ("incremental", "lazy"):
         raise ValueError(f"method must be 'incremental' or 'lazy', got {method!r}")
-    k = problem.budget
+    k = problem.keep
     st = _Greedy(problem)
     bound = problem.total_weight
     ticks = _checkpoints(k, checkpoints)
@@ -198,7 +198,7 @@ def lagrangian_bound(problem: CoverageSelection, lower: float, mu: np.ndarray | 
     """
     g = problem.graph
     w = problem.weights
-    k = problem.budget
+    k = problem.keep
     mu = w.copy() if mu is None else np.clip(mu, 0.0, w)
     best, best_mu = np.inf, mu
     theta, stall = 1.0, 0
@@ -207,7 +207,7 @@ def lagrangian_bound(problem: CoverageSelection, lower: float, mu: np.ndarray | 
         top = np.argpartition(gains, len(gains) - k)[len(gains) - k:] if k < len(gains) \
             else np.arange(len(gains))
         val = float((w - mu).sum() + gains[top].sum())
-        if val < best - 1e-12 * max(1.0, abs(val)):
+        if val < best - 1e-12 * problem.total_weight:
             best, best_mu, stall = val, mu, 0
         else:
             stall += 1
@@ -219,27 +219,24 @@ def lagrangian_bound(problem: CoverageSelection, lower: float, mu: np.ndarray | 
         sub[(mu <= 0) & (sub > 0)] = 0.0
         sub[(mu >= w) & (sub < 0)] = 0.0
         norm = float(np.einsum("i,i->", sub, sub))  # no BLAS call: threads only contend
-        if norm == 0 or theta < 1e-3 or best - lower <= 1e-9 * max(1.0, lower):
+        if norm == 0 or theta < 1e-3 or best - lower <= RTOL * problem.total_weight:
             break
         mu = np.clip(mu - theta * (val - lower) / norm * sub, 0.0, w)
     return best, best_mu
 
 
-def _integral_weights(problem: _RadiusCover) -> bool:
-    w = problem.weights
-    return bool(np.all(w == np.round(w)))
-
-
-def _finish_max(problem: CoverageSelection, sel: np.ndarray, bound: float,
-                info: dict[str, Any]) -> Result:
+def finish_max(problem: CoverageSelection, sel: np.ndarray, bound: float,
+               info: dict[str, Any], status: str = "feasible") -> Result:
+    """The Result of a max-coverage heuristic: "optimal" when the bound meets the objective
+    (rounded down to an integer first when the weights are integers)."""
     obj = problem.objective(sel)
-    if _integral_weights(problem):
-        bound = math.floor(bound + 1e-9)
+    tol = problem.objective_tolerance(obj)
+    if problem.integral_weights:
+        bound = math.floor(bound + tol)
     bound = max(bound, obj)
-    if bound <= obj + 1e-9 * max(1.0, abs(obj)):
-        info["certified"] = True  # the bound meets the objective: a proof of optimality
-        return Result(sel, "optimal", obj, info)
-    return Result(sel, "feasible", bound, info)
+    if bound <= obj + tol:
+        return Result(sel, "optimal", obj, info, proof="bound meets the objective")
+    return Result(sel, status, bound, info)
 
 
 def _reverse_delete(problem: CoverSelection, sel: list[int], order: list[int]) -> list[int]:
@@ -250,12 +247,11 @@ def _reverse_delete(problem: CoverSelection, sel: list[int], order: list[int]) -
     cols, _ = _gather(g.indptr, g.indices, np.asarray(sel, dtype=np.int64))
     np.add.at(count, cols, 1)
     covered = float(w[count > 0].sum())
-    need = problem.required - 1e-9 * max(1.0, problem.total_weight)
     keep = set(sel)
     for j in order:
         nb = g.indices[g.indptr[j]:g.indptr[j + 1]]
         lost = float(w[nb[count[nb] == 1]].sum())
-        if covered - lost >= need:
+        if problem.enough(covered - lost):
             keep.discard(j)
             count[nb] -= 1
             covered -= lost
@@ -267,7 +263,7 @@ def greedy_set_cover(problem: CoverSelection, *, initial: Any = None, checkpoint
     """Greedy partial cover + reverse deletion. Returns (indices, lower bound, info)."""
     st = _Greedy(problem)
     need = problem.required
-    eps = 1e-9 * max(1.0, problem.total_weight)
+    eps = RTOL * problem.total_weight
     lower = _min_count(st.gains, need, eps)
     for j in [] if initial is None else list(initial):
         if st.covered >= need - eps:
@@ -296,17 +292,20 @@ def greedy_set_cover(problem: CoverSelection, *, initial: Any = None, checkpoint
     return np.array(sel, dtype=np.int64), float(lower), info
 
 
-def _finish_min(problem: CoverSelection, sel: np.ndarray, lower: float,
-                info: dict[str, Any]) -> Result:
+def finish_min(problem: CoverSelection, sel: np.ndarray, lower: float,
+               info: dict[str, Any], status: str = "feasible") -> Result:
+    """The Result of a set-cover heuristic: "optimal" when the (integer-rounded) lower bound
+    meets the number of selected points."""
     obj = float(len(sel))
     lower = min(float(math.ceil(lower - 1e-9)), obj)
     if lower >= obj:
-        info["certified"] = True
-        return Result(sel, "optimal", obj, info)
-    return Result(sel, "feasible", lower, info)
+        return Result(sel, "optimal", obj, info, proof="bound meets the objective")
+    return Result(sel, status, lower, info)
 
 
-@register("greedy", CoverageSelection, guarantee="approximation", ratio=E_RATIO, priority=60)
+@register("greedy", CoverageSelection, guarantee="approximation", ratio=E_RATIO,
+          options={"method": OneOf("incremental", "lazy"), "lp_bound": Boolean(allow_none=True),
+                   "bound_iters": Integer(0, None), "progress": PROGRESS})
 def greedy_solver(problem: CoverageSelection, time_limit: float | None, *,
                   method: str = "incremental", lp_bound: bool | None = None,
                   bound_iters: int = 100, progress: bool = False) -> Result:
@@ -321,24 +320,19 @@ def greedy_solver(problem: CoverageSelection, time_limit: float | None, *,
     if bound_iters > 0 and bound > obj:
         lag, _ = lagrangian_bound(problem, obj, iters=bound_iters)
         info["lagrangian_bound"] = lag
-        bound = min(bound, lag * (1 + 1e-12))
+        bound = min(bound, lag + 1e-12 * problem.total_weight)
     if lp_bound is None:
-        lp_bound = problem.graph.nnz <= LP_BOUND_MAX_NNZ and _has_highs()
+        lp_bound = problem.graph.nnz <= LP_BOUND_MAX_NNZ and package_installed("highspy")
     if lp_bound and bound > problem.objective(sel):
-        _, lpb, lp_info = _lp(problem, time_limit)
+        _, lpb, lp_info = lp_relaxation(problem, time_limit)
         info.update(lp_info)
         if lpb is not None:
-            bound = min(bound, lpb * (1 + 1e-9) + 1e-9)
-    return _finish_max(problem, sel, bound, info)
+            bound = min(bound, lpb + problem.objective_tolerance(lpb))
+    return finish_max(problem, sel, bound, info)
 
 
-def _has_highs() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("highspy") is not None
-
-
-@register("greedy", CoverSelection, guarantee="heuristic", priority=60)
+@register("greedy", CoverSelection, guarantee="heuristic",
+          options={"lp_bound": Boolean(allow_none=True), "progress": PROGRESS})
 def greedy_cover_solver(problem: CoverSelection, time_limit: float | None, *,
                         lp_bound: bool | None = None, progress: bool = False) -> Result:
     """Greedy partial set cover with reverse deletion and a lower bound.
@@ -348,16 +342,16 @@ def greedy_cover_solver(problem: CoverSelection, time_limit: float | None, *,
     """
     sel, lower, info = greedy_set_cover(problem, progress=progress)
     if lp_bound is None:
-        lp_bound = problem.graph.nnz <= LP_BOUND_MAX_NNZ and _has_highs()
+        lp_bound = problem.graph.nnz <= LP_BOUND_MAX_NNZ and package_installed("highspy")
     if lp_bound and lower < len(sel):
-        _, lpb, lp_info = _lp(problem, time_limit)
+        _, lpb, lp_info = lp_relaxation(problem, time_limit)
         info.update(lp_info)
         if lpb is not None:
             lower = max(lower, lpb - 1e-6)
-    return _finish_min(problem, sel, lower, info)
+    return finish_min(problem, sel, lower, info)
 
 
-def farthest_first(problem: _RadiusCover, count: int | None, *, seed: int = 0,
+def farthest_first(problem: RadiusCover, count: int | None, *, seed: int = 0,
                    stop_cover: float | None = None, progress: bool = False) -> np.ndarray:
     """Farthest-first traversal (k-center greedy): start at a seeded random point, then
     repeatedly add the point farthest from the chosen ones. Stops after ``count`` points,
@@ -398,54 +392,60 @@ def farthest_first(problem: _RadiusCover, count: int | None, *, seed: int = 0,
     return np.array(sorted(set(sel)), dtype=np.int64)
 
 
-@register("kcenter", CoverageSelection, guarantee="heuristic", priority=65)
+@register("kcenter", CoverageSelection, guarantee="heuristic",
+          options={"seed": SEED, "progress": PROGRESS})
 def kcenter_solver(problem: CoverageSelection, time_limit: float | None, *, seed: int = 0,
                    progress: bool = False) -> Result:
     """k-center greedy (farthest-first traversal); optimal when it covers everything."""
-    with _one_blas_thread():
-        sel = farthest_first(problem, problem.budget, seed=seed, progress=progress)
+    with one_blas_thread():
+        sel = farthest_first(problem, problem.keep, seed=seed, progress=progress)
     obj = problem.objective(sel)
-    if obj >= problem.total_weight - 1e-9 * problem.total_weight:
-        return Result(sel, "optimal", obj, {"certified": True})
+    if obj >= problem.total_weight - RTOL * problem.total_weight:
+        return Result(sel, "optimal", obj, {}, proof="everything is covered")
     return Result(sel, "feasible", problem.total_weight, {})
 
 
-@register("kcenter", CoverSelection, guarantee="heuristic", priority=65)
+@register("kcenter", CoverSelection, guarantee="heuristic",
+          options={"seed": SEED, "progress": PROGRESS})
 def kcenter_cover_solver(problem: CoverSelection, time_limit: float | None, *, seed: int = 0,
                          progress: bool = False) -> Result:
     """Farthest-first traversal until the required weight is covered."""
-    need = problem.required - 1e-9 * max(1.0, problem.total_weight)
-    with _one_blas_thread():
+    need = problem.required - RTOL * problem.total_weight
+    with one_blas_thread():
         sel = farthest_first(problem, None, seed=seed, stop_cover=need, progress=progress)
-    return _finish_min(problem, sel, 1.0, {})
+    return finish_min(problem, sel, 1.0, {})
 
 
-def _lp(problem: _RadiusCover, time_limit: float | None) -> tuple[np.ndarray | None,
-                                                                    float | None, dict]:
-    from pruneopt.solvers.milp import solve_highs
-
+def lp_relaxation(problem: RadiusCover, time_limit: float | None) -> tuple[
+        np.ndarray | None, float | None, dict]:
+    """The LP relaxation with HiGHS (objective in units of its largest coefficient):
+    (x of the selection variables, LP bound in the problem's units, info)."""
     form = problem.to_milp()
-    status, x, bound, info = solve_highs(form, time_limit, relax=True)
-    if status != "optimal" or x is None:
-        return None, None, {"lp_status": status}
-    return np.asarray(x[: problem.n]), float(bound), {"lp_status": status, "lp_bound": bound}
+    unit = form.objective_unit()
+    out = run_highs(form.c / unit, form.A, form.row_lower, form.row_upper, form.lower,
+                    form.upper, sense=form.sense, time_limit=time_limit)
+    if out.status != "optimal" or out.x is None:
+        return None, None, {"lp_status": out.raw}
+    bound = out.dual_bound * unit
+    return np.asarray(out.x[: problem.n]), float(bound), {"lp_status": out.raw,
+                                                          "lp_bound": bound}
 
 
 @register("lp-round", CoverageSelection, guarantee="heuristic", requires=("highspy",),
-          package="highspy", priority=62)
+          package="highspy", options={"rounds": Integer(0, None), "seed": SEED})
 def lp_round_solver(problem: CoverageSelection, time_limit: float | None, *, rounds: int = 16,
                     seed: int = 0) -> Result:
     """LP relaxation (HiGHS), rounded: the largest x_j, and ``rounds`` randomized roundings
     (k draws with probabilities x_j / k, as in the (1 - 1/e)-in-expectation analysis), each
     filled greedily to k points; the best is returned, with the LP bound."""
-    x, lp_bound, info = _lp(problem, time_limit)
+    x, lp_bound, info = lp_relaxation(problem, time_limit)
     if x is None:  # LP stopped early: fall back to the greedy answer and its bound
         sel, bound, ginfo = greedy_max_coverage(problem)
         info.update(ginfo)
-        return _finish_max(problem, sel, bound, info)
+        return finish_max(problem, sel, bound, info)
     deg = problem.degree()
     order = np.lexsort((-deg, -x))  # by x descending, ties by degree
-    top = [int(j) for j in order[: problem.budget] if x[j] > 1e-9]
+    top = [int(j) for j in order[: problem.keep] if x[j] > 1e-9]
     sel, gbound, _ = greedy_max_coverage(problem, initial=top)
     best = problem.objective(sel)
     info["rounded_from_lp"] = len(top)
@@ -454,26 +454,39 @@ def lp_round_solver(problem: CoverageSelection, time_limit: float | None, *, rou
     if prob.sum() > 0:
         prob = prob / prob.sum()
         for _ in range(max(0, int(rounds))):
-            draw = np.unique(rng.choice(problem.n, size=problem.budget, p=prob))
+            draw = np.unique(rng.choice(problem.n, size=problem.keep, p=prob))
             cand, _, _ = greedy_max_coverage(problem, initial=draw, checkpoints=0)
             val = problem.objective(cand)
             if val > best:
                 sel, best = cand, val
-    return _finish_max(problem, sel, min(gbound, lp_bound * (1 + 1e-9) + 1e-9), info)
+    return finish_max(problem, sel, min(gbound, lp_bound + problem.objective_tolerance(lp_bound)),
+                      info)
 
 
 @register("lp-round", CoverSelection, guarantee="heuristic", requires=("highspy",),
-          package="highspy", priority=62)
+          package="highspy")
 def lp_round_cover_solver(problem: CoverSelection, time_limit: float | None) -> Result:
     """LP relaxation (HiGHS): add points by largest x_j until covered, reverse-delete."""
-    x, lp_bound, info = _lp(problem, time_limit)
+    x, lp_bound, info = lp_relaxation(problem, time_limit)
     if x is None:
         sel, lower, ginfo = greedy_set_cover(problem)
         info.update(ginfo)
-        return _finish_min(problem, sel, lower, info)
+        return finish_min(problem, sel, lower, info)
     deg = problem.degree()
     order = [int(j) for j in np.lexsort((-deg, -x))]
     sel, _, _ = greedy_set_cover(problem, initial=order)
     sel = _reverse_delete(problem, [int(j) for j in sel],
                           sorted((int(j) for j in sel), key=lambda j: x[j]))
-    return _finish_min(problem, np.array(sel, dtype=np.int64), lp_bound - 1e-6, info)
+    return finish_min(problem, np.array(sel, dtype=np.int64), lp_bound - 1e-6, info)
+
+
+@register_start(CoverageSelection)
+def coverage_start(problem: CoverageSelection) -> np.ndarray:
+    """The greedy max-coverage answer (warm start of the exact backends)."""
+    return greedy_max_coverage(problem)[0]
+
+
+@register_start(CoverSelection)
+def cover_start(problem: CoverSelection) -> np.ndarray:
+    """The greedy set cover answer (warm start of the exact backends)."""
+    return greedy_set_cover(problem)[0]

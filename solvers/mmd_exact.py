@@ -20,28 +20,21 @@ in seconds; the expanded form with n^2 bilinear products stalls at n = 30-40.
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+import time
 
 import numpy as np
 
 from pruneopt.formulations.mmd import MMDSelection
-from pruneopt.solvers.mmd_heuristics import best_heuristic, dense_data, dense_refusal, shift
+from pruneopt.solvers.mmd_heuristics import best_heuristic, dense_data, dense_refusal, top_k
+from pruneopt.solvers.options import THREADS, Boolean
 from pruneopt.solvers.registry import Result, register
+
+OPTIONS = {"warm_start": Boolean(), "threads": THREADS, "verbose": Boolean()}
 
 #: Relative optimality gap at which the exact solvers stop (0 = prove optimality).
 GAP = 1e-9
 #: SCIP feasibility tolerance (smaller values make SCIP print warnings without GMP).
 FEASTOL = 1e-7
-
-
-def factor(problem: MMDSelection) -> tuple[np.ndarray, float]:
-    """(L, mu) with K - mu I = L L^T; columns with a zero eigenvalue dropped."""
-    K, _, _ = dense_data(problem)
-    mu = shift(problem, K)
-    w, V = np.linalg.eigh(K - mu * np.eye(problem.n))
-    scale = max(1.0, float(np.abs(w).max()))
-    good = w > 1e-13 * scale
-    return V[:, good] * np.sqrt(w[good]), mu
 
 
 def _start(problem: MMDSelection, time_limit: float | None, warm_start: bool):
@@ -52,30 +45,32 @@ def _start(problem: MMDSelection, time_limit: float | None, warm_start: bool):
 
 
 @register("scip", MMDSelection, guarantee="exact", requires=("pyscipopt",),
-          package="pyscipopt", priority=10, accepts=dense_refusal)
-def _scip(problem: MMDSelection, time_limit: float | None, *, warm_start: bool = True,
-          threads: int | None = None, verbose: bool = False, **opts: Any) -> Result:
+          package="pyscipopt", accepts=dense_refusal, options=OPTIONS)
+def scip_solver(problem: MMDSelection, time_limit: float | None, *, warm_start: bool = True,
+                threads: int | None = None, verbose: bool = False) -> Result:
     """SCIP on the factored MIQP (epigraph z >= ||L^T x||^2); proven status and bound."""
     try:
         import pyscipopt
     except ImportError:  # pragma: no cover - the registry checks first
         raise ValueError("solver 'scip' needs pyscipopt: pip install 'pruneopt[mip]'") from None
-    if opts:
-        raise ValueError(f"solver 'scip' got unknown options {sorted(opts)}")
+    t0 = time.perf_counter()
     _, c, tt = dense_data(problem)
     n, k = problem.n, problem.keep
-    L, mu = factor(problem)
+    L, mu = problem.factor()
+    # in units of the kernel's scale: SCIP's tolerances are absolute
+    unit = problem.objective_scale() or 1.0
+    L, c, mu = L / np.sqrt(unit), c / unit, mu / unit
     r = L.shape[1]
     idx0, lb_relax, info = _start(problem, time_limit, warm_start)
 
-    # Scaled by k^2 and without the constant tt, so SCIP's absolute tolerances act on
-    # numbers of order k^2 MMD^2 rather than MMD^2 (often 1e-3):
-    #   k^2 (MMD^2 - tt) = z + mu k - 2 k c^T x,   y = L^T x,   z >= ||y||^2
+    # Scaled by k^2 / unit and without the constant tt, so SCIP's absolute tolerances act on
+    # numbers of order k^2 MMD^2 / unit rather than MMD^2 (often 1e-3):
+    #   k^2 (MMD^2 - tt) / unit = z + mu k - 2 k c^T x,   y = L^T x,   z >= ||y||^2
     m = pyscipopt.Model("MMDSelection")
     if not verbose:
         m.hideOutput()
     if time_limit is not None:
-        m.setParam("limits/time", float(time_limit))
+        m.setParam("limits/time", max(time_limit - (time.perf_counter() - t0), 1e-3))
     m.setParam("limits/gap", GAP)
     m.setParam("numerics/feastol", FEASTOL)
     if threads is not None:
@@ -100,7 +95,7 @@ def _scip(problem: MMDSelection, time_limit: float | None, *, warm_start: bool =
             m.setSolVal(sol, x[i], float(xv[i]))
         for j in range(r):
             m.setSolVal(sol, y[j], float(yv[j]))
-        m.setSolVal(sol, z, float(yv @ yv) * (1 + 1e-12) + 1e-12)
+        m.setSolVal(sol, z, float(yv @ yv) * (1 + 1e-12))
         m.addSol(sol, free=True)
     m.optimize()
     status = m.getStatus()
@@ -111,12 +106,13 @@ def _scip(problem: MMDSelection, time_limit: float | None, *, warm_start: bool =
         decision = top_k(xv, k)
     elif idx0 is not None:
         decision = idx0
-    dual = (m.getDualbound() + mu * k) / k**2 + tt
+    dual = (m.getDualbound() + mu * k) * unit / k**2 + tt
     bound = max(dual, lb_relax) if lb_relax is not None else dual
     info.update({"scip_status": status, "nodes": m.getNNodes(), "rank": r, "mu": mu,
                  "scip_gap": m.getGap()})
     if status == "optimal":
-        return Result(decision, "optimal", _safe(problem, decision, bound), info)
+        return Result(decision, "optimal", _safe(problem, decision, bound), info,
+                      proof="backend")
     if status == "infeasible":  # cannot happen (keep <= n) but never hide a backend answer
         return Result(None, "infeasible", None, info)
     # time limit (or another SCIP limit): the incumbent and the proven bound
@@ -131,24 +127,18 @@ def _safe(problem: MMDSelection, decision, bound: float) -> float:
     return min(bound, problem.objective(decision))
 
 
-def top_k(x: np.ndarray, k: int) -> np.ndarray:
-    return np.sort(np.argsort(-np.asarray(x), kind="stable")[:k]).astype(np.int64)
-
-
 if importlib.util.find_spec("gurobipy") is not None:  # pragma: no cover - needs a licence
 
     @register("gurobi", MMDSelection, guarantee="exact", requires=("gurobipy",),
-              package="gurobipy", priority=5, accepts=dense_refusal)
-    def _gurobi(problem: MMDSelection, time_limit: float | None, *, warm_start: bool = True,
-                **opts: Any) -> Result:
+              package="gurobipy", accepts=dense_refusal, options={"warm_start": Boolean()})
+    def gurobi_solver(problem: MMDSelection, time_limit: float | None, *,
+                      warm_start: bool = True) -> Result:
         """Gurobi on the factored MIQP; proven status and bound."""
         import gurobipy as gp
 
-        if opts:
-            raise ValueError(f"solver 'gurobi' got unknown options {sorted(opts)}")
         _, c, tt = dense_data(problem)
         n, k = problem.n, problem.keep
-        L, mu = factor(problem)
+        L, mu = problem.factor()
         idx0, lb_relax, info = _start(problem, time_limit, warm_start)
         env = gp.Env(params={"OutputFlag": 0})
         m = gp.Model("MMDSelection", env=env)

@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 
 from pruneopt.formulations.mmd import MMDSelection
+from pruneopt.solvers.highs import run_highs
+from pruneopt.solvers.options import SEED, Boolean, Check, OneOf
 from pruneopt.solvers.registry import Result, register
 
 #: Largest n for which the dense solvers build the n x n kernel matrix (8 n^2 bytes).
@@ -58,12 +60,7 @@ def dense_data(problem: MMDSelection) -> tuple[np.ndarray, np.ndarray, float]:
             f"matrix and are limited to n <= {MAX_DENSE_N}; use solver='lowrank' (random "
             f"Fourier features / Nystrom, O(n r) memory) for large n"
         )
-    K = problem.__dict__.get("_dense_K")
-    if K is None:
-        K = problem.source_gram()
-        K = 0.5 * (K + K.T)
-        problem.__dict__["_dense_K"] = K  # cached on the problem (its data never changes)
-    return K, problem.cross_means, problem.target_term
+    return problem.quadratic()
 
 
 def scaled_value(K: np.ndarray, c: np.ndarray, k: int, idx: np.ndarray) -> float:
@@ -71,64 +68,22 @@ def scaled_value(K: np.ndarray, c: np.ndarray, k: int, idx: np.ndarray) -> float
     return float(K[np.ix_(idx, idx)].sum() - 2.0 * k * c[idx].sum())
 
 
-def shift(problem: MMDSelection, K: np.ndarray) -> float:
-    """mu <= lambda_min(K) (a small safety margin below), for the convex relaxation."""
-    cached = problem.__dict__.get("_dense_mu")
-    if cached is not None:
-        return cached
-    scale = max(1.0, float(np.abs(np.diag(K)).max()))
-    if problem.n <= 1500 or problem._kfun is not None:
-        lam = float(np.linalg.eigvalsh(K)[0])
-        mu = lam - 1e-9 * scale * max(1.0, problem.n / 100)
-    else:  # rbf / linear are PSD: mu = 0 up to the rounding of K's eigenvalues
-        mu = -1e-12 * scale * problem.n
-    problem.__dict__["_dense_mu"] = mu
-    return mu
-
-
 def relaxation(problem: MMDSelection, time_limit: float | None = None
                ) -> tuple[np.ndarray, float, dict[str, Any]]:
     """Solve the convex QP relaxation with HiGHS; return (x*, LB, info) with LB a proven lower
     bound on the optimal MMD^2 (see the module docstring)."""
-    import highspy
-    import scipy.sparse as sp
-
     K, c, tt = dense_data(problem)
     n, k = problem.n, problem.keep
-    mu = shift(problem, K)
+    mu = problem.kernel_shift()
     Q = K - mu * np.eye(n)
     g0 = -2.0 * k * c
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    if time_limit is not None:
-        h.setOptionValue("time_limit", float(max(time_limit, 1e-3)))
-    lp = highspy.HighsLp()
-    lp.num_col_ = n
-    lp.num_row_ = 1
-    lp.col_cost_ = g0.astype(np.float64)
-    lp.col_lower_ = np.zeros(n)
-    lp.col_upper_ = np.ones(n)
-    lp.row_lower_ = np.array([float(k)])
-    lp.row_upper_ = np.array([float(k)])
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = np.arange(n + 1, dtype=np.int32)
-    lp.a_matrix_.index_ = np.zeros(n, dtype=np.int32)
-    lp.a_matrix_.value_ = np.ones(n)
-    H = sp.csc_matrix(np.tril(2.0 * Q))
-    hess = highspy.HighsHessian()
-    hess.dim_ = n
-    hess.format_ = highspy.HessianFormat.kTriangular
-    hess.start_ = H.indptr.astype(np.int32)
-    hess.index_ = H.indices.astype(np.int32)
-    hess.value_ = H.data
-    model = highspy.HighsModel()
-    model.lp_ = lp
-    model.hessian_ = hess
-    h.passModel(model)
-    h.run()
-    status = h.modelStatusToString(h.getModelStatus())
-    x = np.asarray(h.getSolution().col_value, dtype=float)
-    if x.shape != (n,) or not np.all(np.isfinite(x)):
+    # HiGHS in units of the kernel scale (its tolerances are absolute)
+    unit = problem.objective_scale() or 1.0
+    A = np.ones((1, n))
+    out = run_highs(g0 / unit, A, np.array([float(k)]), np.array([float(k)]), np.zeros(n),
+                    np.ones(n), hessian=2.0 * Q / unit, time_limit=time_limit)
+    x = out.x
+    if x is None or x.shape != (n,) or not np.all(np.isfinite(x)):
         x = np.full(n, k / n)  # any point gives a valid (weaker) bound
     x = np.clip(x, 0.0, 1.0)
     Qx = Q @ x
@@ -136,9 +91,9 @@ def relaxation(problem: MMDSelection, time_limit: float | None = None
     grad = 2.0 * Qx + g0
     lb = F + float(np.sort(grad)[:k].sum()) - float(grad @ x)
     # a relative safety margin for the rounding of the sums above
-    lb -= 1e-10 * (abs(F) + float(np.abs(grad).sum()) + 1.0)
+    lb -= 1e-10 * (abs(F) + float(np.abs(grad).sum()) + k * k * unit)
     bound = lb / k**2 + tt
-    return x, bound, {"relaxation_status": status, "mu": mu}
+    return x, bound, {"relaxation_status": out.raw, "mu": mu}
 
 
 def swap_search(K: np.ndarray, c: np.ndarray, k: int, idx: np.ndarray, *,
@@ -152,7 +107,8 @@ def swap_search(K: np.ndarray, c: np.ndarray, k: int, idx: np.ndarray, *,
         return np.flatnonzero(inset), 0
     diag = np.diag(K).copy()
     g = K[:, inset].sum(1)
-    scale = 1e-12 * (abs(scaled_value(K, c, k, np.flatnonzero(inset))) + k * k)
+    unit = float(np.abs(np.diag(K)).max()) or 1.0  # the kernel's scale
+    scale = 1e-12 * (abs(scaled_value(K, c, k, np.flatnonzero(inset))) + k * k * unit)
     swaps = 0
     for _ in range(max_iter):
         if deadline is not None and time.perf_counter() > deadline:
@@ -226,35 +182,42 @@ def _deadline(time_limit: float | None) -> float | None:
 
 
 @register("relax-round", MMDSelection, guarantee="heuristic", requires=("highspy",),
-          package="highspy", priority=60, accepts=dense_refusal)
-def _relax_round(problem: MMDSelection, time_limit: float | None, **opts: Any) -> Result:
+          package="highspy", accepts=dense_refusal)
+def relax_round_solver(problem: MMDSelection, time_limit: float | None) -> Result:
     """Convex QP relaxation (HiGHS) rounded to its k largest entries; bound = relaxation."""
-    _no_options("relax-round", opts)
     x, lb, info = relaxation(problem, time_limit)
     return Result(top_k(x, problem.keep), "feasible", lb, info)
 
 
-@register("greedy", MMDSelection, guarantee="heuristic", priority=61, accepts=dense_refusal)
-def _greedy(problem: MMDSelection, time_limit: float | None, *, direction: str = "forward",
-            bound: bool | None = None, **opts: Any) -> Result:
+@register("greedy", MMDSelection, guarantee="heuristic", accepts=dense_refusal,
+          options={"direction": OneOf("forward", "backward"), "bound": Boolean(allow_none=True)})
+def greedy_solver(problem: MMDSelection, time_limit: float | None, *, direction: str = "forward",
+                  bound: bool | None = None) -> Result:
     """Greedy forward (or backward) selection on the exact kernel."""
-    _no_options("greedy", opts)
     K, c, _ = dense_data(problem)
     if direction == "forward":
         idx = greedy_forward(K, c, problem.keep)
     elif direction == "backward":
         idx = greedy_backward(K, c, problem.keep)
-    else:
-        raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
     lb = relaxation(problem, time_limit)[1] if _want_bound(problem, bound) else None
     return Result(idx, "feasible", lb, {"direction": direction})
 
 
-@register("swap", MMDSelection, guarantee="heuristic", priority=62, accepts=dense_refusal)
-def _swap(problem: MMDSelection, time_limit: float | None, *, start: Any = "random",
-          seed: int = 0, bound: bool | None = None, **opts: Any) -> Result:
+def _start_option(value: Any) -> str | None:
+    if isinstance(value, str):
+        ok = value in ("random", "greedy", "relax")
+        return None if ok else "must be 'random', 'greedy', 'relax' or kept indices"
+    if isinstance(value, bool) or not hasattr(value, "__len__"):
+        return "must be 'random', 'greedy', 'relax' or kept indices"
+    return None
+
+
+@register("swap", MMDSelection, guarantee="heuristic", accepts=dense_refusal,
+          options={"start": Check(_start_option, "'random', 'greedy', 'relax' or kept indices"),
+                   "seed": SEED, "bound": Boolean(allow_none=True)})
+def swap_solver(problem: MMDSelection, time_limit: float | None, *, start: Any = "random",
+                seed: int = 0, bound: bool | None = None) -> Result:
     """1-swap local search from a random (seeded), greedy or relaxation start."""
-    _no_options("swap", opts)
     deadline = _deadline(time_limit)
     K, c, _ = dense_data(problem)
     k = problem.keep
@@ -266,10 +229,6 @@ def _swap(problem: MMDSelection, time_limit: float | None, *, start: Any = "rand
     elif isinstance(start, str) and start == "relax":
         x, lb, info = relaxation(problem, time_limit)
         idx0 = top_k(x, k)
-    elif isinstance(start, str):
-        raise ValueError(
-            f"start must be 'random', 'greedy', 'relax' or kept indices, got {start!r}"
-        )
     else:
         idx0 = problem.check(start)
     idx, swaps = swap_search(K, c, k, idx0, deadline=deadline)
@@ -294,14 +253,8 @@ def best_heuristic(problem: MMDSelection, time_limit: float | None = None
 
 
 @register("relax-swap", MMDSelection, guarantee="heuristic", requires=("highspy",),
-          package="highspy", priority=50, accepts=dense_refusal)
-def _relax_swap(problem: MMDSelection, time_limit: float | None, **opts: Any) -> Result:
+          package="highspy", accepts=dense_refusal)
+def relax_swap_solver(problem: MMDSelection, time_limit: float | None) -> Result:
     """Relaxation + top-k + swap and greedy + swap (the better); bound = relaxation."""
-    _no_options("relax-swap", opts)
     idx, lb, info = best_heuristic(problem, time_limit)
     return Result(idx, "feasible", lb, info)
-
-
-def _no_options(name: str, opts: dict[str, Any]) -> None:
-    if opts:
-        raise ValueError(f"solver {name!r} got unknown options {sorted(opts)}")

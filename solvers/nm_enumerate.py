@@ -17,6 +17,8 @@ from itertools import product
 import numpy as np
 
 from pruneopt.formulations.nm import NMMask, TransposableNM
+from pruneopt.solvers.nm_blocks import solve_blocks
+from pruneopt.solvers.nm_greedy import greedy_mask
 from pruneopt.solvers.registry import Result, register
 
 MAX_PATTERNS = 2_000  # default limit on the patterns scored per block
@@ -70,7 +72,7 @@ def _enumerable(problem: TransposableNM) -> str | None:
     return None
 
 
-@register("enumerate", TransposableNM, guarantee="exact", priority=5, accepts=_enumerable)
+@register("enumerate", TransposableNM, guarantee="exact", accepts=_enumerable)
 def enumerate_solver(problem: TransposableNM, time_limit: float | None) -> Result:
     """Best of all allowed block patterns, scored by one matrix product per chunk."""
     n, m = problem.n, problem.m
@@ -78,27 +80,33 @@ def enumerate_solver(problem: TransposableNM, time_limit: float | None) -> Resul
     w = problem.blocks()
     if not problem.exactly:
         w = np.maximum(w, 0.0)
-    nb = w.shape[0]
     P = pats.reshape(len(pats), -1).astype(w.dtype).T  # (m*m, K)
-    best = np.empty(nb, dtype=np.int64)
-    step = max(1, CHUNK // len(pats))
-    flat = w.reshape(nb, -1)
-    for s in range(0, nb, step):
-        best[s:s + step] = (flat[s:s + step] @ P).argmax(axis=1)
-    x = pats[best]
+
+    def best(chunk: np.ndarray) -> np.ndarray:
+        return pats[(chunk.reshape(chunk.shape[0], -1) @ P).argmax(axis=1)]
+
+    x, done = solve_blocks(w, best, lambda c: greedy_mask(c, n, problem.exactly), time_limit,
+                           elems=max(m * m, CHUNK // len(pats) * m * m))
     if not problem.exactly:
         x = x & (problem.blocks() > 0)
-    return Result(problem.unblock(x), "optimal", None, {"patterns": len(pats)})
+    info = {"patterns": len(pats)}
+    if not done:
+        return Result(problem.unblock(x), "time_limit", problem.row_col_bound(), info)
+    return Result(problem.unblock(x), "optimal", None, info,
+                  proof="every allowed pattern of every block scored")
 
 
-@register("enumerate", NMMask, guarantee="exact", priority=5)
-@register("topk", NMMask, guarantee="exact", priority=1)
+@register("enumerate", NMMask, guarantee="exact")
+@register("topk", NMMask, guarantee="exact")
 def topk_solver(problem: NMMask, time_limit: float | None) -> Result:
-    """Top-n of every group of m consecutive entries (positive ones only for "at most")."""
+    """Top-n of every group of m consecutive entries (positive ones only for "at most").
+
+    One pass over the matrix (``time_limit`` cannot cut it shorter than that)."""
     g = problem.groups(problem.scores)
     x = np.zeros(g.shape, dtype=bool)
     idx = np.argpartition(-g, problem.n - 1, axis=1)[:, : problem.n]
     np.put_along_axis(x, idx, True, axis=1)
     if not problem.exactly:
         x &= g > 0
-    return Result(x.reshape(problem.shape), "optimal", None, {})
+    return Result(x.reshape(problem.shape), "optimal", None, {},
+                  proof="top-n of every group (exact by definition)")

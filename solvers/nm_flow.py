@@ -7,16 +7,20 @@
   (Bellman-Ford) path from an over-full column to an under-full one (or, for "at most n",
   to the source: a dropped entry). Each augmentation along a shortest path keeps the
   residual graph free of negative cycles, so the final mask is optimal (up to float
-  rounding, guarded by a tolerance of 1e-12 relative). Rounds ~ the largest column excess
-  (a few for random scores), each a handful of (blocks x m x m) array operations; memory is
-  linear in the matrix size (blocks are processed in chunks).
-- ``"ortools"``: OR-Tools ``SimpleMinCostFlow`` on one graph holding every block. Its costs
-  are integers: scores are scaled by ``scale`` (default: so that the largest score becomes
-  2**40 / (n m)) and rounded. The answer is then verified on the float scores by a
+  rounding, guarded by a tolerance of 1e-12 of the largest score, times m). Rounds ~ the
+  largest column excess (a few for random scores), each a handful of (blocks x m x m)
+  array operations; memory is linear in the matrix size (blocks are processed in chunks).
+- ``"ortools"``: OR-Tools ``SimpleMinCostFlow``, one graph per chunk of blocks. Its costs
+  are integers: scores are scaled by ``scale`` (default: the finest scale OR-Tools accepts,
+  up to 2**52 / (max score n m)) and rounded. The answer is then verified on the float scores by a
   negative-cycle check of the residual graph (:func:`certify`): "optimal" only if it passes.
 - ``"networkx"``: networkx's network simplex, one block at a time (the reference library;
   slow by design), on costs scaled to integers (2**52 for the largest) and rounded, as its
   documentation asks, with the same float check.
+
+Every solver here reads the clock between chunks of blocks (between blocks for networkx):
+past ``time_limit`` the remaining blocks get the greedy mask and the status is
+``"time_limit"`` with the row/column relaxation bound.
 """
 
 from __future__ import annotations
@@ -26,14 +30,18 @@ import time
 import numpy as np
 
 from pruneopt.formulations.nm import TransposableNM
+from pruneopt.solvers.nm_blocks import block_chunks, solve_blocks
+from pruneopt.solvers.nm_greedy import greedy_mask
+from pruneopt.solvers.options import Real
 from pruneopt.solvers.registry import Result, register
 
 INF = np.inf
-CHUNK_ELEMS = 1 << 21  # block entries processed at once (bounds the working memory)
 
 
-def _tol(w: np.ndarray) -> float:
-    return 1e-12 * max(1.0, float(np.abs(w).max()) if w.size else 1.0) * w.shape[-1]
+def flow_tolerance(w: np.ndarray) -> float:
+    """The float tolerance of path lengths in blocks ``w``: ``1e-12 m max |w|`` (relative to
+    the scores, so that scaling them changes nothing)."""
+    return 1e-12 * (float(np.abs(w).max()) if w.size else 0.0) * w.shape[-1]
 
 
 def _row_topn(w: np.ndarray, n: int) -> np.ndarray:
@@ -196,7 +204,7 @@ def ssp_blocks(w: np.ndarray, n: int, *, exactly: bool = False) -> np.ndarray:
         w_pos = np.maximum(w, 0.0)
     else:
         w_pos = w
-    tol = _tol(w_pos)
+    tol = flow_tolerance(w_pos)
     x = _price_start(w_pos, n, not exactly)
     active = np.flatnonzero((x.sum(axis=1) > n).any(axis=1))
     while active.size:
@@ -209,20 +217,22 @@ def ssp_blocks(w: np.ndarray, n: int, *, exactly: bool = False) -> np.ndarray:
     return x
 
 
-def _chunks(nb: int, m: int):
-    step = max(1, CHUNK_ELEMS // (m * m))
-    for s in range(0, nb, step):
-        yield slice(s, min(nb, s + step))
+def stopped(problem: TransposableNM, x: np.ndarray, info: dict) -> Result:
+    """The answer of a solve the time limit cut short (the rest filled by the greedy)."""
+    info["stopped_early"] = True
+    return Result(problem.unblock(x), "time_limit", problem.row_col_bound(), info)
 
 
-@register("flow", TransposableNM, guarantee="exact", priority=10)
+@register("flow", TransposableNM, guarantee="exact")
 def flow_solver(problem: TransposableNM, time_limit: float | None) -> Result:
     """Vectorized successive-shortest-path min-cost flow over all blocks (NumPy)."""
-    w = problem.blocks()
-    x = np.empty(w.shape, dtype=bool)
-    for sl in _chunks(w.shape[0], problem.m):
-        x[sl] = ssp_blocks(w[sl], problem.n, exactly=problem.exactly)
-    return Result(problem.unblock(x), "optimal", None, {"certified": True})
+    n, ex = problem.n, problem.exactly
+    x, done = solve_blocks(problem.blocks(), lambda w: ssp_blocks(w, n, exactly=ex),
+                           lambda w: greedy_mask(w, n, ex), time_limit)
+    if not done:
+        return stopped(problem, x, {})
+    return Result(problem.unblock(x), "optimal", None, {},
+                  proof="successive shortest paths (no negative cycle)")
 
 
 def certify(problem: TransposableNM, mask: np.ndarray) -> bool:
@@ -236,14 +246,14 @@ def certify(problem: TransposableNM, mask: np.ndarray) -> bool:
     w_all = problem.blocks()
     x_all = problem.blocks(np.asarray(mask, dtype=bool))
     n, m = problem.n, problem.m
-    for sl in _chunks(w_all.shape[0], m):
+    for sl in block_chunks(w_all.shape[0], m):
         w = w_all[sl]
         x = x_all[sl]
         if not problem.exactly:
             if (x & (w < 0)).any():
                 return False
             w = np.maximum(w, 0.0)
-        tol = _tol(w)
+        tol = flow_tolerance(w)
         undo = np.where(x, w, INF)
         add = np.where(x, INF, -w)
         nb = w.shape[0]
@@ -278,19 +288,13 @@ def certify(problem: TransposableNM, mask: np.ndarray) -> bool:
     return True
 
 
-@register("ortools", TransposableNM, guarantee="exact", requires=("ortools",),
-          package="ortools", priority=30)
-def ortools_solver(problem: TransposableNM, time_limit: float | None, *,
-                   scale: float | None = None) -> Result:
-    """OR-Tools SimpleMinCostFlow on one graph of all blocks (integer-scaled costs)."""
+def _ortools_chunk(w: np.ndarray, n: int, exactly: bool, scale: float | None) -> tuple[
+        np.ndarray, float]:
+    """One SimpleMinCostFlow graph for the blocks ``w`` (scores clipped for "at most"):
+    (mask, the integer cost scale used)."""
     from ortools.graph.python import min_cost_flow
 
-    t0 = time.perf_counter()
-    w = problem.blocks()
-    if not problem.exactly:
-        w = np.maximum(w, 0.0)
     nb, m, _ = w.shape
-    n = problem.n
     wmax = float(np.abs(w).max()) or 1.0
     # the finest integer costs OR-Tools accepts for this graph (it rejects a cost range
     # that could overflow its cost scaling with BAD_COST_RANGE)
@@ -303,7 +307,7 @@ def ortools_solver(problem: TransposableNM, time_limit: float | None, *,
     head = [rows.ravel(), cols[:, None, :].repeat(m, 1).ravel(), np.ones(nb * m, np.int64)]
     cap = [np.full(nb * m, n), np.ones(nb * m * m, np.int64), np.full(nb * m, n)]
     total = n * m * nb
-    if not problem.exactly:
+    if not exactly:
         tail.append(np.zeros(1, np.int64))
         head.append(np.ones(1, np.int64))
         cap.append(np.array([total]))
@@ -311,9 +315,12 @@ def ortools_solver(problem: TransposableNM, time_limit: float | None, *,
     cap = np.concatenate(cap).astype(np.int64)
     supplies = np.zeros(2 + 2 * nb * m, np.int64)
     supplies[0], supplies[1] = total, -total
-    for scale in scales:
+    for sc in scales:
+        if sc * wmax * n * m > 2.0**62:
+            raise ValueError(f"solver 'ortools': scale={sc:g} makes integer costs overflow "
+                             f"int64 for scores up to {wmax:g}; use a smaller scale")
         cost = np.zeros(tail.size, np.int64)
-        cost[nb * m: nb * m + nb * m * m] = np.rint(-w * scale).astype(np.int64).ravel()
+        cost[nb * m: nb * m + nb * m * m] = np.rint(-w * sc).astype(np.int64).ravel()
         smcf = min_cost_flow.SimpleMinCostFlow()
         arcs = smcf.add_arcs_with_capacity_and_unit_cost(tail, head, cap, cost)
         smcf.set_nodes_supplies(np.arange(supplies.size), supplies)
@@ -323,24 +330,58 @@ def ortools_solver(problem: TransposableNM, time_limit: float | None, *,
     if status != smcf.OPTIMAL:
         raise RuntimeError(f"OR-Tools min cost flow ended with status {status}")
     flows = smcf.flows(arcs[nb * m: nb * m + nb * m * m])
-    x = flows.reshape(nb, m, m) > 0
+    return flows.reshape(nb, m, m) > 0, sc
+
+
+@register("ortools", TransposableNM, guarantee="exact", requires=("ortools",),
+          package="ortools",
+          options={"scale": Real(0.0, None, closed="neither", allow_none=True)})
+def ortools_solver(problem: TransposableNM, time_limit: float | None, *,
+                   scale: float | None = None) -> Result:
+    """OR-Tools SimpleMinCostFlow, one graph per chunk of blocks (integer-scaled costs).
+
+    ``scale``: the integer cost of a score s is ``round(-s * scale)`` (default: the finest
+    scale OR-Tools accepts, about 2**52 / (max score * n * m)). The answer is optimal for the
+    rounded costs; "optimal" is said only when the float certificate (:func:`certify`) passes.
+    """
+    t0 = time.perf_counter()
+    w = problem.blocks()
+    if not problem.exactly:
+        w = np.maximum(w, 0.0)
+    n, m, nb = problem.n, problem.m, problem.num_blocks
+    used: list[float] = []
+
+    def solve(chunk):
+        mask, sc = _ortools_chunk(chunk, n, problem.exactly, scale)
+        used.append(sc)
+        return mask
+
+    x, done = solve_blocks(w, solve, lambda c: greedy_mask(c, n, problem.exactly), time_limit,
+                           elems=1 << 22)
     if not problem.exactly:
         x &= problem.blocks() > 0
+    info = {"scale": min(used) if used else None, "seconds_without_check":
+            time.perf_counter() - t0, "quantization": "costs = round(-score * scale) as int64"}
+    if not done:
+        return stopped(problem, x, info)
     mask = problem.unblock(x)
-    seconds_flow = time.perf_counter() - t0
     ok = certify(problem, mask)
-    info = {"scale": scale, "certified": ok, "seconds_without_check": seconds_flow,
-            "quantization": "costs = round(-score * scale) as int64"}
-    return Result(mask, "optimal" if ok else "feasible", None if ok else
-                  problem.objective(mask) + n * m * nb / scale, info)
+    info["float_check_passed"] = ok
+    if ok:
+        return Result(mask, "optimal", None, info, proof="residual graph (float check)")
+    # optimal for the rounded costs: each kept entry is off by <= 0.5 / scale
+    return Result(mask, "feasible", problem.objective(mask) + n * m * nb / min(used), info)
 
 
 @register("networkx", TransposableNM, guarantee="exact", requires=("networkx",),
-          package="networkx", priority=90)
+          package="networkx")
 def networkx_solver(problem: TransposableNM, time_limit: float | None) -> Result:
-    """networkx network simplex, block by block (the reference library; slow)."""
+    """networkx network simplex, block by block (the reference library; slow).
+
+    ``time_limit`` is checked between blocks; the rest is filled by the greedy."""
     import networkx as nx
 
+    deadline = None if time_limit is None else time.perf_counter() + time_limit
     nb = problem.num_blocks
     m = problem.m
     w = problem.blocks()
@@ -350,6 +391,11 @@ def networkx_solver(problem: TransposableNM, time_limit: float | None) -> Result
     cost = np.rint(-wc * scale).astype(np.int64)
     x = np.zeros((nb, m, m), dtype=bool)
     for b in range(nb):
+        if deadline is not None and time.perf_counter() > deadline:
+            x[b:] = greedy_mask(w[b:], problem.n, problem.exactly)
+            if not problem.exactly:
+                x &= w > 0
+            return stopped(problem, x, {"scale": scale, "blocks_solved": b})
         g = problem.to_networkx(block=b)
         for i in range(m):
             for j in range(m):
@@ -365,5 +411,8 @@ def networkx_solver(problem: TransposableNM, time_limit: float | None) -> Result
     ok = certify(problem, mask)
     # optimal for the rounded costs: each of at most n*m*nb kept entries is off by <= 0.5/scale
     # in both the answer and the true optimum
-    bound = None if ok else problem.objective(mask) + problem.n * m * nb / scale
-    return Result(mask, "optimal" if ok else "feasible", bound, {"certified": ok, "scale": scale})
+    if ok:
+        return Result(mask, "optimal", None, {"float_check_passed": ok, "scale": scale},
+                      proof="residual graph (float check)")
+    bound = problem.objective(mask) + problem.n * m * nb / scale
+    return Result(mask, "feasible", bound, {"float_check_passed": ok, "scale": scale})

@@ -19,10 +19,13 @@ nonnegative scores, else the relaxation bound.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from pruneopt.formulations.nm import TransposableNM
-from pruneopt.solvers.nm_flow import _chunks
+from pruneopt.solvers.nm_blocks import block_chunks
+from pruneopt.solvers.options import Boolean
 from pruneopt.solvers.registry import Result, register
 
 NEG = -np.inf
@@ -106,7 +109,7 @@ def complete_blocks(x: np.ndarray, w: np.ndarray, n: int, *, must_fill: bool) ->
             done |= ~frontier.any(axis=1)
         go = end_col >= 0
         if not must_fill:
-            go &= end_gain > 1e-12 * max(1.0, float(np.abs(wa).max()))
+            go &= end_gain > 1e-12 * float(np.abs(wa).max())
         # trace: column <- row (add) <- column (undo) ... <- row with room
         bsel = np.flatnonzero(go)
         j = end_col[bsel]
@@ -124,22 +127,37 @@ def complete_blocks(x: np.ndarray, w: np.ndarray, n: int, *, must_fill: bool) ->
     return x
 
 
+def greedy_mask(w: np.ndarray, n: int, exactly: bool) -> np.ndarray:
+    """Greedy plus completion for a batch of blocks: a feasible mask for the problem's
+    rule (at most n, or exactly n per row and column); the time-limit fallback of the
+    exact N:M solvers."""
+    x = greedy_blocks(w, n, positive_only=not exactly)
+    return complete_blocks(x, w, n, must_fill=exactly)
+
+
 def _ratio_ok(problem: TransposableNM) -> bool:
     return bool((problem.scores >= 0).all())
 
 
-@register("greedy", TransposableNM, guarantee="approximation", ratio=2.0, priority=60)
+@register("greedy", TransposableNM, guarantee="approximation", ratio=2.0,
+          options={"complete": Boolean()})
 def greedy_solver(problem: TransposableNM, time_limit: float | None, *,
                   complete: bool = True) -> Result:
-    """Hubara et al.'s 2-approximation (greedy by decreasing score), plus completion."""
+    """Hubara et al.'s 2-approximation (greedy by decreasing score), plus completion.
+
+    ``time_limit``: checked between chunks; once passed, the remaining chunks get the greedy
+    mask without the (optional) completion, the cheapest feasible answer there is."""
+    deadline = None if time_limit is None else time.perf_counter() + time_limit
+    late = False
     w = problem.blocks()
     x = np.empty(w.shape, dtype=bool)
     greedy_score = 0.0
     added = 0
-    for sl in _chunks(w.shape[0], problem.m):  # bounded working memory
+    for sl in block_chunks(w.shape[0], problem.m):  # bounded working memory
         xs = greedy_blocks(w[sl], problem.n, positive_only=not problem.exactly)
         greedy_score += float((w[sl] * xs).sum())
-        if complete or problem.exactly:
+        late = late or (deadline is not None and time.perf_counter() > deadline)
+        if (complete and not late) or problem.exactly:
             before = int(xs.sum())
             xs = complete_blocks(xs, w[sl], problem.n, must_fill=problem.exactly)
             added += int(xs.sum()) - before
@@ -150,4 +168,4 @@ def greedy_solver(problem: TransposableNM, time_limit: float | None, *,
         bound = min(bound, 2.0 * greedy_score)
     info = {"greedy_score": greedy_score, "completion_gain": float((w * x).sum()) - greedy_score,
             "completion_added": added}
-    return Result(mask, "feasible", bound, info)
+    return Result(mask, "time_limit" if late and complete else "feasible", bound, info)

@@ -7,21 +7,30 @@ one implementation per formulation class. An implementation is a function
 
 registered with :func:`register`, declaring what it guarantees (``"exact"``,
 ``"approximation"`` with a ratio, or ``"heuristic"``), the Python modules it imports (so that
-a missing backend is reported before it is called, naming the pip package), and a priority
-used to choose the default (``solver=None``): the installed exact solver with the lowest
-priority number.
+a missing backend is reported before it is called, naming the pip package), the table of
+its keyword options (:mod:`pruneopt.solvers.options`, checked before it runs) and whether
+it honours ``time_limit``. Which solver ``solver=None`` picks is decided in one place,
+:mod:`pruneopt.solvers.defaults`.
+
+A proof of optimality is a typed field: ``Result.proof`` names what proves an
+``"optimal"`` answer (``"backend"``, ``"exact algorithm"``, ``"bound meets objective"``,
+``"residual graph"``...). An exact solver's "optimal" carries its own proof; a heuristic or
+approximate solver may say "optimal" only with ``proof`` set.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import inspect
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pruneopt.formulations.base import Formulation
+from pruneopt.solvers import defaults
+from pruneopt.solvers.options import Constraint, check_options
 from pruneopt.solvers.solution import STATUSES, Solution
 
 GUARANTEES = ("exact", "approximation", "heuristic")
@@ -35,6 +44,8 @@ class Result:
     status: str
     bound: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    #: what proves an "optimal" status (None: no proof beyond the solver's guarantee)
+    proof: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,16 +59,22 @@ class SolverSpec:
     ratio: float | None
     requires: tuple[str, ...]
     package: str | None
-    priority: int
     description: str
     accepts: Callable[[Any], str | None] | None = None
+    options: Mapping[str, Constraint] = field(default_factory=dict)
+    honours_time_limit: bool = True
 
     def refusal(self, problem: Any) -> str | None:
         """Why this solver cannot take ``problem`` (size, structure), or None if it can."""
         return None if self.accepts is None else self.accepts(problem)
 
     def installed(self) -> bool:
-        return all(importlib.util.find_spec(mod) is not None for mod in self.requires)
+        return package_installed(*self.requires)
+
+
+def package_installed(*modules: str) -> bool:
+    """Whether every named module can be imported (found on the path; not imported)."""
+    return all(importlib.util.find_spec(mod) is not None for mod in modules)
 
 
 _REGISTRY: dict[tuple[str, type], SolverSpec] = {}
@@ -71,23 +88,36 @@ def register(
     ratio: float | None = None,
     requires: tuple[str, ...] = (),
     package: str | None = None,
-    priority: int = 100,
     description: str = "",
     accepts: Callable[[Any], str | None] | None = None,
+    options: Mapping[str, Constraint] | None = None,
+    honours_time_limit: bool = True,
 ) -> Callable[[Callable[..., Result]], Callable[..., Result]]:
     """Decorator registering ``impl`` as solver ``name`` for formulations of type ``problem``.
 
     ``accepts(problem)`` may return a reason (str) why an instance is out of the solver's
     reach (e.g. too many patterns); such a solver is left out of :func:`available` and
-    asking for it is a ``ValueError`` giving the reason.
+    asking for it is a ``ValueError`` giving the reason. ``options`` declares every keyword
+    option of ``impl`` (name -> :class:`~pruneopt.solvers.options.Constraint`); it must name
+    exactly the keyword-only parameters of ``impl``. ``honours_time_limit=False``: the
+    solver cannot stop early, and ``solve(..., time_limit=...)`` refuses it.
     """
     if guarantee not in GUARANTEES:
         raise ValueError(f"guarantee must be one of {GUARANTEES}, got {guarantee!r}")
+    table = dict(options or {})
 
     def deco(impl: Callable[..., Result]) -> Callable[..., Result]:
         key = (name, problem)
         if key in _REGISTRY:
             raise ValueError(f"solver {name!r} is already registered for {problem.__name__}")
+        params = list(inspect.signature(impl).parameters.values())[2:]
+        if any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in params):
+            raise ValueError(f"solver {name!r}: declare its options, not **kwargs")
+        declared = {p.name for p in params}
+        if declared != set(table):
+            raise ValueError(
+                f"solver {name!r} ({problem.__name__}): options table {sorted(table)} does "
+                f"not match the implementation's keyword options {sorted(declared)}")
         _REGISTRY[key] = SolverSpec(
             name=name,
             problem=problem,
@@ -96,9 +126,10 @@ def register(
             ratio=ratio,
             requires=tuple(requires),
             package=package,
-            priority=priority,
             description=description or (impl.__doc__ or "").strip().split("\n")[0],
             accepts=accepts,
+            options=table,
+            honours_time_limit=honours_time_limit,
         )
         return impl
 
@@ -113,13 +144,15 @@ def _specs_for(problem: Formulation) -> list[SolverSpec]:
         cur = best.get(s.name)
         if cur is None or issubclass(s.problem, cur.problem):
             best[s.name] = s
-    return sorted(best.values(), key=lambda s: (s.priority, s.name))
+    return sorted(best.values(), key=lambda s: defaults.rank(type(problem), s.name))
 
 
 def solvers(problem: Formulation | None = None) -> list[SolverSpec]:
-    """Every registered implementation (for ``problem``'s type when given), installed or not."""
+    """Every registered implementation (for ``problem``'s type when given), installed or not,
+    in the order of :mod:`~pruneopt.solvers.defaults` (the default first)."""
     if problem is None:
-        return sorted(_REGISTRY.values(), key=lambda s: (s.problem.__name__, s.priority, s.name))
+        return sorted(_REGISTRY.values(),
+                      key=lambda s: (s.problem.__name__, defaults.rank(s.problem, s.name)))
     return _specs_for(problem)
 
 
@@ -140,22 +173,19 @@ def _check_problem(problem: Any) -> None:
 def get_solver(problem: Formulation, solver: str | None) -> SolverSpec:
     """The spec :func:`solve` would use; ``ValueError`` naming the alternatives otherwise.
 
-    ``solver=None``: the installed exact solver with the lowest priority number, unless the
-    problem says an exact solve is not sensible at its size
-    (``problem.exact_by_default()``), then the first approximate one.
+    ``solver=None`` (or ``"auto"``): the rule of :mod:`pruneopt.solvers.defaults`, the first
+    installed solver of the formulation's preference list that accepts the instance and
+    whose default size limit it is within.
     """
     _check_problem(problem)
     specs = _specs_for(problem)
     kind = type(problem).__name__
-    if solver is None:
+    if solver is None or solver == "auto":
         usable = [s for s in specs if s.installed() and s.refusal(problem) is None]
         if not usable:
             raise ValueError(f"no installed solver accepts {kind}")
-        exact = [s for s in usable if s.guarantee == "exact"]
-        approx = [s for s in usable if s.guarantee != "exact"]
-        if exact and (problem.exact_by_default() or not approx):
-            return exact[0]
-        return approx[0]
+        sized = [s for s in usable if defaults.within_default_size(problem, s.name)]
+        return (sized or usable)[0]
     if not isinstance(solver, str):
         raise ValueError(f"solver must be a name (str) or None, got {type(solver).__name__}")
     by_name = {s.name: s for s in specs}
@@ -186,24 +216,24 @@ def get_solver(problem: Formulation, solver: str | None) -> SolverSpec:
     return spec
 
 
-def solver_options(spec: SolverSpec) -> list[str] | None:
-    """The keyword options ``spec`` takes (``None``: it takes any, ``**kwargs``)."""
-    params = list(inspect.signature(spec.impl).parameters.values())[2:]
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+def solver_options(spec: SolverSpec) -> list[str]:
+    """The keyword options ``spec`` takes (its declared table)."""
+    return list(spec.options)
+
+
+def check_time_limit(time_limit: Any) -> float | None:
+    """``time_limit`` in seconds as a float > 0, or None (no limit; ``inf`` means none)."""
+    if time_limit is None:
         return None
-    return [p.name for p in params]
-
-
-def _check_options(spec: SolverSpec, options: dict[str, Any]) -> None:
-    allowed = solver_options(spec)
-    if allowed is None:
-        return
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"solver {spec.name!r} ({spec.problem.__name__}) has no option "
-            f"{', '.join(map(repr, unknown))}; its options: {', '.join(allowed) or 'none'}"
-        )
+    if isinstance(time_limit, bool):
+        raise ValueError(f"time_limit must be a number of seconds, got {time_limit!r}")
+    try:
+        t = float(time_limit)
+    except (TypeError, ValueError):
+        raise ValueError(f"time_limit must be a number of seconds, got {time_limit!r}") from None
+    if not t > 0:
+        raise ValueError(f"time_limit must be > 0 seconds, got {time_limit!r}")
+    return None if math.isinf(t) else t
 
 
 def solve(
@@ -218,23 +248,24 @@ def solve(
     solver's answer is comparable. ``time_limit`` is in seconds; options go to the backend.
     """
     spec = get_solver(problem, solver)
-    if time_limit is not None:
-        try:
-            time_limit = float(time_limit)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"time_limit must be a number of seconds, got {time_limit!r}") from None
-        if not time_limit > 0:
-            raise ValueError(f"time_limit must be > 0 seconds, got {time_limit}")
-    _check_options(spec, options)
+    time_limit = check_time_limit(time_limit)
+    if time_limit is not None and not spec.honours_time_limit:
+        raise ValueError(
+            f"solver {spec.name!r} cannot stop at a time limit; call it without time_limit "
+            f"or use one of: {', '.join(_time_limited(problem)) or 'none'}")
+    check_options(spec.name, spec.problem.__name__, spec.options, options)
     t0 = time.perf_counter()
     res = spec.impl(problem, time_limit, **options)
     seconds = time.perf_counter() - t0
     if res.status not in STATUSES:
         raise RuntimeError(f"solver {spec.name!r} returned unknown status {res.status!r}")
-    if res.status == "optimal" and spec.guarantee != "exact" and not res.info.get("certified"):
-        raise RuntimeError(
-            f"{spec.name!r} is a {spec.guarantee} solver and cannot claim optimality")
+    proof = res.proof
+    if res.status == "optimal" and proof is None:
+        if spec.guarantee != "exact":
+            raise RuntimeError(
+                f"{spec.name!r} is a {spec.guarantee} solver and cannot claim optimality "
+                f"without a proof")
+        proof = "exact algorithm"
     decision = res.decision
     objective = None
     if decision is not None:
@@ -246,14 +277,13 @@ def solve(
     if res.status == "optimal" and bound is None:
         bound = objective
     if bound is not None and objective is not None:
-        slack = 1e-6 * max(1.0, abs(objective))
+        slack = problem.objective_tolerance(objective)
         if (bound < objective - slack) if problem.sense == "max" else (bound > objective + slack):
             raise RuntimeError(
                 f"solver {spec.name!r} reported bound {bound} on the wrong side of its own "
                 f"objective {objective} ({problem.sense}imization): a bug, please report it"
             )
     info = dict(res.info)
-    info.setdefault("guarantee", spec.guarantee)
     if spec.ratio is not None:
         info.setdefault("ratio", spec.ratio)
     return Solution(
@@ -265,5 +295,11 @@ def solve(
         seconds=seconds,
         sense=problem.sense,
         guarantee=spec.guarantee,
+        proof=proof if res.status == "optimal" else None,
         info=info,
     )
+
+
+def _time_limited(problem: Formulation) -> list[str]:
+    return [s.name for s in _specs_for(problem)
+            if s.honours_time_limit and s.installed() and s.refusal(problem) is None]

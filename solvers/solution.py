@@ -34,6 +34,9 @@ class Solution:
         ``"max"`` or ``"min"``, copied from the problem.
     guarantee
         What the solver promises: ``"exact"``, ``"approximation"`` or ``"heuristic"``.
+    proof
+        What proves ``status == "optimal"`` (``"exact algorithm"``, ``"backend"``, ``"bound
+        meets objective"``, ``"residual graph"``, ...); ``None`` for any other status.
     info
         Backend details (raw status, iterations, quantization, ...), for inspection.
     """
@@ -46,11 +49,13 @@ class Solution:
     seconds: float
     sense: str = "max"
     guarantee: str = "exact"
+    proof: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def gap(self) -> float | None:
-        """Relative distance of objective and bound: ``|bound - obj| / max(|obj|, 1e-12)``.
+        """Relative distance of objective and bound: ``|bound - obj| / |obj|`` (``inf`` when
+        the objective is 0 and the bound is not).
 
         ``0.0`` for a proven optimum; ``None`` without a bound or an objective.
         """
@@ -58,7 +63,10 @@ class Solution:
             return 0.0
         if self.bound is None or self.objective is None:
             return None
-        return abs(self.bound - self.objective) / max(abs(self.objective), 1e-12)
+        diff = abs(self.bound - self.objective)
+        if self.objective == 0:
+            return 0.0 if diff == 0 else float("inf")
+        return diff / abs(self.objective)
 
     def __repr__(self) -> str:  # short: decisions can be large arrays
         obj = "None" if self.objective is None else f"{self.objective:.6g}"

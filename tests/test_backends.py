@@ -8,7 +8,7 @@ import scipy.sparse as sp
 import pruneopt
 from pruneopt.formulations import CoverageSelection, TransposableNM
 from pruneopt.formulations.standard import MILPForm
-from pruneopt.solvers.milp import solve_highs
+from pruneopt.solvers.highs import run_highs
 
 
 def test_highspy_and_ortools_in_one_process():
@@ -30,10 +30,11 @@ def test_highs_mip_after_presolve_is_right():
                     lower=np.zeros(4), upper=np.ones(4),
                     integrality=np.array([1, 1, 0, 0], dtype=bool), sense="max",
                     decode=lambda x: x)
-    status, x, bound, _ = solve_highs(form, None)
-    assert status == "optimal"
-    assert x[:2].tolist() == [1.0, 0.0]
-    assert bound == pytest.approx(2.59891843)
+    out = run_highs(form.c, form.A, form.row_lower, form.row_upper, form.lower, form.upper,
+                    integrality=form.integrality, sense=form.sense)
+    assert out.status == "optimal"
+    assert out.x[:2].tolist() == [1.0, 0.0]
+    assert out.dual_bound == pytest.approx(2.59891843)
 
 
 def test_the_same_instance_as_a_coverage_problem():

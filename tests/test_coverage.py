@@ -97,7 +97,7 @@ def test_check_and_objective():
     assert p.objective([1]) == 3.0  # 0, 1, 2
     assert p.objective(np.array([True, False, False, True])) == 3.0  # {0,1} and {3}
     assert list(p.check([3, 1])) == [1, 3]
-    with pytest.raises(ValueError, match="more than the budget"):
+    with pytest.raises(ValueError, match="more than keep"):
         p.check([0, 1, 2])
     with pytest.raises(ValueError, match="more than once"):
         p.check([1, 1])
@@ -122,7 +122,7 @@ def test_torch_input_not_modified():
 
 def test_math_exports(digits):
     p = CoverageSelection(digits[:50], budget=5, radius=25.0, weights=np.arange(1, 51))
-    assert "budget k = 5" in p.math() and "w_i" in p.math()
+    assert "keep k = 5" in p.math() and "w_i" in p.math()
     assert p._repr_latex_().startswith("$$")
     form = p.to_milp()
     assert form.shape == (51, 100)

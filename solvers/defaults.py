@@ -1,0 +1,69 @@
+"""The one rule for ``solver=None``: an ordered list per formulation, and size limits.
+
+``pruneopt.solve(problem)`` (and every adapter and command that is not given a solver name)
+takes the **first** solver of ``PREFERENCE[type(problem)]`` that is installed, accepts the
+instance (its ``accepts`` hook) and whose default size limit the instance is within
+(``DEFAULT_MAX_N[(formulation, solver)] >= problem.n``). Solvers not in the list come after
+it, by name. A limit here only steers the default: a solver named explicitly runs at any
+size it accepts.
+
+Like cvxpy's preference list, this is the only place that decides; solver modules declare
+what they can do (guarantee, accepts, options), never how they rank.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pruneopt.formulations import (
+    CoverageSelection,
+    CoverSelection,
+    LayerBudget,
+    MMDSelection,
+    NMMask,
+    TransposableNM,
+)
+
+_COVERAGE = ("highs", "cpsat", "greedy", "lp-round", "kcenter", "scipy", "pyomo")
+
+PREFERENCE: dict[type, tuple[str, ...]] = {
+    # exact first: enumeration of the block patterns (2:4), our flow, then the references
+    TransposableNM: ("enumerate", "flow", "ortools", "highs", "greedy", "scipy", "pyomo",
+                     "networkx"),
+    NMMask: ("topk", "enumerate", "highs", "scipy", "pyomo"),
+    LayerBudget: ("dp", "greedy", "highs", "dp_round", "scipy", "cpsat", "pyomo"),
+    MMDSelection: ("gurobi", "scip", "relax-swap", "relax-round", "greedy", "swap", "lowrank"),
+    CoverageSelection: _COVERAGE,
+    CoverSelection: _COVERAGE,
+}
+
+#: The default skips a solver when ``problem.n`` is larger than this (exact MIQP/ILP solves
+#: that prove small instances in seconds but can run for hours beyond; the dense MMD
+#: heuristics, whose n x n kernel and QP relaxation grow as n^2).
+DEFAULT_MAX_N: dict[tuple[type, str], int] = {
+    (MMDSelection, "gurobi"): 40,
+    (MMDSelection, "scip"): 40,
+    (MMDSelection, "relax-swap"): 3000,
+    (MMDSelection, "relax-round"): 3000,
+    (MMDSelection, "greedy"): 3000,
+    (MMDSelection, "swap"): 3000,
+    **{(cls, name): 2000 for cls in (CoverageSelection, CoverSelection)
+       for name in ("highs", "cpsat", "scipy", "pyomo")},
+    **{(cls, "lp-round"): 20000 for cls in (CoverageSelection, CoverSelection)},
+}
+
+
+def _formulation_class(cls: type) -> type | None:
+    return next((c for c in cls.__mro__ if c in PREFERENCE), None)
+
+
+def rank(cls: type, name: str) -> tuple[int, str]:
+    """Sort key of solver ``name`` for formulations of type ``cls`` (lower comes first)."""
+    order = PREFERENCE.get(_formulation_class(cls), ())
+    return (order.index(name), name) if name in order else (len(order), name)
+
+
+def within_default_size(problem: Any, name: str) -> bool:
+    """Whether the default may pick ``name`` at this instance's size (``problem.n``)."""
+    limit = DEFAULT_MAX_N.get((_formulation_class(type(problem)), name))
+    return limit is None or int(getattr(problem, "n", 0)) <= limit
