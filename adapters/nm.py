@@ -50,6 +50,10 @@ import pruneopt
 from pruneopt.formulations.nm import NMMask, TransposableNM, validate_nm
 
 DEFAULT_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
+#: Layers left dense unless named explicitly (fnmatch on module / tensor names): token and
+#: position embeddings, the BERT pooler (unused by sentence-transformers), output heads.
+#: The pruning tools users compare with (SparseGPT, Wanda, llm-compressor) leave them dense.
+DEFAULT_EXCLUDE: tuple[str, ...] = ("*embed*", "*pooler*", "*lm_head*")
 
 ScoreSource = Mapping[str, Any] | Callable[[str, nn.Module], Any] | None
 
