@@ -1,3 +1,5 @@
+"""``python -m pruneopt``: the command line (same as the ``pruneopt`` script)."""
+
 import sys
 
 from pruneopt.cli import main
