@@ -7,15 +7,18 @@ CP-SAT solves integer programs only, so the table is scaled to integers:
   they are used as they are (exact); otherwise ``w = ceil(d * S)`` with ``S = cost_scale /
   R`` and the capacity ``floor(R * S) = cost_scale``. Rounding costs *up* keeps every answer
   truly within budget, but may exclude answers whose slack is below about
-  ``layers / cost_scale`` of the budget.
+  ``layers / cost_scale`` of the budget. Scaled costs within ``1e-12 cost_scale`` of an
+  integer are rounded to it (the check's own tolerance is 1e-9 of the budget): a table
+  that is integral up to a common factor is then scaled exactly, at any scale.
 - **errors**: each layer is shifted by its smallest error; if all are integers (below
   2**40) they are exact, else ``round(e * T)`` with ``T = error_scale / (largest shifted
-  error)``, which changes each error by at most ``0.5 / T``.
+  error)``, which changes layer l's error by at most ``delta_l`` (measured).
 
-Status: ``"optimal"`` only when both scalings were exact and CP-SAT proved optimality, or
-when the answer meets the LP lower bound of the *unscaled* table. Otherwise ``"feasible"``,
-with the LP bound (valid for the real table) as ``bound``. It is therefore registered as a
-heuristic that certifies itself when it can: exact on integer tables.
+Status: ``"optimal"`` when the costs were scaled exactly, CP-SAT proved the optimum ``O*``
+of the rounded table and the lower bound ``(O* - sum_l delta_l) / T`` (plus the shifts)
+meets the answer; or when the answer meets the LP lower bound of the *unscaled* table.
+Otherwise ``"feasible"``, with the best valid bound. It is therefore registered as a
+heuristic that certifies itself when it can (always on tables integral up to a factor).
 """
 
 from __future__ import annotations
@@ -48,16 +51,25 @@ def cpsat_solver(problem: LayerBudget, time_limit: float | None, *, cost_scale: 
         cap = int(red.R)
     else:
         S = cost_scale / red.R if red.R > 0 else 1.0
-        W = [np.ceil(d * S).astype(np.int64) for d in red.d]
-        cap = int(np.floor(red.R * S)) if red.R > 0 else 0
+        near = 1e-12 * cost_scale
+
+        def up(q: np.ndarray) -> np.ndarray:
+            r = np.rint(q)
+            return np.where(np.abs(q - r) <= near, r, np.ceil(q))
+
+        W = [up(d * S).astype(np.int64) for d in red.d]
+        cap = int(np.floor(red.R * S + near)) if red.R > 0 else 0
+        cost_exact = all(bool(np.all(np.abs(d * S - np.rint(d * S)) <= near)) for d in red.d)
     eshift = [e - e.min() for e in red.e]
     alle = np.concatenate(eshift)
-    err_exact = is_integral(alle, _EXACT_MAX)
-    if err_exact:
+    T = 1.0
+    if is_integral(alle, _EXACT_MAX):
         V = [e.astype(np.int64) for e in eshift]
     else:
         T = error_scale / alle.max() if alle.max() > 0 else 1.0
         V = [np.rint(e * T).astype(np.int64) for e in eshift]
+    delta = float(sum(float(np.abs(v - e * T).max()) for v, e in zip(V, eshift, strict=True)))
+    err_exact = delta == 0.0
     m = cp_model.CpModel()
     xs = []
     for li, w in enumerate(W):
@@ -89,9 +101,13 @@ def cpsat_solver(problem: LayerBudget, time_limit: float | None, *, cost_scale: 
     if from_start:
         info["answer_from"] = "greedy"
     obj = problem.objective(levels)
+    if st == cp_model.OPTIMAL and cost_exact:
+        # the rounded table's optimum, corrected by the measured rounding of the errors
+        shift = float(sum(float(e.min()) for e in red.e))
+        lb = max(lb, (solver.ObjectiveValue() - delta) / T + shift)
+        if err_exact and not from_start:
+            return Result(levels, "optimal", obj, info, proof="CP-SAT on the exact integer table")
     lb = min(lb, obj)
-    if st == cp_model.OPTIMAL and cost_exact and err_exact and not from_start:
-        return Result(levels, "optimal", obj, info, proof="CP-SAT on the exact integer table")
     if gap_closed(obj, lb, problem.objective_scale()):
         return Result(levels, "optimal", lb, info, proof="LP bound meets the answer")
     return Result(levels, "feasible" if st == cp_model.OPTIMAL else "time_limit", lb, info)

@@ -466,4 +466,5 @@ def dp_round_solver(problem: LayerBudget, time_limit: float | None, *,
 def greedy_start(problem: LayerBudget):
     """The convex-hull greedy answer (warm start of the MILP backends)."""
     red = reduce(problem)
-    return levels_of(red, lp_greedy(red)[0])
+    pos, lb, _, _ = lp_greedy(red)
+    return levels_of(red, pos), lb

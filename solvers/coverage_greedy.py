@@ -482,11 +482,13 @@ def lp_round_cover_solver(problem: CoverSelection, time_limit: float | None) -> 
 
 @register_start(CoverageSelection)
 def coverage_start(problem: CoverageSelection) -> np.ndarray:
-    """The greedy max-coverage answer (warm start of the exact backends)."""
-    return greedy_max_coverage(problem)[0]
+    """The greedy max-coverage answer and its bound (warm start of the exact backends)."""
+    sel, bound, _ = greedy_max_coverage(problem)
+    return sel, bound
 
 
 @register_start(CoverSelection)
 def cover_start(problem: CoverSelection) -> np.ndarray:
-    """The greedy set cover answer (warm start of the exact backends)."""
-    return greedy_set_cover(problem)[0]
+    """The greedy set cover answer and its lower bound (warm start of the exact backends)."""
+    sel, lower, _ = greedy_set_cover(problem)
+    return sel, float(math.ceil(lower - 1e-9))

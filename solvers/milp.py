@@ -20,7 +20,9 @@ too (Pyomo builds its expressions in Python).
 
 from __future__ import annotations
 
+import logging
 import time
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -29,7 +31,7 @@ from pruneopt.formulations.standard import MILPExportable, MILPForm, pyomo_model
 from pruneopt.solvers.highs import run_highs
 from pruneopt.solvers.options import REL_GAP, THREADS
 from pruneopt.solvers.registry import Result, register
-from pruneopt.solvers.starts import better_of, heuristic_start
+from pruneopt.solvers.starts import Start, better_of, heuristic_start, tighter
 
 INTEGRALITY_TOL = 1e-6
 
@@ -50,6 +52,17 @@ def decode(form: MILPForm, x: np.ndarray | None) -> Any:
     return form.decode(x)
 
 
+@contextmanager
+def _quiet(logger: str):
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 class _Clock:
     def __init__(self, time_limit: float | None) -> None:
         self.deadline = None if time_limit is None else time.perf_counter() + time_limit
@@ -63,16 +76,19 @@ class _Clock:
 
 
 def _finish(problem: MILPExportable, status: str, decision: Any, bound: float | None,
-            info: dict[str, Any], start: Any) -> Result:
+            info: dict[str, Any], start: Start | None) -> Result:
     """The backend's answer, or the heuristic start when that is better (then never
-    "optimal"); a proven optimum keeps its status."""
+    "optimal"); a proven optimum keeps its status. The bound is the tighter of the
+    backend's and the heuristic's."""
     if status == "infeasible":
         return Result(None, "infeasible", None, info)
     if status == "optimal":
         return Result(decision, "optimal", bound, info, proof="backend")
-    answer, from_start = better_of(problem, decision, start)
+    if start is None:
+        return Result(decision, status, bound, info)
+    answer, from_start = better_of(problem, decision, start.decision)
     info["answer_from"] = "heuristic start" if from_start else "backend"
-    return Result(answer, status, bound, info)
+    return Result(answer, status, tighter(problem, bound, start.bound), info)
 
 
 def _gap_status(problem: MILPExportable, decision: Any, bound: float | None) -> str:
@@ -107,7 +123,7 @@ def highs_solver(problem: MILPExportable, time_limit: float | None, *, mip_rel_g
     start = heuristic_start(problem)
     if clock.out():
         return _finish(problem, "time_limit", None, None, info, start)
-    x0 = None if start is None or form.encode is None else form.encode(start)
+    x0 = None if start is None or form.encode is None else form.encode(start.decision)
     out = run_highs(*args, integrality=form.integrality, time_limit=clock.left(),
                     mip_rel_gap=mip_rel_gap, start=x0, **kw)
     info.update(backend_status=out.raw, mip_gap=out.mip_gap)
@@ -197,7 +213,8 @@ def pyomo_solver(problem: MILPExportable, time_limit: float | None, *,
     info: dict[str, Any] = {"objective_unit": unit}
     start = heuristic_start(problem)
     try:
-        model = pyomo_model(scaled, deadline=clock.deadline)
+        with _quiet("pyomo"):  # Pyomo logs an ERROR for the exception we raise
+            model = pyomo_model(scaled, deadline=clock.deadline)
     except TimeoutError:
         info["backend_status"] = "time limit while building the model"
         return _finish(problem, "time_limit", None, None, info, start)
@@ -205,12 +222,11 @@ def pyomo_solver(problem: MILPExportable, time_limit: float | None, *,
     if left is not None and left <= 0:
         return _finish(problem, "time_limit", None, None, info, start)
     opt = pyo.SolverFactory("appsi_highs")
-    if left is not None:
-        opt.config.time_limit = max(left, 1e-3)
     opt.highs_options["mip_rel_gap"] = float(mip_rel_gap)
     opt.highs_options["mip_abs_gap"] = 0.0
-    opt.config.load_solution = False
-    res = opt.solve(model)
+    # the legacy interface sets config.time_limit / load_solution from these arguments
+    res = opt.solve(model, timelimit=None if left is None else max(left, 1e-3),
+                    load_solutions=False)
     tc = res.solver.termination_condition
     info["backend_status"] = str(tc)
     lb, ub = res.problem.lower_bound, res.problem.upper_bound
@@ -219,7 +235,8 @@ def pyomo_solver(problem: MILPExportable, time_limit: float | None, *,
     if tc == TC.infeasible:
         return Result(None, "infeasible", None, info)
     try:
-        model.solutions.load_from(res)
+        with _quiet("pyomo"):  # a warning when loading a time-limited incumbent
+            model.solutions.load_from(res)
         x = np.array([pyo.value(model.x[j]) for j in range(len(form.c))], dtype=float)
     except Exception:  # noqa: BLE001 - no solution to load
         x = None

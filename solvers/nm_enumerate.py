@@ -20,6 +20,7 @@ from pruneopt.formulations.nm import NMMask, TransposableNM
 from pruneopt.solvers.nm_blocks import solve_blocks
 from pruneopt.solvers.nm_greedy import greedy_mask
 from pruneopt.solvers.registry import Result, register
+from pruneopt.solvers.starts import register_start
 
 MAX_PATTERNS = 2_000  # default limit on the patterns scored per block
 MAX_GENERATED = 100_000
@@ -110,3 +111,9 @@ def topk_solver(problem: NMMask, time_limit: float | None) -> Result:
         x &= g > 0
     return Result(x.reshape(problem.shape), "optimal", None, {},
                   proof="top-n of every group (exact by definition)")
+
+
+@register_start(NMMask)
+def topk_start(problem: NMMask) -> tuple[np.ndarray, None]:
+    """The top-n mask (the optimum itself), the start of the MILP backends."""
+    return topk_solver(problem, None).decision, None

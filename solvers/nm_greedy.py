@@ -27,6 +27,7 @@ from pruneopt.formulations.nm import TransposableNM
 from pruneopt.solvers.nm_blocks import block_chunks
 from pruneopt.solvers.options import Boolean
 from pruneopt.solvers.registry import Result, register
+from pruneopt.solvers.starts import register_start
 
 NEG = -np.inf
 
@@ -169,3 +170,14 @@ def greedy_solver(problem: TransposableNM, time_limit: float | None, *,
     info = {"greedy_score": greedy_score, "completion_gain": float((w * x).sum()) - greedy_score,
             "completion_added": added}
     return Result(mask, "time_limit" if late and complete else "feasible", bound, info)
+
+
+@register_start(TransposableNM)
+def greedy_start(problem: TransposableNM) -> tuple[np.ndarray, float]:
+    """The greedy mask with completion, and the row/column bound (warm start of the MILP
+    backends)."""
+    w = problem.blocks()
+    x = np.empty(w.shape, dtype=bool)
+    for sl in block_chunks(w.shape[0], problem.m):
+        x[sl] = greedy_mask(w[sl], problem.n, problem.exactly)
+    return problem.unblock(x), problem.row_col_bound()

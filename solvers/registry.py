@@ -274,8 +274,6 @@ def solve(
     elif res.status in ("optimal", "feasible"):
         raise RuntimeError(f"solver {spec.name!r} said {res.status!r} without a decision")
     bound = None if res.bound is None else float(res.bound)
-    if res.status == "optimal" and bound is None:
-        bound = objective
     if bound is not None and objective is not None:
         slack = problem.objective_tolerance(objective)
         if (bound < objective - slack) if problem.sense == "max" else (bound > objective + slack):
@@ -283,6 +281,8 @@ def solve(
                 f"solver {spec.name!r} reported bound {bound} on the wrong side of its own "
                 f"objective {objective} ({problem.sense}imization): a bug, please report it"
             )
+    if res.status == "optimal":
+        bound = objective  # proven: the optimum is the answer's objective
     info = dict(res.info)
     if spec.ratio is not None:
         info.setdefault("ratio", spec.ratio)
