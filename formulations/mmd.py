@@ -158,7 +158,7 @@ class MMDSelection(Formulation):
                 if not np.isfinite(bw) or bw <= 0:
                     raise ValueError(f"bandwidth must be a finite number > 0, got {bandwidth!r}")
             with np.errstate(over="ignore", under="ignore", divide="ignore"):
-                inv = 1.0 / (2.0 * bw * bw)
+                inv = np.float64(1.0) / (np.float64(2.0) * bw * bw)
             if not (np.isfinite(inv) and inv > 0):
                 raise ValueError(
                     f"bandwidth {bw:g} is out of float64's range for the RBF kernel "

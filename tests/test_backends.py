@@ -43,3 +43,25 @@ def test_the_same_instance_as_a_coverage_problem():
     for solver in ("highs", "scipy", "pyomo", "cpsat"):
         sol = pruneopt.solve(p, solver=solver)
         assert sol.status == "optimal" and sol.decision.tolist() == [0], solver
+
+
+def test_highs_optimal_means_zero_gap():
+    """HiGHS's default absolute MIP gap (1e-6) let "optimal" stand for "within 1e-6" (seen on
+    a ResNet-50 layer-budget table: bound 0.8744886568 vs a feasible 0.8744879815). With the
+    gap closed, every backend's "optimal" equals the exact DP's optimum to 1e-9."""
+    from pruneopt.formulations import LayerBudget
+
+    rng = np.random.default_rng(3)
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        L, K = 50, 12
+        costs = np.sort(rng.uniform(0.0, 1.0, (L, K)), axis=1)[:, ::-1] * 1e-3
+        errors = np.sort(rng.uniform(0.0, 1.0, (L, K)) ** 2, axis=1) * 0.02  # ~0.87 in all
+        budget = float(costs.min(1).sum() + 0.35 * (costs.max(1) - costs.min(1)).sum())
+        p = LayerBudget(costs, errors, budget)
+        dp = pruneopt.solve(p, solver="dp")
+        for name in ("highs", "scipy", "pyomo"):
+            sol = pruneopt.solve(p, solver=name)
+            assert sol.status == "optimal", (name, sol)
+            assert sol.objective == pytest.approx(dp.objective, rel=1e-9, abs=0), name
+            assert sol.bound == sol.objective
