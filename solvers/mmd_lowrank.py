@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 from pruneopt.formulations.mmd import MMDSelection
+from pruneopt.solvers.mmd_heuristics import top_k
 from pruneopt.solvers.options import SEED, Integer, OneOf
 from pruneopt.solvers.registry import Result, register
 
@@ -226,7 +227,7 @@ def lowrank_solver(problem: MMDSelection, time_limit: float | None, *, rank: int
         return float(np.sum((Phi[idx].astype(np.float64).sum(0) / k - mu) ** 2))
 
     x = relax_features(Phi, mu, k, iters=iters, deadline=deadline)
-    a, sa = swap_features(Phi, mu, k, np.sort(np.argsort(-x, kind="stable")[:k]),
+    a, sa = swap_features(Phi, mu, k, top_k(x, k),
                           rounds=rounds, deadline=deadline)
     b, sb = swap_features(Phi, mu, k, stochastic_greedy(Phi, mu, k, seed=seed,
                                                         deadline=deadline),
