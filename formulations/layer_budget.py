@@ -206,7 +206,11 @@ class LayerBudget(MILPExportable, Formulation):
         L = self.n_layers
         offsets = np.concatenate([[0], np.cumsum(self.levels)])
         n = int(offsets[-1])
-        cvec = np.concatenate(self.errors)
+        # each layer's errors relative to its smallest (exact: every layer takes one level),
+        # so that one layer's large constant does not drown the others' differences in a
+        # backend's tolerances; the constant goes to the offset
+        shift = np.array([float(e.min()) for e in self.errors])
+        cvec = np.concatenate([e - m for e, m in zip(self.errors, shift, strict=True)])
         cost = np.concatenate(self.costs)
         # the budget row in units of 1e-6 of the cost scale: MILP solvers accept rows violated
         # by their feasibility tolerance (HiGHS: 1e-6 absolute), i.e. 1e-12 of the budget here
@@ -216,7 +220,9 @@ class LayerBudget(MILPExportable, Formulation):
         vals = np.concatenate([np.ones(n), cost / scale])
         A = sp.csr_array((vals, (rows, cols)), shape=(L + 1, n))
         row_lower = np.concatenate([np.ones(L), [-np.inf]])
-        row_upper = np.concatenate([np.ones(L), [self.budget / scale]])
+        # half the check's tolerance above the budget: summation rounding in a backend never
+        # cuts off an answer that fits, and nothing it accepts fails the check
+        row_upper = np.concatenate([np.ones(L), [(self.budget + 0.5 * self.tolerance) / scale]])
         levels = self.levels
 
         def decode(x: np.ndarray) -> np.ndarray:
@@ -224,7 +230,7 @@ class LayerBudget(MILPExportable, Formulation):
                              for i in range(L)], dtype=np.int64)
 
         return MILPForm(
-            c=cvec, A=A, row_lower=row_lower, row_upper=row_upper,
+            c=cvec, A=A, row_lower=row_lower, row_upper=row_upper, offset=float(shift.sum()),
             lower=np.zeros(n), upper=np.ones(n), integrality=np.ones(n, dtype=np.int8),
             sense="min", decode=decode,
         )

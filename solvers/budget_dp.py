@@ -323,8 +323,8 @@ def pareto_search(red: Reduced, lam: float, lb: float, ub: float,
     return pos, peak
 
 
-def milp_reduced(red: Reduced, time_limit: float | None, start: np.ndarray | None = None
-                 ) -> tuple[str, np.ndarray | None, float | None]:
+def milp_reduced(red: Reduced, time_limit: float | None, start: np.ndarray | None = None,
+                 slack: float = 0.0) -> tuple[str, np.ndarray | None, float | None]:
     """Solve the table ``red`` exactly with HiGHS; (status, positions, dual bound).
 
     The budget row is divided by ``R`` and the errors by their largest magnitude, so that
@@ -338,7 +338,8 @@ def milp_reduced(red: Reduced, time_limit: float | None, start: np.ndarray | Non
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     n = int(offsets[-1])
     scale = red.R if red.R > 0 else 1.0
-    errs = np.concatenate(red.e).astype(np.float64)
+    shift = np.array([float(e.min()) for e in red.e])  # exact: one level per layer
+    errs = np.concatenate([e - m for e, m in zip(red.e, shift, strict=True)]).astype(np.float64)
     unit = float(np.abs(errs).max()) or 1.0
     rows = np.concatenate([np.repeat(np.arange(L), sizes), np.full(n, L)])
     cols = np.concatenate([np.arange(n), np.arange(n)])
@@ -349,10 +350,14 @@ def milp_reduced(red: Reduced, time_limit: float | None, start: np.ndarray | Non
         x0 = np.zeros(n)
         x0[offsets[:-1] + start] = 1.0
     out = run_highs(errs / unit, A, np.concatenate([np.ones(L), [-np.inf]]),
-                    np.concatenate([np.ones(L), [red.R / scale]]), np.zeros(n), np.ones(n),
+                    np.concatenate([np.ones(L), [(red.R + slack) / scale]]), np.zeros(n),
+                    np.ones(n),
                     integrality=np.ones(n, dtype=bool), time_limit=time_limit, threads=1,
                     start=x0)
-    bound = None if out.dual_bound is None else out.dual_bound * unit
+    # the dual bound, moved down by the LP tolerances it was computed with (see milp.py)
+    slack = 1e-9 * n * unit
+    bound = None if out.dual_bound is None else (
+        out.dual_bound * unit + float(shift.sum()) - slack)
     pos = None
     if out.x is not None:
         pos = np.array([int(np.argmax(out.x[offsets[i]: offsets[i + 1]])) for i in range(L)])
@@ -417,7 +422,7 @@ def solve_exact(problem: LayerBudget, time_limit: float | None = None, *, bucket
         return Result(best, "time_limit", lb, info)
     start = np.array([int(np.flatnonzero(i == k)[0]) if np.any(i == k) else 0
                       for i, k in zip(red2.idx, best, strict=True)])
-    status, mpos, mbound = milp_reduced(red2, left, start)
+    status, mpos, mbound = milp_reduced(red2, left, start, slack=0.5 * problem.tolerance)
     info["milp_status"] = status
     if mpos is not None:
         lv = levels_of(red2, mpos)

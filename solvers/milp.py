@@ -21,14 +21,16 @@ too (Pyomo builds its expressions in Python).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
+from pruneopt.formulations.base import is_integral
 from pruneopt.formulations.standard import MILPExportable, MILPForm, pyomo_model
-from pruneopt.solvers.highs import run_highs
+from pruneopt.solvers.highs import FEASIBILITY_TOL, run_highs
 from pruneopt.solvers.options import REL_GAP, THREADS
 from pruneopt.solvers.registry import Result, register
 from pruneopt.solvers.starts import Start, better_of, heuristic_start, tighter
@@ -91,13 +93,42 @@ def _finish(problem: MILPExportable, status: str, decision: Any, bound: float | 
     return Result(answer, status, tighter(problem, bound, start.bound), info)
 
 
-def _gap_status(problem: MILPExportable, decision: Any, bound: float | None) -> str:
-    """"optimal" when ``bound`` meets the decision's objective (data-relative), else
-    "feasible": the status the backend's proof supports."""
+#: How far a backend's dual bound may stray, per variable, in units of max |c|: HiGHS's
+#: dual feasibility tolerance (1e-10 here, 1e-7 inside SciPy and Pyomo on an objective
+#: scaled to at most 1e-6 of that) times a margin of 10.
+BOUND_SLACK = 1e-9
+
+
+def widened(form: MILPForm, bound: float | None, unit: float) -> float | None:
+    """A backend's dual bound made safe: moved away from the optimum by ``BOUND_SLACK`` per
+    variable times the objective's unit (a MIP's dual bound is only as exact as the LP
+    tolerances it was computed with)."""
+    if bound is None:
+        return None
+    slack = BOUND_SLACK * len(form.c) * unit
+    bound = bound + slack if form.sense == "max" else bound - slack
+    if _integral_objective(form):  # the optimum is an integer: so is the best bound
+        bound = math.floor(bound) if form.sense == "max" else math.ceil(bound)
+    return float(bound)
+
+
+def _integral_objective(form: MILPForm) -> bool:
+    c = np.asarray(form.c, dtype=np.float64)
+    ints = form.integrality.astype(bool)
+    return (is_integral(c[ints]) and not np.any(c[~ints])
+            and float(form.offset).is_integer())
+
+
+def _gap_status(problem: MILPExportable, form: MILPForm, decision: Any, bound: float | None,
+                unit: float) -> str:
+    """"optimal" when the backend's ``bound`` meets the decision's objective (within the
+    data-relative tolerance, or the backend's own precision, ``BOUND_SLACK`` per variable),
+    else "feasible": the status the backend's proof supports."""
     if decision is None or bound is None:
         return "feasible"
     obj = problem.objective(decision)
-    return "optimal" if abs(bound - obj) <= problem.objective_tolerance(obj) else "feasible"
+    tol = max(problem.objective_tolerance(obj), BOUND_SLACK * len(form.c) * unit)
+    return "optimal" if abs(bound - obj) <= tol else "feasible"
 
 
 @register("highs", MILPExportable, guarantee="exact", requires=("highspy",), package="highspy",
@@ -117,7 +148,8 @@ def highs_solver(problem: MILPExportable, time_limit: float | None, *, mip_rel_g
         out = run_highs(*args, time_limit=clock.left(), presolve=False, **kw)
         if out.status == "optimal" and integral(out.x, form):
             info.update(backend_status=out.raw, lp_integral=True)
-            return Result(decode(form, out.x), "optimal", out.dual_bound * unit, info,
+            return Result(decode(form, out.x), "optimal",
+                          widened(form, out.dual_bound * unit, unit), info,
                           proof="backend (integral LP vertex of a TU matrix)")
         info["lp_integral"] = False  # a fractional TU vertex cannot come out of simplex
     start = heuristic_start(problem)
@@ -134,8 +166,8 @@ def highs_solver(problem: MILPExportable, time_limit: float | None, *, mip_rel_g
     bound = None if out.dual_bound is None else out.dual_bound * unit
     status = out.status
     if status == "optimal" and mip_rel_gap > 0:
-        status = _gap_status(problem, decision, bound)  # optimal only within the gap asked
-    return _finish(problem, status, decision, bound, info, start)
+        status = _gap_status(problem, form, decision, bound, unit)  # within the gap asked
+    return _finish(problem, status, decision, widened(form, bound, unit), info, start)
 
 
 @register("scipy", MILPExportable, guarantee="exact", requires=("scipy",), package="scipy",
@@ -144,14 +176,15 @@ def scipy_solver(problem: MILPExportable, time_limit: float | None, *,
                  mip_rel_gap: float = 0.0) -> Result:
     """scipy.optimize.milp (the HiGHS copy inside SciPy).
 
-    SciPy exposes no absolute MIP gap (HiGHS's default 1e-6 applies, on the scaled
-    objective), so "optimal" is said only when the reported dual bound meets the answer.
+    SciPy exposes no absolute MIP gap (HiGHS's default 1e-6 applies), so the objective is
+    passed in units of ``1e-6 max |c|`` (that gap is then 1e-12 of the largest coefficient),
+    and "optimal" is said only when the reported dual bound meets the answer.
     """
     from scipy.optimize import Bounds, LinearConstraint, milp
 
     clock = _Clock(time_limit)
     form = problem.to_milp()
-    unit = form.objective_unit()
+    unit = form.objective_unit() * 1e-6
     sign = -1.0 if form.sense == "max" else 1.0
 
     def run(integrality):
@@ -173,7 +206,8 @@ def scipy_solver(problem: MILPExportable, time_limit: float | None, *,
         res = run(np.zeros(len(form.c), dtype=int))
         if res.status == 0 and integral(res.x, form):
             info.update(backend_status=res.message, lp_integral=True)
-            return Result(decode(form, res.x), "optimal", to_bound(res.fun), info,
+            return Result(decode(form, res.x), "optimal",
+                          widened(form, to_bound(res.fun), unit * 1e6), info,
                           proof="backend (integral LP vertex of a TU matrix)")
     start = heuristic_start(problem)
     if clock.out():
@@ -185,13 +219,14 @@ def scipy_solver(problem: MILPExportable, time_limit: float | None, *,
     decision = decode(form, x)
     if res.status == 2:
         return Result(None, "infeasible", None, info)
+    safe = widened(form, bound, unit * 1e6)
     if res.status == 0:
-        status = _gap_status(problem, decision, bound)
+        status = _gap_status(problem, form, decision, bound, unit * 1e6)
         if status == "optimal":
-            return Result(decision, "optimal", bound, info, proof="backend (bound = objective)")
-        return _finish(problem, "feasible", decision, bound, info, start)
+            return Result(decision, "optimal", safe, info, proof="backend (bound = objective)")
+        return _finish(problem, "feasible", decision, safe, info, start)
     if res.status == 1:
-        return _finish(problem, "time_limit", decision, bound, info, start)
+        return _finish(problem, "time_limit", decision, safe, info, start)
     raise RuntimeError(f"scipy.optimize.milp failed: {res.message}")
 
 
@@ -224,6 +259,9 @@ def pyomo_solver(problem: MILPExportable, time_limit: float | None, *,
     opt = pyo.SolverFactory("appsi_highs")
     opt.highs_options["mip_rel_gap"] = float(mip_rel_gap)
     opt.highs_options["mip_abs_gap"] = 0.0
+    for name in ("primal_feasibility_tolerance", "dual_feasibility_tolerance",
+                 "mip_feasibility_tolerance"):
+        opt.highs_options[name] = FEASIBILITY_TOL
     # the legacy interface sets config.time_limit / load_solution from these arguments
     res = opt.solve(model, timelimit=None if left is None else max(left, 1e-3),
                     load_solutions=False)
@@ -231,7 +269,8 @@ def pyomo_solver(problem: MILPExportable, time_limit: float | None, *,
     info["backend_status"] = str(tc)
     lb, ub = res.problem.lower_bound, res.problem.upper_bound
     bound = ub if form.sense == "max" else lb
-    bound = None if bound is None or not np.isfinite(bound) else float(bound) * unit
+    raw = None if bound is None or not np.isfinite(bound) else float(bound) * unit
+    bound = widened(form, raw, unit)
     if tc == TC.infeasible:
         return Result(None, "infeasible", None, info)
     try:
@@ -242,7 +281,8 @@ def pyomo_solver(problem: MILPExportable, time_limit: float | None, *,
         x = None
     decision = decode(form, x if x is not None and integral(x, form) else None)
     if tc == TC.optimal:
-        status = "optimal" if mip_rel_gap == 0 else _gap_status(problem, decision, bound)
+        status = "optimal" if mip_rel_gap == 0 else _gap_status(problem, form, decision, raw,
+                                                                unit)
         return _finish(problem, status, decision, bound, info, start)
     if tc in (TC.maxTimeLimit, TC.maxIterations) or decision is None:
         return _finish(problem, "time_limit", decision, bound, info, start)

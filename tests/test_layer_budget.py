@@ -92,7 +92,7 @@ def test_milp_export_and_pyomo():
     x[offs[:-1] + lv] = 1
     act = form.A @ x
     assert np.all(act >= form.row_lower - 1e-9) and np.all(act <= form.row_upper + 1e-9)
-    assert form.c @ x == pytest.approx(p.objective(lv))
+    assert form.c @ x + form.offset == pytest.approx(p.objective(lv))
     assert form.decode(x).tolist() == lv.tolist()
     m = p.to_pyomo()
     assert len(m.x) == form.shape[1]
