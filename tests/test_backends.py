@@ -65,3 +65,44 @@ def test_highs_optimal_means_zero_gap():
             assert sol.status == "optimal", (name, sol)
             assert sol.objective == pytest.approx(dp.objective, rel=1e-9, abs=0), name
             assert sol.bound == sol.objective
+
+
+def test_cpsat_cover_with_large_scaled_weights_is_right():
+    """OR-Tools 9.15's CP-SAT presolve returned OPTIMAL 2 on this set cover with
+    coefficients near 1e9, where one point covers enough (found by a randomized comparison
+    with brute force). The cover solver scales weights to 1e6 by default."""
+    from ortools.sat.python import cp_model
+
+    from pruneopt.formulations import CoverSelection
+
+    rng = np.random.default_rng(797)
+    n = int(rng.integers(3, 11))
+    f = 10 ** rng.uniform(-6, 6)
+    X = rng.normal(size=(n, 2)) * f
+    rng.random()
+    w = rng.uniform(0, 1, n) * 10.0 ** rng.uniform(-12, 12)
+    rng.random()
+    p = CoverSelection(X, cover=float(rng.uniform(0.2, 1)), radius=float(rng.uniform(0.3, 1.5)) * f,
+                       weights=w)
+    assert p.enough(p.covered_weight([3]))  # one point is enough
+    sol = pruneopt.solve(p, solver="cpsat")
+    assert sol.objective == 1.0 and sol.status == "optimal"
+    # the backend itself, with presolve on and off (documents the upstream behaviour)
+    G = [[int(j) for j in p.neighbors(i)] for i in range(n)]
+    wi = [int(v) for v in np.ceil(w * (1e9 / w.max()))]
+    need = int(np.floor(p.required * (1e9 / w.max())))
+    found = {}
+    for presolve in (True, False):
+        m = cp_model.CpModel()
+        x = [m.new_bool_var(f"x{j}") for j in range(n)]
+        y = [m.new_bool_var(f"y{j}") for j in range(n)]
+        for i in range(n):
+            m.add(sum(x[j] for j in G[i]) >= y[i])
+        m.add(sum(wi[i] * y[i] for i in range(n)) >= need)
+        m.minimize(sum(x))
+        s = cp_model.CpSolver()
+        s.parameters.num_workers = 1
+        s.parameters.cp_model_presolve = presolve
+        s.solve(m)
+        found[presolve] = s.objective_value
+    assert found[False] == 1.0  # without presolve CP-SAT is right
