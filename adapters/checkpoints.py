@@ -148,7 +148,36 @@ def state_dict_writer(sd: Mapping[str, Any], path: str | os.PathLike) -> Writer:
             raise ValueError(f"cannot write {str(path)!r} as safetensors: {msg}") from None
         return lambda f: f.write(data)
     plain = dict(sd)
-    return lambda f: torch.save(plain, f)
+
+    def write(f) -> None:
+        rec = _WriteErrors(f)
+        try:
+            torch.save(plain, rec)
+        except RuntimeError:
+            if rec.error is not None:  # torch reports a failed write as a RuntimeError
+                raise rec.error from None
+            raise
+
+    return write
+
+
+class _WriteErrors:
+    """A binary file that remembers the ``OSError`` of a failed write (disk full, file too
+    large), which ``torch.save`` would otherwise turn into an unhelpful ``RuntimeError``."""
+
+    def __init__(self, f) -> None:
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
 
 
 def save_state_dict(sd: Mapping[str, Any], path: str | os.PathLike) -> None:

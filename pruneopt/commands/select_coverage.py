@@ -22,6 +22,7 @@ from pruneopt.commands._common import (
     SOLVER_HELP,
     DeprecatedAlias,
     add_output,
+    add_progress,
     add_time_limit,
     check_time_limit,
     keep_count,
@@ -92,4 +93,5 @@ def register(kinds) -> None:
                    help=SOLVER_HELP + "; e.g. highs, cpsat, greedy, lp-round, kcenter")
     add_time_limit(p)
     add_output(p, required=True, help="output .npy of kept indices")
+    add_progress(p, "accepted as by every command (this one shows no progress bar)")
     p.set_defaults(func=run)

@@ -17,6 +17,7 @@ from pruneopt.adapters.files import OutputSet, load_npy, npy_writer
 from pruneopt.commands._common import (
     SOLVER_HELP,
     add_output,
+    add_progress,
     add_time_limit,
     check_time_limit,
     parse_keep,
@@ -66,6 +67,7 @@ def register(kinds) -> None:
     p.add_argument("--target", required=True, help="target points, .npy (m x d)")
     p.add_argument("--keep", required=True, help="number of points to keep, or a fraction")
     add_output(p, required=True, help="output .npy (kept indices)")
+    add_progress(p, "accepted as by every command (this one shows no progress bar)")
     p.add_argument("--kernel", default="rbf", choices=("rbf", "linear"))
     p.add_argument("--bandwidth", default="median", help="RBF bandwidth or 'median'")
     p.add_argument("--solver", default=None, help=SOLVER_HELP)
