@@ -22,7 +22,13 @@ import sys
 from typing import Any
 
 from pruneopt.adapters.files import OutputSet
-from pruneopt.commands._common import add_output, add_progress, add_time_limit, check_time_limit
+from pruneopt.commands._common import (
+    SOLVER_HELP,
+    add_output,
+    add_progress,
+    add_time_limit,
+    check_time_limit,
+)
 
 
 def register(sub) -> None:
@@ -31,7 +37,7 @@ def register(sub) -> None:
     p.add_argument("table", nargs="?", help="JSON table (costs/errors/budget, or an SPDY table)")
     p.add_argument("--budget", type=float, help="cost budget (overrides the table's)")
     p.add_argument("--speedup", type=float, help="speedup target (SPDY tables, --minilm)")
-    p.add_argument("--solver", default=None, help="solver name (default: the exact 'dp')")
+    p.add_argument("--solver", default=None, help=SOLVER_HELP + ": the exact 'dp'")
     add_time_limit(p)
     p.add_argument("--buckets", type=int, default=None, help="DP buckets (dp, dp_round)")
     add_output(p, required=False, old="--out", metavar="PATH",
@@ -62,19 +68,6 @@ def _json_writer(obj: dict[str, Any]):
     return lambda f: f.write(data)
 
 
-def _write(obj: dict[str, Any], outputs: OutputSet,
-           table: dict[str, Any] | None = None) -> None:
-    """Write the JSON result to ``-o`` (or print it) and the SPDY table to ``--save-table``,
-    all files together or none."""
-    with outputs:
-        if "output -o" in outputs.paths:
-            outputs.write("output -o", _json_writer(obj))
-        if "--save-table" in outputs.paths:
-            outputs.write("--save-table", _json_writer(table))
-    if "output -o" not in outputs.paths:
-        print(json.dumps(obj, indent=1))
-
-
 def _solution_json(problem, sol) -> dict[str, Any]:
     return {
         "levels": [int(v) for v in sol.decision] if sol.decision is not None else None,
@@ -88,17 +81,33 @@ def _solution_json(problem, sol) -> dict[str, Any]:
 
 
 def run(args) -> int:
+    """The handler of ``pruneopt budget``: the outputs are checked and their temporary files
+    made before any work, and written together at the end (or not at all)."""
+    check_time_limit(args.time_limit)
+    if args.save_table and not args.minilm:
+        raise ValueError("--save-table needs --minilm (it saves the measured table)")
+    outputs = _outputs(args)
+    with outputs:
+        result, table = _minilm(args) if args.minilm else (_table(args), None)
+        if "output -o" in outputs.paths:
+            outputs.write("output -o", _json_writer(result))
+        if "--save-table" in outputs.paths:
+            outputs.write("--save-table", _json_writer(table))
+    if "output -o" not in outputs.paths:
+        print(json.dumps(result, indent=1))
+    if args.minilm and not result["met"]:
+        print(f"pruneopt budget: warning: measured speedup {result['measured_speedup']:.3f}x "
+              f"is below the target {args.speedup:g}x", file=sys.stderr)
+    return 0
+
+
+def _table(args) -> dict[str, Any]:
+    """Solve the table of ``args.table``; the result as a JSON-ready dict."""
     import pruneopt
     from pruneopt.adapters import spdy
     from pruneopt.formulations import LayerBudget
 
     options = {} if args.buckets is None else {"buckets": args.buckets}
-    check_time_limit(args.time_limit)
-    if args.save_table and not args.minilm:
-        raise ValueError("--save-table needs --minilm (it saves the measured table)")
-    outputs = _outputs(args)
-    if args.minilm:
-        return _minilm(args, outputs)
     if not args.table:
         raise ValueError("give a TABLE.json (or --minilm for the full pipeline)")
     try:
@@ -135,11 +144,11 @@ def run(args) -> int:
         problem = LayerBudget(data["costs"], data["errors"], budget, names=data.get("names"))
         sol = pruneopt.solve(problem, solver=args.solver, time_limit=args.time_limit, **options)
         out = _solution_json(problem, sol)
-    _write(out, outputs)
-    return 0
+    return out
 
 
-def _minilm(args, outputs: OutputSet) -> int:
+def _minilm(args) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The whole SPDY pipeline on MiniLM: (the report, the measured table as JSON)."""
     from pruneopt.adapters import spdy
     from pruneopt.adapters.models import load_minilm, stdlib_sentences
 
@@ -166,8 +175,4 @@ def _minilm(args, outputs: OutputSet) -> int:
         rec = spdy.reconstruct(pruned, model, recon)
         rep["heldout_cosine_reconstructed"] = spdy.cosine_to(ref, spdy.embed(rec, held))
     rep["units"] = [u.name for u in table.units]
-    _write(rep, outputs, table.to_json() if args.save_table else None)
-    if not rep["met"]:
-        print(f"warning: measured speedup {rep['measured_speedup']:.3f}x is below the target "
-              f"{args.speedup:g}x", file=sys.stderr)
-    return 0
+    return rep, table.to_json()
