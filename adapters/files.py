@@ -215,32 +215,38 @@ class OutputSet:
         umask = os.umask(0)
         os.umask(umask)
         labels = list(self.paths)
-        done: list[tuple[Path, str | None]] = []  # (target, hard link to its old file or None)
+        # (target, hard link to its old file or None, whether it existed before)
+        done: list[tuple[Path, str | None, bool]] = []
         path = None
         try:
             for i, label in enumerate(labels):
                 path = self.paths[label]
                 tmp = self._tmp[label]
                 os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
+                existed = path.exists()
                 backup = None
-                if i < len(labels) - 1 and path.exists():  # the last one needs no undo
+                if existed and i < len(labels) - 1:  # the last rename needs no undo
                     backup = _link_backup(path)
                 os.replace(tmp, path)
                 del self._tmp[label]
-                done.append((path, backup))
+                done.append((path, backup, existed))
         except OSError as exc:
-            for target, backup in reversed(done):
+            kept = []
+            for target, backup, existed in reversed(done):
                 try:
-                    if backup is None:
+                    if backup is not None:
+                        os.replace(backup, target)
+                    elif not existed:
                         os.unlink(target)
                     else:
-                        os.replace(backup, target)
+                        kept.append(str(target))  # no hard links here: the old file is gone
                 except OSError:
-                    pass
+                    kept.append(str(target))
             self.discard()
+            changed = f"already replaced: {kept}" if kept else "no output was changed"
             raise ValueError(f"cannot write {str(path)!r}: {exc.strerror or exc}; "
-                             "no output was changed") from None
-        for _, backup in done:
+                             f"{changed}") from None
+        for _, backup, _ in done:
             if backup is not None:
                 try:
                     os.unlink(backup)
