@@ -30,16 +30,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = " -> ".join(repr(str(f)) for f in (exc.filename, exc.filename2) if f)
+        text = f"{exc.strerror}: {where}" if where else exc.strerror
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run ``pruneopt ARGV``; returns the exit code.
+
+    0: done. 2: bad usage or input, or a file that cannot be read or written; then nothing
+    was written and stderr holds one line, ``pruneopt COMMAND: error: ...`` (no traceback).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    name = " ".join(x for x in (args.command, getattr(args, "kind", None)) if x)
     try:
         return int(args.func(args) or 0)
-    except ValueError as exc:
-        print(f"pruneopt {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:
+        print(f"pruneopt {name}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 
 

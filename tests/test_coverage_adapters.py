@@ -134,7 +134,7 @@ def test_cli(tmp_path, capsys):
     rc = cli_main(["select", "coverage", "--features", str(tmp_path / "X.npy"), "--budget", "0",
                    "--radius", "25", "-o", str(bad)])
     assert rc == 2 and not bad.exists()
-    assert "budget must be >= 1" in capsys.readouterr().err
+    assert "keep must be >= 1" in capsys.readouterr().err
     rc = cli_main(["select", "coverage", "--features", str(tmp_path / "nope.npy"), "--budget",
                    "3", "--radius", "2", "-o", str(bad)])
     assert rc == 2 and not bad.exists()

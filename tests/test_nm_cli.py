@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from pruneopt.adapters.checkpoints import load_state_dict
 from pruneopt.adapters.files import atomic_write
 from pruneopt.adapters.nm import is_nm, nm_mask
 from pruneopt.cli import main
-from pruneopt.commands.nm import load_state_dict
 
 
 def net_state(seed: int = 0) -> dict:
@@ -83,7 +83,7 @@ def test_plain_nm_default_skips_and_reports(tmp_path):
     inp, out, rep = tmp_path / "m.pt", tmp_path / "o.pt", tmp_path / "r.json"
     save(sd, inp)
     assert main(["nm", str(inp), "-o", str(out), "--report", str(rep), "--no-progress",
-                 "--solver", "topk", "--n", "1"]) == 0
+                 "--solver", "topk", "--n", "1", "--no-transposable"]) == 0
     res = load(out)
     report = json.loads(rep.read_text())
     rows = {r["name"]: r for r in report["tensors"]}
@@ -142,7 +142,7 @@ def test_failed_run_writes_nothing(tmp_path, capsys):
     save(sd, inp)
     assert main(["nm", str(inp), "-o", str(out), "--solver", "bogus", "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "unknown solver 'bogus'" in err and "topk" in err
+    assert "unknown solver 'bogus'" in err and "enumerate" in err  # transposable default
     assert sorted(os.listdir(tmp_path)) == ["m.pt"]
 
 

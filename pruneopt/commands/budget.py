@@ -8,7 +8,11 @@ Two modes:
   error table written by ``SpdyTable.save`` / ``pruneopt budget --minilm --save-table``.
 - ``pruneopt budget --minilm --speedup S``: the whole SPDY pipeline on the real
   all-MiniLM-L6-v2 (timing and error databases on this CPU, coefficient search, apply,
-  measured end-to-end speedup), printed as JSON.
+  measured end-to-end speedup), printed as JSON; a progress bar by default (``--no-progress``).
+
+``-o/--output`` writes the JSON to a file instead (``--out`` is a deprecated alias). Every
+output path (``-o``, ``--save-table``) is checked before any work, never equal to the input
+table, and the outputs are written together at the end, whole or not at all.
 """
 
 from __future__ import annotations
@@ -17,7 +21,14 @@ import json
 import sys
 from typing import Any
 
-from pruneopt.adapters.files import atomic_write
+from pruneopt.adapters.files import OutputSet
+from pruneopt.commands._common import (
+    SOLVER_HELP,
+    add_output,
+    add_progress,
+    add_time_limit,
+    check_time_limit,
+)
 
 
 def register(sub) -> None:
@@ -26,10 +37,11 @@ def register(sub) -> None:
     p.add_argument("table", nargs="?", help="JSON table (costs/errors/budget, or an SPDY table)")
     p.add_argument("--budget", type=float, help="cost budget (overrides the table's)")
     p.add_argument("--speedup", type=float, help="speedup target (SPDY tables, --minilm)")
-    p.add_argument("--solver", default=None, help="solver name (default: the exact 'dp')")
-    p.add_argument("--time-limit", type=float, default=None, help="seconds")
+    p.add_argument("--solver", default=None, help=SOLVER_HELP + ": the exact 'dp'")
+    add_time_limit(p)
     p.add_argument("--buckets", type=int, default=None, help="DP buckets (dp, dp_round)")
-    p.add_argument("--out", help="write the JSON here instead of printing it")
+    add_output(p, required=False, old="--out", metavar="PATH",
+               help="write the JSON here instead of printing it")
     p.add_argument("--minilm", action="store_true",
                    help="run the full SPDY pipeline on all-MiniLM-L6-v2")
     p.add_argument("--calib", type=int, default=16, help="calibration sentences (--minilm)")
@@ -40,16 +52,20 @@ def register(sub) -> None:
     p.add_argument("--save-table", help="save the measured SPDY table here (--minilm)")
     p.add_argument("--reconstruct", type=int, default=0, metavar="N",
                    help="refit the shrunk matrices on N further sentences (--minilm)")
-    p.add_argument("--progress", action="store_true", help="show progress bars (--minilm)")
+    add_progress(p, "no progress bars (--minilm)")
     p.set_defaults(func=run)
 
 
-def _write(obj: dict[str, Any], out: str | None) -> None:
-    text = json.dumps(obj, indent=1)
-    if out is None:
-        print(text)
-        return
-    atomic_write(out, lambda f: f.write((text + "\n").encode()))
+def _outputs(args) -> OutputSet:
+    """The output files of this run, checked before any work (``-o``, ``--save-table``)."""
+    paths = {"output -o": args.output, "--save-table": args.save_table}
+    return OutputSet({k: v for k, v in paths.items() if v is not None},
+                     inputs={"TABLE": None if args.minilm else args.table})
+
+
+def _json_writer(obj: dict[str, Any]):
+    data = (json.dumps(obj, indent=1) + "\n").encode()
+    return lambda f: f.write(data)
 
 
 def _solution_json(problem, sol) -> dict[str, Any]:
@@ -65,13 +81,33 @@ def _solution_json(problem, sol) -> dict[str, Any]:
 
 
 def run(args) -> int:
+    """The handler of ``pruneopt budget``: the outputs are checked and their temporary files
+    made before any work, and written together at the end (or not at all)."""
+    check_time_limit(args.time_limit)
+    if args.save_table and not args.minilm:
+        raise ValueError("--save-table needs --minilm (it saves the measured table)")
+    outputs = _outputs(args)
+    with outputs:
+        result, table = _minilm(args) if args.minilm else (_table(args), None)
+        if "output -o" in outputs.paths:
+            outputs.write("output -o", _json_writer(result))
+        if "--save-table" in outputs.paths:
+            outputs.write("--save-table", _json_writer(table))
+    if "output -o" not in outputs.paths:
+        print(json.dumps(result, indent=1))
+    if args.minilm and not result["met"]:
+        print(f"pruneopt budget: warning: measured speedup {result['measured_speedup']:.3f}x "
+              f"is below the target {args.speedup:g}x", file=sys.stderr)
+    return 0
+
+
+def _table(args) -> dict[str, Any]:
+    """Solve the table of ``args.table``; the result as a JSON-ready dict."""
     import pruneopt
     from pruneopt.adapters import spdy
     from pruneopt.formulations import LayerBudget
 
     options = {} if args.buckets is None else {"buckets": args.buckets}
-    if args.minilm:
-        return _minilm(args)
     if not args.table:
         raise ValueError("give a TABLE.json (or --minilm for the full pipeline)")
     try:
@@ -108,11 +144,11 @@ def run(args) -> int:
         problem = LayerBudget(data["costs"], data["errors"], budget, names=data.get("names"))
         sol = pruneopt.solve(problem, solver=args.solver, time_limit=args.time_limit, **options)
         out = _solution_json(problem, sol)
-    _write(out, args.out)
-    return 0
+    return out
 
 
-def _minilm(args) -> int:
+def _minilm(args) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The whole SPDY pipeline on MiniLM: (the report, the measured table as JSON)."""
     from pruneopt.adapters import spdy
     from pruneopt.adapters.models import load_minilm, stdlib_sentences
 
@@ -126,13 +162,12 @@ def _minilm(args) -> int:
     sents = stdlib_sentences(args.calib + 64 + args.reconstruct)
     calib = spdy.make_batches(model, sents[: args.calib], batch_size=args.calib)
     held = spdy.make_batches(model, sents[args.calib:args.calib + 64], batch_size=64)
-    table = spdy.timing_database(model, calib, repeats=args.repeats, progress=args.progress)
-    spdy.error_database(model, table, calib, progress=args.progress)
-    if args.save_table:
-        table.save(args.save_table)
+    progress = not args.no_progress
+    table = spdy.timing_database(model, calib, repeats=args.repeats, progress=progress)
+    spdy.error_database(model, table, calib, progress=progress)
     pruned, rep = spdy.spdy_prune(model, table, args.speedup, calib, seed=args.seed,
                                   random_starts=args.random_starts, steps=args.steps,
-                                  repeats=args.repeats, progress=args.progress)
+                                  repeats=args.repeats, progress=progress)
     ref = spdy.embed(model, held)
     rep["heldout_cosine"] = spdy.cosine_to(ref, spdy.embed(pruned, held))
     if args.reconstruct:
@@ -140,8 +175,4 @@ def _minilm(args) -> int:
         rec = spdy.reconstruct(pruned, model, recon)
         rep["heldout_cosine_reconstructed"] = spdy.cosine_to(ref, spdy.embed(rec, held))
     rep["units"] = [u.name for u in table.units]
-    _write(rep, args.out)
-    if not rep["met"]:
-        print(f"warning: measured speedup {rep['measured_speedup']:.3f}x is below the target "
-              f"{args.speedup:g}x", file=sys.stderr)
-    return 0
+    return rep, table.to_json()

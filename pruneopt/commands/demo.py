@@ -21,6 +21,8 @@ import copy
 import time
 from typing import Any
 
+from pruneopt.commands._common import SOLVER_HELP, add_progress
+
 
 def _embed(model, sentences: list[str]):
     import torch
@@ -146,11 +148,11 @@ def register(sub) -> None:
     p.add_argument("--sentences", type=int, default=64,
                    help="number of real sentences for the cosine similarity (default 64)")
     p.add_argument("--solver", default=None,
-                   help="exact solver (default: the best installed exact one)")
+                   help="exact solver (" + SOLVER_HELP.split("(", 1)[1])
     p.add_argument("--approx-solver", default="greedy",
                    help="approximate solver to compare (default greedy, the 2-approximation)")
     p.add_argument("--include", default="encoder.*", metavar="GLOB",
                    help="BERT module names to mask (fnmatch; default 'encoder.*': all 36)")
     p.add_argument("--no-plain", action="store_true", help="omit the plain N:M reference row")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress(p)
     p.set_defaults(func=run)

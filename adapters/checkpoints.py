@@ -1,0 +1,294 @@
+"""Saved state_dicts (``.pt``/``.pth``/``.bin`` and ``.safetensors``): read, mask, write.
+
+- :func:`load_state_dict` -- a flat ``{name: tensor}`` from a file (``torch.load`` with
+  ``weights_only=True``, or safetensors); bad files raise ``ValueError``.
+- :func:`select_tensors` -- which tensors get N:M masks: by default every floating
+  ``*.weight`` with >= 2 dimensions whose name matches no pattern of
+  :data:`pruneopt.adapters.nm.DEFAULT_EXCLUDE` (embeddings, pooler, output heads), or the
+  tensors named by ``patterns``; the default-excluded ones come back with the reason.
+- :func:`mask_state_dict` -- a masked copy (the input is not modified) and one
+  :class:`~pruneopt.adapters.nm.LayerReport` per candidate tensor.
+- :func:`save_state_dict` / :func:`state_dict_writer` -- write a state_dict whole or not at
+  all (:mod:`pruneopt.adapters.files`), in the format chosen by the file's suffix.
+- :func:`shared_tensors` -- groups of tensors sharing memory (tied weights), which
+  ``.safetensors`` cannot store.
+
+A 4-D convolution weight [out, in, kh, kw] is masked as the matrix [out, in * kh * kw].
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pruneopt.adapters.files import Writer, atomic_write
+
+#: Suffixes read and written with ``torch.load`` / ``torch.save``.
+TORCH_SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".bin")
+#: Suffixes read and written with safetensors.
+SAFE_SUFFIXES: tuple[str, ...] = (".safetensors",)
+#: Every suffix a state_dict file may have.
+SUFFIXES: tuple[str, ...] = TORCH_SUFFIXES + SAFE_SUFFIXES
+
+
+def checkpoint_format(path: str | os.PathLike, what: str = "state_dict file") -> str:
+    """``"torch"`` or ``"safetensors"``, by the suffix of ``path`` (case-insensitive);
+    ``ValueError`` naming ``what`` for any other suffix."""
+    path = Path(path)
+    suf = path.suffix.lower()
+    if suf in TORCH_SUFFIXES:
+        return "torch"
+    if suf in SAFE_SUFFIXES:
+        return "safetensors"
+    raise ValueError(f"{what} {str(path)!r} must end in one of {', '.join(SUFFIXES)}")
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
+    """A flat ``{name: tensor}`` from a ``.pt``/``.pth``/``.bin`` file (``torch.load`` with
+    ``weights_only=True``, on the CPU) or a ``.safetensors`` file.
+
+    ``ValueError`` for a missing or unreadable file, an unknown suffix, or a file that is not
+    a non-empty flat mapping of names to tensors (a training checkpoint holding the
+    state_dict under a key is named as such).
+    """
+    import torch
+
+    path = Path(path)
+    fmt = checkpoint_format(path, "MODEL")
+    if not path.is_file():
+        raise ValueError(f"MODEL file {str(path)!r} does not exist")
+    try:
+        if fmt == "safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any reader failure is a bad input file
+        msg = " ".join(str(e).split())
+        raise ValueError(f"cannot read {str(path)!r} as a {fmt} state_dict: {msg}") from None
+    if not isinstance(sd, Mapping) or not sd:
+        raise ValueError(f"{str(path)!r} does not hold a state_dict (a non-empty mapping of "
+                         f"names to tensors); save one with torch.save(model.state_dict(), ...)")
+    bad = [k for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        hint = (f"; it looks like a checkpoint: save its {bad[0]!r} entry on its own"
+                if isinstance(sd.get(bad[0]), Mapping) else "")
+        raise ValueError(f"{str(path)!r} is not a flat state_dict: entries {bad[:3]} are not "
+                         f"name -> tensor{hint}")
+    return dict(sd)
+
+
+def shared_tensors(sd: Mapping[str, Any]) -> list[list[str]]:
+    """Groups (sorted names, two or more) of tensors of ``sd`` whose memory overlaps: tied
+    weights, or views of one another. Tensors on the meta device and empty ones never share.
+    """
+    by_storage: dict[tuple, list[tuple[int, int, str]]] = defaultdict(list)
+    for name, t in sd.items():
+        if t.device.type == "meta" or t.numel() == 0:
+            continue
+        start = t.data_ptr()
+        extent = sum((s - 1) * st for s, st in zip(t.shape, t.stride(), strict=True)) + 1
+        stop = start + extent * t.element_size()
+        by_storage[(t.device, t.untyped_storage().data_ptr())].append((start, stop, name))
+    groups: list[list[str]] = []
+    for areas in by_storage.values():
+        areas.sort()
+        current, last_stop = [areas[0][2]], areas[0][1]
+        for start, stop, name in areas[1:]:
+            if start < last_stop:
+                current.append(name)
+            else:
+                if len(current) > 1:
+                    groups.append(sorted(current))
+                current = [name]
+            last_stop = max(last_stop, stop)
+        if len(current) > 1:
+            groups.append(sorted(current))
+    return sorted(groups)
+
+
+def check_safetensors_storable(sd: Mapping[str, Any], path: str | os.PathLike,
+                               names: Iterable[str] | None = None) -> None:
+    """``ValueError`` if tensors of ``sd`` (only those in ``names``, if given) share memory:
+    ``.safetensors`` stores every tensor separately and refuses tied weights."""
+    if names is not None:
+        keep = set(names)
+        sd = {k: v for k, v in sd.items() if k in keep}
+    groups = shared_tensors(sd)
+    if groups:
+        shown = "; ".join(", ".join(g) for g in groups[:3])
+        more = f" (and {len(groups) - 3} more groups)" if len(groups) > 3 else ""
+        raise ValueError(f"tensors share memory (tied weights: {shown}{more}); "
+                         f"{str(path)!r} is .safetensors, which cannot store shared tensors: "
+                         "write a .pt output instead")
+
+
+def state_dict_writer(sd: Mapping[str, Any], path: str | os.PathLike) -> Writer:
+    """A writer (for :class:`pruneopt.adapters.files.OutputSet`) of ``sd`` in the format of
+    ``path``'s suffix. For ``.safetensors`` the file's bytes are built here, so shared
+    tensors and other refusals raise ``ValueError`` before any file is touched."""
+    import torch
+
+    if checkpoint_format(path, "output") == "safetensors":
+        from safetensors.torch import save
+
+        tensors = {k: v.contiguous() for k, v in sd.items()}
+        check_safetensors_storable(tensors, path)
+        try:
+            data = save(tensors)
+        except (RuntimeError, ValueError) as e:
+            msg = " ".join(str(e).split())
+            raise ValueError(f"cannot write {str(path)!r} as safetensors: {msg}") from None
+        return lambda f: f.write(data)
+    plain = dict(sd)
+
+    def write(f) -> None:
+        rec = _WriteErrors(f)
+        try:
+            torch.save(plain, rec)
+        except RuntimeError:
+            if rec.error is not None:  # torch reports a failed write as a RuntimeError
+                raise rec.error from None
+            raise
+
+    return write
+
+
+class _WriteErrors:
+    """A binary file that remembers the ``OSError`` of a failed write (disk full, file too
+    large), which ``torch.save`` would otherwise turn into an unhelpful ``RuntimeError``."""
+
+    def __init__(self, f) -> None:
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
+def save_state_dict(sd: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Write ``sd`` whole or not at all as ``.pt``/``.pth``/``.bin`` or ``.safetensors``
+    (chosen by the suffix); ``ValueError`` for an unknown suffix, a missing folder, or tied
+    tensors written to ``.safetensors``."""
+    atomic_write(path, state_dict_writer(sd, path))
+
+
+def _matches(name: str, patterns: Sequence[str], regex: bool) -> str | None:
+    for p in patterns:
+        if re.search(p, name) if regex else fnmatch.fnmatchcase(name, p):
+            return p
+    return None
+
+
+def select_tensors(
+    sd: Mapping[str, Any],
+    patterns: Sequence[str] | None = None,
+    *,
+    regex: bool = False,
+    exclude: Sequence[str] | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """Which tensors of ``sd`` to mask: ``(names, skipped)``, in ``sd``'s order.
+
+    Only floating tensors with >= 2 dimensions are candidates. Without ``patterns``: those
+    named ``weight`` or ``*.weight``, minus any whose name matches an ``exclude`` pattern
+    (default :data:`pruneopt.adapters.nm.DEFAULT_EXCLUDE`); ``skipped`` maps each excluded
+    name to the reason. With ``patterns`` (fnmatch, or regular expressions searched in the
+    name when ``regex=True``): exactly the candidates matching one of them, and ``exclude``
+    is not applied. ``ValueError`` for an invalid regular expression or when nothing matches.
+    """
+    from pruneopt.adapters.nm import DEFAULT_EXCLUDE
+
+    if regex:
+        for p in patterns or []:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"invalid regular expression {p!r}: {e}") from None
+    exclude = DEFAULT_EXCLUDE if exclude is None else tuple(exclude)
+    names: list[str] = []
+    skipped: dict[str, str] = {}
+    for name, t in sd.items():
+        if t.dim() < 2 or not t.is_floating_point():
+            continue
+        if patterns:
+            if _matches(name, patterns, regex):
+                names.append(name)
+            continue
+        if not (name == "weight" or name.endswith(".weight")):
+            continue
+        hit = _matches(name, exclude, False)
+        if hit:
+            skipped[name] = (f"matches the default exclusion {hit!r} (embeddings, pooler and "
+                             "heads stay dense); name it with --pattern to mask it")
+        else:
+            names.append(name)
+    if not names:
+        what = f"patterns {list(patterns)}" if patterns else "the default (*.weight, >= 2-D)"
+        excluded = f"; excluded by default: {list(skipped)[:5]}" if skipped else ""
+        raise ValueError(f"no floating tensor with >= 2 dimensions matches {what}{excluded}; "
+                         f"keys look like {list(sd)[:5]}")
+    return names, skipped
+
+
+def mask_state_dict(
+    sd: Mapping[str, Any],
+    n: int = 2,
+    m: int = 4,
+    *,
+    transposable: bool = True,
+    solver: str | None = None,
+    time_limit: float | None = None,
+    patterns: Sequence[str] | None = None,
+    regex: bool = False,
+    exclude: Sequence[str] | None = None,
+    pad: bool = False,
+    progress: bool = True,
+) -> tuple[dict[str, Any], list]:
+    """Masked copy of ``sd`` (the input is not modified) and the per-tensor report rows.
+
+    The tensors chosen by :func:`select_tensors` (``patterns``, ``regex``, ``exclude``) get
+    N:M masks, transposable by default (as :func:`pruneopt.adapters.nm.compute_nm_masks`):
+    each masked tensor is a new tensor ``w * mask`` with zeros in place; every other tensor is
+    the input's own object. ``solver`` (``None``: the registry's default) and ``time_limit``
+    (seconds, per tensor) go to :func:`pruneopt.solve`; ``pad`` pads shapes not divisible by
+    ``m`` instead of skipping them. The rows (:class:`pruneopt.adapters.nm.LayerReport`, one
+    per selected tensor, then one per default-excluded tensor, ``status="skipped"`` with the
+    reason) are in the order of ``sd``.
+    """
+    from tqdm import tqdm
+
+    from pruneopt.adapters.nm import LayerReport, nm_mask
+    from pruneopt.formulations.nm import validate_nm
+
+    n, m = validate_nm(n, m)
+    names, excluded = select_tensors(sd, patterns, regex=regex, exclude=exclude)
+    out = dict(sd)
+    rows = {}
+    for name in tqdm(names, desc=f"{n}:{m} masks", unit="tensor", disable=not progress,
+                     leave=False):
+        w = sd[name]
+        mask, rep = nm_mask(w, n, m, transposable=transposable, solver=solver,
+                            time_limit=time_limit, pad=pad, name=name)
+        rows[name] = rep
+        if mask is not None:
+            out[name] = w * mask.to(w.device)  # a new tensor: the input stays as it was
+    for name, reason in excluded.items():
+        w = sd[name]
+        rows[name] = LayerReport(name=name, shape=tuple(w.shape),
+                                 matrix_shape=(int(w.shape[0]), math.prod(w.shape[1:])),
+                                 n=n, m=m, transposable=bool(transposable), skipped=reason)
+    return out, [rows[k] for k in sd if k in rows]
