@@ -44,11 +44,14 @@ class Constraint:
 def _range_text(low: float | None, high: float | None, closed: str) -> str:
     lo_op = ">=" if closed in ("both", "left") else ">"
     hi_op = "<=" if closed in ("both", "right") else "<"
+    def fmt(v: float) -> str:
+        return str(v) if isinstance(v, int) else f"{v:g}"
+
     parts = []
     if low is not None:
-        parts.append(f"{lo_op} {low:g}")
+        parts.append(f"{lo_op} {fmt(low)}")
     if high is not None:
-        parts.append(f"{hi_op} {high:g}")
+        parts.append(f"{hi_op} {fmt(high)}")
     return " and ".join(parts)
 
 
@@ -151,7 +154,7 @@ class Check(Constraint):
 
 
 #: Options shared by many solvers, declared once (the Pyomo way: one vocabulary).
-SEED = Integer(0, 2**63 - 1)
+SEED = Integer(0, 2**32 - 1)
 THREADS = Integer(1, 1024, allow_none=True)
 WORKERS = Integer(1, 1024)
 REL_GAP = Real(0.0, 1.0)

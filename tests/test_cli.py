@@ -146,3 +146,11 @@ def test_select_mmd_solver_default_is_the_registry(tmp_path, capsys):
     assert main(["select", "mmd", "--source", str(tmp_path / "S.npy"), "--target",
                  str(tmp_path / "T.npy"), "--keep", "10", "-o", str(tmp_path / "k.npy")]) == 0
     assert f"solver = {auto_solver(mmd_problem(S, T, 10))}," in capsys.readouterr().out
+
+
+def test_solvers_lists_options(capsys):
+    from pruneopt.cli import main
+
+    assert main(["solvers", "--options"]) == 0
+    out = capsys.readouterr().out
+    assert "`scale`: a finite number > 0 or None" in out and "`seed`: an integer >= 0" in out
