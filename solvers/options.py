@@ -154,7 +154,7 @@ class Check(Constraint):
 
 
 #: Options shared by many solvers, declared once (the Pyomo way: one vocabulary).
-SEED = Integer(0, 2**32 - 1)
+SEED = Integer(0, 2**31 - 1)  # CP-SAT takes an int32 seed
 THREADS = Integer(1, 1024, allow_none=True)
 WORKERS = Integer(1, 1024)
 REL_GAP = Real(0.0, 1.0)
