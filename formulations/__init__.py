@@ -5,6 +5,11 @@ from pruneopt.formulations.coverage import CoverageSelection, CoverSelection, co
 from pruneopt.formulations.layer_budget import LayerBudget
 from pruneopt.formulations.mmd import MMDSelection
 from pruneopt.formulations.nm import NMMask, TransposableNM, mask_diversity
+from pruneopt.formulations.reconstruction import (
+    JointReconstruction,
+    MaskedReconstruction,
+    saliency,
+)
 from pruneopt.formulations.standard import MILPExportable, MILPForm
 
 __all__ = [
@@ -14,4 +19,5 @@ __all__ = [
     "NMMask",
     "TransposableNM",
     "mask_diversity",
+    "JointReconstruction", "MaskedReconstruction", "saliency",
     "Formulation", "MILPExportable", "MILPForm"]

@@ -18,7 +18,9 @@ from typing import Any
 from pruneopt.formulations import (
     CoverageSelection,
     CoverSelection,
+    JointReconstruction,
     LayerBudget,
+    MaskedReconstruction,
     MMDSelection,
     NMMask,
     TransposableNM,
@@ -35,6 +37,8 @@ PREFERENCE: dict[type, tuple[str, ...]] = {
     MMDSelection: ("gurobi", "scip", "relax-swap", "relax-round", "greedy", "swap", "lowrank"),
     CoverageSelection: _COVERAGE,
     CoverSelection: _COVERAGE,
+    MaskedReconstruction: ("normal-equations",),
+    JointReconstruction: ("sparsegpt", "mask-refit"),
 }
 
 #: The default skips a solver when ``problem.n`` is larger than this (exact MIQP/ILP solves
