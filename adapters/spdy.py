@@ -34,8 +34,10 @@ calibration sentences by the embedding loss ``1 - mean_i cos(f(x_i), f_dense(x_i
 every candidate is solved by the exact layer-budget DP and scored by the calibration loss of
 the stitched model.
 
-**Apply and measure** (:func:`spdy_prune`): the levels are applied to a copy of the model
-and the end-to-end speedup is measured against the dense model.
+**Apply, measure, correct** (:func:`spdy_prune`): the levels are applied to a copy of the
+model, the end-to-end speedup is measured, and the table target is moved down or up
+(:func:`correct_target`) until the measured speedup meets the target; of the measured
+answers, the one that meets it with the least calibration loss is returned.
 """
 
 from pruneopt.adapters.bert_surgery import (
@@ -61,6 +63,7 @@ from pruneopt.adapters.spdy_errors import error_database
 from pruneopt.adapters.spdy_search import (
     SearchResult,
     apply_levels,
+    correct_target,
     levels_for,
     spdy_prune,
     spdy_search,
@@ -76,6 +79,7 @@ __all__ = [
     "UnitSwap",
     "apply_levels",
     "bert_of",
+    "correct_target",
     "cosine_to",
     "csr_linear_timing",
     "default_levels",

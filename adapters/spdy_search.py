@@ -1,4 +1,4 @@
-"""SPDY's search and the whole method: coefficients, levels, apply, measure.
+"""SPDY's search and the whole method: coefficients, levels, apply, measure, correct.
 
 **Search** (:func:`spdy_search`): SPDY's per-unit coefficients ``c_l in [0, 1]`` rescale the
 error database, ``e'[l][k] = c_l e[l][k]``; every candidate is solved by the exact
@@ -6,15 +6,22 @@ layer-budget solver (:func:`levels_for`) and scored by the calibration loss of t
 stitched from pre-pruned units (:func:`stitched_loss`). Random starts, then a local search
 resampling a shrinking number of coefficients; seeded, with a progress bar.
 
-**Apply and measure** (:func:`spdy_prune`): the levels are applied to a copy of the model
-and the end-to-end speedup is measured; a shortfall raises the table target.
+**Speed correction** (:func:`correct_target`, used by :func:`spdy_prune`): the table is a
+model of the real time, not the real time, so the levels solved for a target ``s`` can
+measure slower *or faster* than ``s`` end to end. The table target is then moved, down as
+well as up, by safeguarded secant steps on the measured speedup (in log space, towards
+``s * (1 + tolerance / 2)``), bisecting inside the bracket of a target that missed and one
+that met; of all the measured answers, the one that meets ``s`` with the least calibration
+loss is kept.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,11 +35,17 @@ from pruneopt.adapters.spdy_timing import measure_speedup
 __all__ = [
     "SearchResult",
     "apply_levels",
+    "correct_target",
     "levels_for",
     "spdy_prune",
     "spdy_search",
     "stitched_loss",
 ]
+
+#: Largest factor by which one correction round moves the table target when the answer is
+#: not yet bracketed (timings are noisy; the old one-sided rule used the same cap).
+MAX_STEP = 1.3
+
 
 @dataclass
 class SearchResult:
@@ -146,39 +159,170 @@ def spdy_search(model: nn.Module, table: SpdyTable, speedup: float, batches: Seq
                         table.predicted_speedup(best_lv), len(scored), history)
 
 
+def _next_target(points: list[tuple[float, float]], target: float, aim: float,
+                 ceiling: float) -> float | None:
+    """The next table target from the ``(table target, measured speedup)`` points so far,
+    or None when there is nothing new to try (see :func:`correct_target`)."""
+    meets = [p for p in points if p[1] >= target]
+    misses = [p for p in points if p[1] < target]
+    if meets and misses:
+        lo, hi = max(misses), min(meets)  # largest target that missed, smallest that met
+        if lo[0] >= hi[0]:
+            return None  # not monotone: the timing noise is larger than the steps left
+        x_lo, x_hi = math.log(lo[0]), math.log(hi[0])
+        y_lo, y_hi = math.log(lo[1]), math.log(hi[1])
+        w = x_hi - x_lo
+        if w < 1e-4:
+            return None
+        # secant (regula falsi); bisection when the last step stayed on the same side, which
+        # is where regula falsi creeps (the Illinois remedy, in its simplest form)
+        same_side = (points[-1][1] >= target) == (points[-2][1] >= target)
+        if y_hi > y_lo and not same_side:
+            x = x_lo + (math.log(aim) - y_lo) * w / (y_hi - y_lo)
+            x = min(max(x, x_lo + 0.1 * w), x_hi - 0.1 * w)  # safeguard: inside the bracket
+        else:
+            x = x_lo + w / 2
+    else:
+        a, s = points[-1]
+        slope = 1.0  # measured speedup proportional to the table target
+        prev = [p for p in points[:-1] if abs(math.log(p[0] / a)) > 1e-6]
+        if prev:
+            a0, s0 = prev[-1]
+            fit = math.log(s / s0) / math.log(a / a0)
+            if fit > 0.2:
+                slope = min(fit, 5.0)
+        step = (math.log(aim) - math.log(s)) / slope
+        x = math.log(a) + max(-math.log(MAX_STEP), min(math.log(MAX_STEP), step))
+    ask = min(max(math.exp(x), 1.0), ceiling)
+    if any(abs(ask - p[0]) <= 1e-9 * ask for p in points):
+        return None
+    return ask
+
+
+def correct_target(target: float, levels_at: Callable[[float], np.ndarray],
+                   measure: Callable[[np.ndarray], dict[str, float]], *,
+                   first: np.ndarray | None = None, max_rounds: int = 5,
+                   tolerance: float = 0.02, ceiling: float = math.inf, confirm: int = 2
+                   ) -> tuple[list[dict[str, Any]], int]:
+    """Move the table target until the measured speedup meets ``target``, down or up.
+
+    ``levels_at(ask)``: the levels solved for table target ``ask``; ``measure(levels)``: a
+    dict with at least ``"speedup"`` (measured end to end) and ``"loss"`` (the error to
+    minimise). Round 0 measures ``first`` (default ``levels_at(target)``). After each round
+    the next table target is a safeguarded secant step in log space towards
+    ``target * (1 + tolerance / 2)``: from the last points while every measurement is on one
+    side of ``target`` (at most a factor :data:`MAX_STEP` a round); once there is a bracket
+    (the largest target that missed, the smallest that met), a secant step inside it, or a
+    bisection when the previous step did not change sides. Level sets already
+    measured are not measured again (they still narrow the bracket). Targets stay in
+    ``[1, ceiling]``.
+
+    Stops when a round meets ``target`` by at most ``tolerance`` (relative), after
+    ``max_rounds`` measurements, or when no new table target is left. The answer is the
+    round that meets ``target`` with the least loss (none meets: the fastest). A lighter
+    answer sits closer to the target, where timing noise alone can make it "meet", so the
+    chosen round is measured again (up to ``confirm`` extra measurements in all): its
+    ``speedup`` becomes the smaller of its measurements (all in ``speedups``), and if that
+    misses, the next best round is confirmed instead.
+
+    Returns ``(rounds, chosen)``: one dict per level set measured (``table_target``,
+    ``levels``, what ``measure`` gave, ``speedups``) and the index of the answer.
+    """
+    target = float(target)
+    if not target >= 1.0:
+        raise ValueError(f"target must be >= 1, got {target}")
+    if int(max_rounds) < 1:
+        raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
+    if not 0.0 < float(tolerance) < 1.0:
+        raise ValueError(f"tolerance must be in (0, 1), got {tolerance}")
+    if int(confirm) < 0:
+        raise ValueError(f"confirm must be >= 0, got {confirm}")
+    aim = target * (1.0 + float(tolerance) / 2)
+    rounds: list[dict[str, Any]] = []
+    seen: dict[tuple[int, ...], int] = {}
+    points: list[tuple[float, float]] = []
+    ask = min(target, ceiling)
+    lv = np.asarray(first if first is not None else levels_at(ask), dtype=np.int64)
+    for _ in range(8 * int(max_rounds)):  # level sets seen before cost a solve, not a round
+        key = tuple(int(v) for v in lv)
+        new = key not in seen
+        if new:
+            seen[key] = len(rounds)
+            meas = dict(measure(lv))
+            rounds.append({"table_target": ask, "levels": list(key), **meas,
+                           "speedups": [float(meas["speedup"])]})
+        s = float(rounds[seen[key]]["speedup"])
+        points.append((ask, s))
+        if new and (target <= s <= target * (1.0 + float(tolerance))
+                    or len(rounds) >= max_rounds):
+            break
+        nxt = _next_target(points, target, aim, ceiling)
+        if nxt is None:
+            break
+        ask = nxt
+        lv = np.asarray(levels_at(ask), dtype=np.int64)
+
+    def best() -> int:
+        met = [i for i, r in enumerate(rounds) if r["speedup"] >= target]
+        if met:
+            return min(met, key=lambda i: (rounds[i]["loss"], -rounds[i]["speedup"]))
+        return max(range(len(rounds)), key=lambda i: rounds[i]["speedup"])
+
+    for _ in range(int(confirm)):
+        r = rounds[best()]
+        if r["speedup"] < target or len(r["speedups"]) > 1:
+            break  # nothing meets, or the answer is confirmed
+        r["speedups"].append(float(measure(np.asarray(r["levels"]))["speedup"]))
+        r["speedup"] = min(r["speedups"])
+    return rounds, best()
+
+
 def spdy_prune(model: nn.Module, table: SpdyTable, speedup: float, batches: Sequence[dict], *,
                timing_batches: Sequence[dict] | None = None, random_starts: int = 16,
-               steps: int = 48, seed: int = 0, max_rounds: int = 5, repeats: int = 7,
-               threads: int | None = 1, progress: bool = True) -> tuple[nn.Module, dict]:
-    """SPDY end to end: search, apply to a copy of ``model``, measure the real speedup.
+               steps: int = 48, seed: int = 0, max_rounds: int = 5, tolerance: float = 0.02,
+               confirm: int = 2, repeats: int = 7, threads: int | None = 1,
+               progress: bool = True
+               ) -> tuple[nn.Module, dict]:
+    """SPDY end to end: search, apply to a copy of ``model``, measure, correct the target.
 
-    If the measured end-to-end speedup falls short of ``speedup`` (the table is a model of
-    the real time, not the real time), the table target is raised by the shortfall and the
-    levels re-solved with the same coefficients, up to ``max_rounds`` times. The report says
-    whether the target was met on the measured time (``"met"``). ``model`` is not modified.
+    The search's levels are applied and timed end to end against ``model`` (on
+    ``timing_batches``, default ``batches``). If the measured speedup misses ``speedup`` or
+    beats it by more than ``tolerance`` (relative), the table target is moved down or up
+    (:func:`correct_target`) and the levels re-solved with the same coefficients, up to
+    ``max_rounds`` measurements. Every measured answer is scored by its calibration loss
+    ``1 - mean cos`` on ``batches``; the one meeting ``speedup`` with the least loss is
+    returned (none meets: the fastest, with ``"met": False``), after up to ``confirm``
+    re-measurements guard it against timing noise (its speedup is the smaller of its
+    measurements).
+
+    Returns ``(pruned copy, report)``; the report holds the chosen ``levels``, ``removed``,
+    ``measured_speedup``, ``predicted_speedup`` (by the table), ``met``,
+    ``calibration_loss`` (of the chosen levels), ``search_loss``, ``coefficients``,
+    ``rounds`` (one dict per measurement) and ``chosen_round``. ``model`` is not modified.
     """
     res = spdy_search(model, table, speedup, batches, random_starts=random_starts, steps=steps,
                       seed=seed, progress=progress)
     tb = timing_batches if timing_batches is not None else batches
-    ask = float(speedup)
-    levels = res.levels
-    rounds = []
-    pruned = None
-    for _ in range(max_rounds):
+    ref = embed(model, batches)
+
+    def measure(levels: np.ndarray) -> dict[str, float]:
         pruned = apply_levels(model, table, levels).eval()
         meas = measure_speedup(model, pruned, tb, repeats=repeats, threads=threads)
-        rounds.append({"table_target": ask, "levels": [int(v) for v in levels], **meas})
-        if meas["speedup"] >= speedup:
-            break
-        # raise the table target by the shortfall (at most 30% a round: timings are noisy)
-        ask = min(ask * min(speedup / meas["speedup"] * 1.01, 1.3), table.max_speedup() * 0.999)
-        levels = levels_for(table, ask, res.coefficients)
-    last = rounds[-1]
+        loss = 1.0 - cosine_to(ref, embed(pruned, batches))
+        return {**meas, "loss": loss, "predicted_speedup": table.predicted_speedup(levels)}
+
+    rounds, chosen = correct_target(
+        speedup, lambda ask: levels_for(table, ask, res.coefficients), measure,
+        first=res.levels, max_rounds=max_rounds, tolerance=tolerance,
+        ceiling=table.max_speedup() * 0.999, confirm=confirm)
+    best = rounds[chosen]
+    pruned = apply_levels(model, table, best["levels"]).eval()
     report = {
-        "target": float(speedup), "levels": last["levels"],
-        "removed": table.removed_at(last["levels"]),
-        "measured_speedup": last["speedup"], "met": last["speedup"] >= speedup,
-        "calibration_loss": float(res.loss), "search_evaluations": res.evaluations,
-        "coefficients": res.coefficients.tolist(), "rounds": rounds,
+        "target": float(speedup), "levels": best["levels"],
+        "removed": table.removed_at(best["levels"]),
+        "measured_speedup": best["speedup"], "predicted_speedup": best["predicted_speedup"],
+        "met": best["speedup"] >= speedup, "calibration_loss": float(best["loss"]),
+        "search_loss": float(res.loss), "search_evaluations": res.evaluations,
+        "coefficients": res.coefficients.tolist(), "rounds": rounds, "chosen_round": chosen,
     }
     return pruned, report
