@@ -300,7 +300,7 @@ def select_modules(
       ``exclude`` (:data:`DEFAULT_EXCLUDE` is not applied: what you include you name).
 
     Patterns are shell-style on the full module name (``fnmatch``: ``"*.attention.*"``;
-    on a SentenceTransformer names start with ``0.auto_model.``) or, with ``regex=True``,
+    on a SentenceTransformer every name starts with ``0.``) or, with ``regex=True``,
     regular expressions searched in the name. A selection that comes out empty is a
     ``ValueError`` showing some of the model's real module names.
     """
