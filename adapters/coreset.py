@@ -6,7 +6,8 @@
   budget over the bins starting from the smallest (each bin gets at most an equal share of
   what is left), and sample uniformly inside every bin.
 - :func:`coverage_indices` / :func:`coverage_subset`: the points maximising the (importance-
-  weighted) number of examples within a radius, solved as :class:`CoverageSelection`.
+  weighted) number of examples within a radius, solved as :class:`CoverageSelection` by the
+  registry's default solver unless one is named.
 - :func:`top_indices`, :func:`random_indices`: the usual baselines.
 
 Indices are sorted int64 numpy arrays; the ``*_subset`` functions wrap them in a
@@ -22,7 +23,8 @@ from torch.utils.data import Dataset, Subset
 
 import pruneopt
 from pruneopt.formulations.base import as_array, as_int
-from pruneopt.formulations.coverage import CoverageSelection, radius_for_budget
+from pruneopt.formulations.coverage import CoverageSelection
+from pruneopt.formulations.geometry import default_radius
 
 
 def _scores(scores: Any, name: str, n: int | None = None) -> np.ndarray:
@@ -122,16 +124,19 @@ def random_indices(n: int, budget: int, *, seed: int = 0) -> np.ndarray:
 
 def coverage_indices(features: Any, budget: int, *, radius: float | None = None,
                      weights: Any = None, beta: float = 0.0, difficulty: Any = None,
-                     solver: str = "greedy", time_limit: float | None = None, fill: bool = True,
-                     seed: int = 0, **options: Any) -> np.ndarray:
+                     solver: str | None = None, time_limit: float | None = None,
+                     fill: bool = True, seed: int = 0, **options: Any) -> np.ndarray:
     """Maximum (weighted) coverage coreset of ``budget`` examples.
 
-    ``features``: (n, d) embedding of every example. ``radius``: the covering radius
-    (default :func:`radius_for_budget`). ``weights``: importance of each example (default
-    1). ``beta``/``difficulty``: hard pruning first, as in :func:`ccs_indices`.
-    ``solver``: any solver for :class:`CoverageSelection` (``pruneopt.available``).
-    ``fill``: when the solver covers everything with fewer points, top the coreset up to
-    ``budget`` with the heaviest (then seeded random) uncovered-by-choice points.
+    ``features``: (n, d) embedding of every example. ``radius``: the covering radius in the
+    units of the features (default :func:`~pruneopt.formulations.geometry.default_radius`
+    of the examples left after hard pruning). ``weights``: importance of each example
+    (default 1). ``beta``/``difficulty``: hard pruning first, as in :func:`ccs_indices`.
+    ``solver``: any solver for :class:`CoverageSelection` (``pruneopt.available``);
+    ``None``: the registry's default for the instance (:mod:`pruneopt.solvers.defaults`).
+    ``time_limit`` in seconds. ``fill``: when the solver covers everything with fewer
+    points, top the coreset up to ``budget`` with the heaviest (then seeded random) points
+    not chosen.
     """
     X = as_array(features, "features", ndim=2)
     n = X.shape[0]
@@ -144,12 +149,13 @@ def coverage_indices(features: Any, budget: int, *, radius: float | None = None,
         raise ValueError(f"budget {budget} exceeds the {len(pool)} examples left after "
                          f"hard pruning (beta={beta})")
     Xp = X[pool]
-    r = radius_for_budget(Xp, budget, seed=seed) if radius is None else radius
+    r = default_radius(Xp, budget, seed=seed) if radius is None else radius
     wp = None if w is None else w[pool]
-    problem = CoverageSelection(Xp, budget=budget, radius=r, weights=wp)
+    problem = CoverageSelection(Xp, keep=budget, radius=r, weights=wp)
     sol = pruneopt.solve(problem, solver=solver, time_limit=time_limit, **options)
     if sol.decision is None:
-        raise ValueError(f"solver {solver!r} found no selection within the time limit")
+        raise ValueError(f"solver {sol.solver!r} found no selection within the time limit "
+                         f"(status {sol.status!r}); raise time_limit or use solver='greedy'")
     sel = pool[sol.decision]
     if fill and len(sel) < budget:
         rest = np.setdiff1d(pool, sel)

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from pruneopt.formulations.base import as_int, to_numpy
+
 
 @dataclass
 class ImportanceScores:
@@ -43,6 +45,26 @@ class ImportanceScores:
         raise ValueError(f"unknown score {name!r}; use 'el2n', 'forgetting' or 'aum'")
 
 
+def _int_vector(x: Any, name: str, high: int) -> np.ndarray:
+    """``x`` (tensor, array or list) as a non-empty 1-D int64 array with values in
+    [0, high); integral floats are accepted, anything else is a ``ValueError``."""
+    a = np.asarray(to_numpy(x, name))
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one entry per example), got shape {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"{name} is empty: an update needs at least one example")
+    integral = np.issubdtype(a.dtype, np.integer) or (
+        np.issubdtype(a.dtype, np.floating) and bool(np.isfinite(a).all())
+        and bool((a == np.round(a)).all()))
+    if a.dtype == bool or not integral:
+        raise ValueError(f"{name} must be integers, got {a.dtype} values such as {a[:3]}")
+    a = a.astype(np.int64)
+    if a.min() < 0 or a.max() >= high:
+        raise ValueError(f"{name} must lie in [0, {high - 1}], got values from {a.min()} to "
+                         f"{a.max()}")
+    return a
+
+
 class ImportanceRecorder:
     """Collects EL2N, forgetting events and AUM from training logits.
 
@@ -51,11 +73,10 @@ class ImportanceRecorder:
     """
 
     def __init__(self, num_examples: int, num_classes: int, *, el2n_epochs: int | None = None):
-        if num_examples < 1 or num_classes < 2:
-            raise ValueError("need num_examples >= 1 and num_classes >= 2")
-        self.n = int(num_examples)
-        self.c = int(num_classes)
-        self.el2n_epochs = el2n_epochs
+        self.n = as_int(num_examples, "num_examples", low=1)
+        self.c = as_int(num_classes, "num_classes", low=2)
+        self.el2n_epochs = None if el2n_epochs is None else as_int(el2n_epochs, "el2n_epochs",
+                                                                     low=1)
         self.epoch = 0
         self._el2n_sum = np.zeros(self.n)
         self._el2n_cnt = np.zeros(self.n)
@@ -68,14 +89,25 @@ class ImportanceRecorder:
         self._forget = np.zeros(self.n, dtype=np.int64)
 
     @torch.no_grad()
-    def update(self, indices: Any, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        idx = torch.as_tensor(indices).cpu().numpy().astype(np.int64)
-        if logits.ndim != 2 or logits.shape[1] != self.c:
-            raise ValueError(f"logits must be (batch, {self.c}), got {tuple(logits.shape)}")
-        if idx.min() < 0 or idx.max() >= self.n:
-            raise ValueError(f"indices must be in [0, {self.n - 1}]")
-        z = logits.detach().float().cpu()
-        y = torch.as_tensor(targets).cpu().long()
+    def update(self, indices: Any, logits: torch.Tensor, targets: Any) -> None:
+        """Record one training batch: ``indices`` (dataset index of each example, in
+        [0, num_examples)), ``logits`` (batch, num_classes) before softmax, and ``targets``
+        (labels in [0, num_classes)). Empty batches, mismatched lengths, labels or indices
+        out of range, non-integer labels and NaN/inf logits are a ``ValueError`` (nothing is
+        recorded)."""
+        idx = _int_vector(indices, "indices", self.n)
+        y = torch.from_numpy(_int_vector(targets, "targets", self.c))
+        z = torch.as_tensor(to_numpy(logits, "logits")).float()
+        if z.ndim != 2 or z.shape[1] != self.c:
+            raise ValueError(f"logits must be (batch, {self.c}), got {tuple(z.shape)}")
+        if not (len(idx) == len(y) == z.shape[0]):
+            raise ValueError(f"indices, logits and targets must have one entry per example; "
+                             f"got {len(idx)} indices, {z.shape[0]} logit rows, {len(y)} "
+                             f"targets")
+        if not torch.isfinite(z).all():
+            bad = torch.nonzero(~torch.isfinite(z).all(dim=1)).flatten()[:5].tolist()
+            raise ValueError(f"logits have NaN or inf entries (batch rows {bad}); the "
+                             f"training has diverged or the model output is wrong")
         p = torch.softmax(z, dim=1)
         onehot = torch.nn.functional.one_hot(y, self.c).float()
         if self.el2n_epochs is None or self.epoch < self.el2n_epochs:

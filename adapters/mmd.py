@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from pruneopt.formulations.base import as_int
+from pruneopt.formulations.geometry import as_indices
 from pruneopt.formulations.mmd import MMDSelection
 from pruneopt.solvers import Solution, get_solver, solve
 
@@ -131,20 +133,21 @@ def auto_solver(problem: MMDSelection) -> str:
 
 
 def keep_mask(n: int, decision: Any) -> torch.Tensor:
-    """Boolean tensor of length ``n``, True at the kept indices."""
-    idx = np.asarray(decision, dtype=np.int64).reshape(-1)
-    if idx.size and (idx.min() < 0 or idx.max() >= n):
-        raise ValueError(f"kept indices must lie in [0, {n})")
-    mask = torch.zeros(int(n), dtype=torch.bool)
-    mask[torch.as_tensor(idx)] = True
+    """Boolean tensor of length ``n``, True at the kept indices.
+
+    ``decision``: kept indices (integers; integral floats such as 2.0 are accepted) or a
+    boolean mask of length ``n``. Fractional, repeated or out-of-range indices are a
+    ``ValueError``, never rounded."""
+    n = as_int(n, "n", low=0)
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[torch.as_tensor(as_indices(decision, n, "kept indices"))] = True
     return mask
 
 
 def subset(dataset: Any, decision: Any) -> torch.utils.data.Subset:
-    """``torch.utils.data.Subset`` of the kept examples (the dataset itself is not copied)."""
-    idx = np.asarray(decision, dtype=np.int64).reshape(-1)
-    if idx.size and (idx.min() < 0 or idx.max() >= len(dataset)):
-        raise ValueError(f"kept indices must lie in [0, {len(dataset)})")
+    """``torch.utils.data.Subset`` of the kept examples, in index order (the dataset itself
+    is not copied). ``decision`` as in :func:`keep_mask`."""
+    idx = as_indices(decision, len(dataset), "kept indices")
     return torch.utils.data.Subset(dataset, idx.tolist())
 
 

@@ -17,13 +17,20 @@ The functions and what they touch:
 - :func:`compute_nm_masks` -- a model -> :class:`NMMaskPlan` (masks by module name and the
   per-layer report). **Does not modify the model.**
 - :func:`apply_nm_masks` -- puts masks on the model with
-  ``torch.nn.utils.prune.custom_from_mask`` (the state_dict then carries ``weight_orig`` and
-  ``weight_mask``), then checks them with :func:`verify_nm`. Modifies the model
-  (``inplace=False``: a deep copy is masked instead).
+  ``torch.nn.utils.prune.custom_from_mask`` (the state_dict then carries ``weight_orig``,
+  ``weight_mask`` and the masked ``weight``, so it loads into a model with or without masks),
+  then checks them with :func:`verify_nm`. Modifies the model (``inplace=False``: a deep copy
+  is masked instead).
 - :func:`prune_nm` -- compute + apply in one call (``inplace=True`` by default).
 - :func:`make_permanent` -- ``prune.remove`` on every masked module: zeros become permanent.
-- :func:`verify_nm` -- checks that every masked weight ``W`` (and ``W^T`` for transposable
-  masks) is N:M; raises ``ValueError`` listing the offenders.
+- :func:`verify_nm` -- checks that the weights ``W`` (and ``W^T`` for transposable masks) of
+  the selected layers are N:M (a mask if present, else the weight's zeros); raises
+  ``ValueError`` listing the offenders.
+
+Layer selection (:func:`select_modules`): by default every ``nn.Linear``/``nn.Conv2d``
+except :data:`DEFAULT_EXCLUDE` (embeddings, pooler, heads); ``include`` patterns replace the
+default, ``exclude`` patterns remove from it; a selection that comes out empty is a
+``ValueError`` that shows real module names.
 
 Layers whose matrix shape is not divisible by ``m`` (both dimensions for transposable masks,
 the input dimension otherwise) are skipped with a report line saying why, or, with
@@ -263,6 +270,18 @@ def _as_patterns(p: str | Iterable[str] | None) -> list[str] | None:
     return list(p)
 
 
+def _some(names: Sequence[str], k: int = 6) -> str:
+    """Up to ``k`` of ``names``, spread over the list, for error messages."""
+    if len(names) <= k:
+        return ", ".join(names)
+    pick = np.unique(np.linspace(0, len(names) - 1, k).round().astype(int))
+    return ", ".join(names[i] for i in pick) + f" (of {len(names)})"
+
+
+def _type_names(types: Sequence[type[nn.Module]]) -> str:
+    return "/".join(t.__name__ for t in types)
+
+
 def select_modules(
     model: nn.Module,
     *,
@@ -271,10 +290,20 @@ def select_modules(
     types: Sequence[type[nn.Module]] = DEFAULT_TYPES,
     regex: bool = False,
 ) -> list[tuple[str, nn.Module]]:
-    """``(name, module)`` of every module of one of ``types`` with a weight of >= 2
-    dimensions whose name matches an ``include`` pattern (default: all) and no ``exclude``
-    pattern. Patterns are shell-style (``fnmatch``: ``"encoder.*.attention.*"``) or, with
-    ``regex=True``, regular expressions searched in the name."""
+    """``(name, module)`` of the layers to mask, in module order.
+
+    Candidates are the modules of one of ``types`` with a weight of >= 2 dimensions.
+
+    - ``include=None`` (the default selection): every candidate except those matching
+      :data:`DEFAULT_EXCLUDE` (embeddings, pooler, output heads) or an ``exclude`` pattern.
+    - ``include`` given: the candidates matching one of its patterns, except those matching
+      ``exclude`` (:data:`DEFAULT_EXCLUDE` is not applied: what you include you name).
+
+    Patterns are shell-style on the full module name (``fnmatch``: ``"*.attention.*"``;
+    on a SentenceTransformer every name starts with ``0.``) or, with ``regex=True``,
+    regular expressions searched in the name. A selection that comes out empty is a
+    ``ValueError`` showing some of the model's real module names.
+    """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     types = tuple(types)
@@ -288,16 +317,43 @@ def select_modules(
                 re.compile(p)
             except re.error as e:
                 raise ValueError(f"invalid regular expression {p!r}: {e}") from None
-    out = []
+    candidates = []
     for name, mod in model.named_modules():
-        if not isinstance(mod, types):
-            continue
         w = getattr(mod, "weight", None)
-        if not isinstance(w, torch.Tensor) or w.dim() < 2:
-            continue
-        if _matches(name, inc, regex) and not (exc and _matches(name, exc, regex)):
-            out.append((name, mod))
-    return out
+        if isinstance(mod, types) and isinstance(w, torch.Tensor) and w.dim() >= 2:
+            candidates.append((name, mod))
+    names = [n for n, _ in candidates]
+    kind = _type_names(types)
+    if not candidates:
+        raise ValueError(f"the model has no {kind} module with a weight of >= 2 dimensions; "
+                         f"pass types=(...) with the layer classes to mask")
+    if inc is None:
+        chosen = [(n, m) for n, m in candidates
+                  if not any(fnmatch.fnmatchcase(n, p) for p in DEFAULT_EXCLUDE)]
+        if not chosen:
+            raise ValueError(f"every {kind} module matches DEFAULT_EXCLUDE {DEFAULT_EXCLUDE} "
+                             f"(embeddings, pooler, heads): {_some(names)}; name the layers "
+                             f"to mask with include=")
+    else:
+        chosen = [(n, m) for n, m in candidates if _matches(n, inc, regex)]
+        if not chosen:
+            how = "regular expressions searched in" if regex else "fnmatch patterns on"
+            hint = ""
+            if not regex:
+                wider = [f"*{p}" for p in inc if not p.startswith("*")
+                         and any(fnmatch.fnmatchcase(n, f"*{p}") for n in names)]
+                if wider:
+                    hint = f"; did you mean include={wider if len(wider) > 1 else wider[0]!r}?"
+            raise ValueError(f"include={include!r} matches none of the {len(names)} {kind} "
+                             f"modules (patterns are {how} the full name); their names are "
+                             f"like: {_some(names)}{hint}")
+    if exc:
+        kept = [(n, m) for n, m in chosen if not _matches(n, exc, regex)]
+        if not kept:
+            raise ValueError(f"exclude={exclude!r} removes all {len(chosen)} selected {kind} "
+                             f"modules ({_some([n for n, _ in chosen])}); nothing left to mask")
+        chosen = kept
+    return chosen
 
 
 def compute_nm_masks(
@@ -328,7 +384,9 @@ def compute_nm_masks(
     exactly : exactly ``n`` per group/row/column instead of at most ``n``.
     solver, time_limit, options : passed to :func:`pruneopt.solve` for every layer
         (``solver=None``: the default exact solver; ``time_limit`` in seconds, per layer).
-    include, exclude, types, regex : which layers (see :func:`select_modules`).
+    include, exclude, types, regex : which layers (see :func:`select_modules`; default:
+        every Linear/Conv2d except :data:`DEFAULT_EXCLUDE`). Matching nothing is a
+        ``ValueError`` listing real module names.
     pad : pad layers whose shape is not divisible by ``m`` instead of skipping them.
     scores : importance of each weight: a mapping ``name -> tensor`` or a callable
         ``(name, module) -> tensor`` (weight-shaped); default ``|weight|``.
@@ -365,6 +423,38 @@ def compute_nm_masks(
     return NMMaskPlan(masks=masks, report=report, n=n, m=m, transposable=bool(transposable))
 
 
+def _save_masked_weight(module: nn.Module, state_dict: dict, prefix: str,
+                        _local_metadata: Any) -> None:
+    """State-dict post-hook of a masked module: also save ``weight`` = ``weight_orig *
+    weight_mask``, so that a model without masks loading the state dict gets the masked
+    weights (a no-op once :func:`make_permanent` has removed the mask)."""
+    orig = getattr(module, "weight_orig", None)
+    mask = getattr(module, "weight_mask", None)
+    if isinstance(orig, torch.Tensor) and isinstance(mask, torch.Tensor):
+        state_dict[prefix + "weight"] = (orig * mask).detach()
+
+
+def _skip_masked_weight(module: nn.Module, state_dict: dict, prefix: str,
+                        *_args: Any) -> None:
+    """Load-state-dict pre-hook of a masked module: given ``weight_orig`` too, the extra
+    ``weight`` written by :func:`_save_masked_weight` is ignored (``strict=True`` works)."""
+    if hasattr(module, "weight_orig") and prefix + "weight_orig" in state_dict:
+        state_dict.pop(prefix + "weight", None)
+
+
+_HOOKED = "_pruneopt_nm_state_dict_hooks"
+
+
+def _hook_state_dict(module: nn.Module) -> None:
+    """Register the two state-dict hooks on ``module`` once (they are no-ops on a module
+    that carries no mask, so they survive :func:`make_permanent`, deep copies and pickling
+    harmlessly)."""
+    if not getattr(module, _HOOKED, False):
+        module.register_state_dict_post_hook(_save_masked_weight)
+        module.register_load_state_dict_pre_hook(_skip_masked_weight)
+        setattr(module, _HOOKED, True)
+
+
 def apply_nm_masks(
     model: nn.Module,
     masks: NMMaskPlan | Mapping[str, torch.Tensor],
@@ -373,10 +463,17 @@ def apply_nm_masks(
 ) -> nn.Module:
     """Put ``masks`` (name -> boolean weight-shaped tensor) on the model's modules with
     ``torch.nn.utils.prune.custom_from_mask``: ``weight`` becomes ``weight_orig * weight_mask``
-    (both in the state_dict) until :func:`make_permanent`. Given an :class:`NMMaskPlan`, the
-    applied masks are then checked with :func:`verify_nm` (``W`` and, for transposable plans,
-    ``W^T`` are N:M). **Modifies ``model``** unless
-    ``inplace=False``, which masks and returns a deep copy. Returns the masked model."""
+    until :func:`make_permanent`. Given an :class:`NMMaskPlan`, the applied masks are then
+    checked with :func:`verify_nm` (``W`` and, for transposable plans, ``W^T`` are N:M).
+    **Modifies ``model``** unless ``inplace=False``, which masks and returns a deep copy.
+    Returns the masked model.
+
+    The state_dict of a masked module holds ``weight_orig``, ``weight_mask`` **and**
+    ``weight`` (the masked weight, added by a state-dict hook): loaded into a model without
+    masks (``strict=False``: ``weight_orig``/``weight_mask`` are unexpected there) it gives
+    the masked weights, and loaded into a model masked the same way (``strict=True``) the
+    extra ``weight`` is ignored. After :func:`make_permanent` the state_dict has ``weight``
+    only."""
     plan = masks if isinstance(masks, NMMaskPlan) else None
     if plan is not None:
         masks = plan.masks
@@ -399,7 +496,8 @@ def apply_nm_masks(
     for name, mask in masks.items():
         mod = modules[name]
         prune.custom_from_mask(mod, "weight", mask.to(device=mod.weight.device, dtype=torch.bool))
-    if plan is not None:  # the applied masks (combined with earlier ones) must be N:M
+        _hook_state_dict(mod)
+    if plan is not None and masks:  # the applied masks (combined with earlier ones) are N:M
         verify_nm(model, plan.n, plan.m, transposable=plan.transposable, names=list(masks))
     return model
 
@@ -461,14 +559,31 @@ def verify_nm(
     *,
     transposable: bool = True,
     names: Iterable[str] | None = None,
+    include: str | Iterable[str] | None = None,
+    exclude: str | Iterable[str] | None = None,
+    types: Sequence[type[nn.Module]] = DEFAULT_TYPES,
+    regex: bool = False,
 ) -> list[str]:
-    """Check every masked module (``weight_mask`` from :func:`apply_nm_masks`), or the
-    modules in ``names`` (their nonzero weights, e.g. after :func:`make_permanent`): ``W``
-    must be N:M and, if ``transposable``, ``W^T`` too. Returns the names checked; raises
-    ``ValueError`` listing every violation. Does not modify the model."""
-    modules = dict(model.named_modules())
+    """Check that the weights of a model are N:M: ``W`` and, if ``transposable``, ``W^T``.
+
+    Which modules: ``names`` if given, else :func:`select_modules` with ``include``,
+    ``exclude``, ``types``, ``regex`` (default: every Linear/Conv2d except
+    :data:`DEFAULT_EXCLUDE`, the layers :func:`prune_nm` masks by default). What is checked
+    is the weight itself: the module's ``weight_mask`` when it carries one (masked by
+    :func:`apply_nm_masks`), else the nonzero pattern of its ``weight`` (after
+    :func:`make_permanent`, or in a model that loaded a pruned state_dict). A dense layer
+    fails. Returns the names checked; raises ``ValueError`` listing every violation, or when
+    no module matches. Does not modify the model."""
+    n, m = validate_nm(n, m)
+    modules = dict(model.named_modules()) if isinstance(model, nn.Module) else None
+    if modules is None:
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if names is None:
-        names = [k for k, mod in modules.items() if hasattr(mod, "weight_mask")]
+        names = [k for k, _ in select_modules(model, include=include, exclude=exclude,
+                                              types=types, regex=regex)]
+    names = list(names)
+    if not names:
+        raise ValueError("no module to verify: names is empty")
     bad, checked = [], []
     for name in names:
         mod = modules.get(name)
@@ -476,13 +591,20 @@ def verify_nm(
             raise ValueError(f"no module named {name!r} in the model")
         mask = getattr(mod, "weight_mask", None)
         if mask is None:
-            mask = mod.weight.detach() != 0
+            w = getattr(mod, "weight", None)
+            if not isinstance(w, torch.Tensor):
+                raise ValueError(f"module {name!r} has no weight to verify")
+            mask = w.detach() != 0
         a = as_matrix(mask) != 0
+        note = f" (density {a.mean():.2f})"
         if not (_group_counts(a, m) <= n).all():
-            bad.append(f"{name}: W is not {n}:{m}")
+            bad.append(f"{name}: W is not {n}:{m}{note}")
         if transposable and not (_group_counts(a.T, m) <= n).all():
-            bad.append(f"{name}: W^T is not {n}:{m}")
+            bad.append(f"{name}: W^T is not {n}:{m}{note}")
         checked.append(name)
     if bad:
-        raise ValueError("N:M verification failed: " + "; ".join(bad))
+        more = f"; and {len(bad) - 8} more" if len(bad) > 8 else ""
+        raise ValueError(f"N:M verification failed: {'; '.join(bad[:8])}{more} (to check only "
+                         f"the layers that were masked, pass names=list(plan.masks) or "
+                         f"include=/exclude=)")
     return checked

@@ -161,3 +161,26 @@ def test_notebook_runs(tmp_path):
     assert not [o for o in outs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outs)
     assert "optimal" in text and "CCS examples" in text
+
+
+def test_coverage_uses_the_registry_default_and_the_new_names(monkeypatch):
+    import warnings
+
+    import pruneopt
+    from pruneopt.formulations import CoverageSelection
+    from pruneopt.formulations.geometry import default_radius
+    from pruneopt.solvers import defaults, get_solver
+
+    X = load_digits().data[:300]
+    problem = CoverageSelection(X, keep=30, radius=default_radius(X, 30))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no deprecated names (budget=, radius_for_budget)
+        idx = coverage_indices(X, 30)
+    ref = pruneopt.solve(problem)  # solver=None: the registry's rule
+    assert ref.solver == get_solver(problem, None).name and ref.status == "optimal"
+    assert np.array_equal(idx, ref.decision)
+    greedy = pruneopt.solve(problem, solver="greedy")
+    assert problem.objective(idx) >= greedy.objective
+    # the rule is the registry's alone: change it there and the adapter follows
+    monkeypatch.setitem(defaults.PREFERENCE, CoverageSelection, ("greedy",))
+    assert np.array_equal(coverage_indices(X, 30), greedy.decision)

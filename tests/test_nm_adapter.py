@@ -130,7 +130,9 @@ def test_apply_state_dict_and_permanent_zeros():
     assert "4.weight" in keys and "4.weight_mask" not in keys
     assert torch.equal(net.state_dict()["2.weight_orig"], orig["2.weight"])
     assert torch.equal(net.state_dict()["2.weight_mask"].bool(), plan.masks["2"])
-    assert verify_nm(net, 2, 4) == ["0", "2"]
+    assert verify_nm(net, 2, 4, names=plan.masks) == ["0", "2"]
+    with pytest.raises(ValueError, match=r"4: W is not 2:4 \(density 1.00\)"):
+        verify_nm(net, 2, 4)  # the default selection includes the skipped, dense layer 4
     # the masked forward is the forward with W * mask
     ref = small_net(5)
     with torch.no_grad():
@@ -155,7 +157,7 @@ def test_prune_nm_inplace_false_returns_a_masked_copy():
     assert not any(prune.is_pruned(mod) for mod in net.modules())
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k])
-    assert verify_nm(masked, 2, 4) == sorted(plan.masks)
+    assert verify_nm(masked, 2, 4, names=plan.masks) == sorted(plan.masks)
 
 
 def test_pad_gives_feasible_optimal_masks():
@@ -184,9 +186,9 @@ def test_verify_catches_a_violation():
     plain[:, 1::4] = True
     net2 = small_net(8)
     prune.custom_from_mask(net2[2], "weight", plain)
-    assert verify_nm(net2, 2, 4, transposable=False) == ["2"]
+    assert verify_nm(net2, 2, 4, transposable=False, names=["2"]) == ["2"]
     with pytest.raises(ValueError, match=r"W\^T is not 2:4"):
-        verify_nm(net2, 2, 4)
+        verify_nm(net2, 2, 4, names=["2"])
 
 
 def test_selection_by_pattern_type_and_regex():

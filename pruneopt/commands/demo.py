@@ -1,7 +1,9 @@
 """``pruneopt demo``: transposable 2:4 masks on the real pretrained all-MiniLM-L6-v2.
 
 Loads the sentence encoder (extra ``pruneopt[minilm]``, offline), masks every ``nn.Linear``
-of its BERT encoder (``encoder.*``: 6 layers x 6 matrices) with a transposable N:M mask
+of its BERT encoder (the default layer selection of :func:`pruneopt.adapters.nm.select_modules`:
+6 layers x 6 matrices; the pooler, unused by sentence-transformers, and the embeddings stay
+dense) with a transposable N:M mask
 (each m x m block keeps at most n per row and per column, so W and W^T are both N:M), once
 with the exact default solver and once with the 2-approximation (``greedy``), and prints:
 
@@ -33,6 +35,18 @@ def _embed(model, sentences: list[str]):
     return torch.nn.functional.normalize(e.float(), dim=-1)
 
 
+def demo_layers(bert, include: str | None = None) -> list[str]:
+    """Names of the Linear layers of ``bert`` (a ``BertModel``) that the demo masks: those
+    matching ``include`` (fnmatch), or by default the layer selection of
+    :func:`pruneopt.adapters.nm.select_modules` (every Linear but the embeddings, the pooler
+    and heads: the 36 encoder matrices of MiniLM). ``ValueError`` when nothing matches."""
+    from torch import nn
+
+    from pruneopt.adapters.nm import select_modules
+
+    return [name for name, _ in select_modules(bert, include=include, types=(nn.Linear,))]
+
+
 def run_demo(
     n: int = 2,
     m: int = 4,
@@ -41,12 +55,13 @@ def run_demo(
     exact_solver: str | None = None,
     approx_solver: str = "greedy",
     plain: bool = True,
-    include: str = "encoder.*",
+    include: str | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """The rows of the demo table (one dict per method); the model on disk is not touched.
 
-    ``include`` (fnmatch pattern on the BERT module names) chooses the Linear layers masked.
+    ``include`` (fnmatch pattern on the BERT module names, e.g. ``"encoder.layer.0.*"``)
+    chooses the Linear layers masked; default: the 36 Linear layers of the encoder.
     """
     from torch import nn
     from tqdm import tqdm
@@ -68,6 +83,7 @@ def run_demo(
     model = load_minilm()
     texts = stdlib_sentences(sentences)
     bert = model[0].auto_model
+    layers = demo_layers(bert, include)
     dense = _embed(model, texts)
 
     methods = [("transposable", exact_solver, True), ("transposable", approx_solver, True)]
@@ -78,13 +94,13 @@ def run_demo(
     for kind, solver, transposable in bar:
         bar.set_postfix_str(f"{kind} {solver or 'default'}")
         plan = compute_nm_masks(bert, n, m, transposable=transposable, solver=solver,
-                                include=include, types=(nn.Linear,), progress=progress)
+                                include=layers, types=(nn.Linear,), progress=progress)
         if not plan.masks:
-            raise ValueError(f"no Linear layer of MiniLM matching {include!r} fits {n}:{m}; "
-                             f"use a pattern like 'encoder.*' and an m dividing 384")
+            raise ValueError(f"no selected Linear layer of MiniLM fits {n}:{m}; use an m "
+                             f"dividing 384")
         masked = copy.deepcopy(model)
         apply_nm_masks(masked[0].auto_model, plan)
-        verify_nm(masked[0].auto_model, n, m, transposable=transposable)
+        verify_nm(masked[0].auto_model, n, m, transposable=transposable, names=plan.masks)
         t0 = time.perf_counter()
         emb = _embed(masked, texts)
         enc_s = time.perf_counter() - t0
@@ -151,8 +167,9 @@ def register(sub) -> None:
                    help="exact solver (" + SOLVER_HELP.split("(", 1)[1])
     p.add_argument("--approx-solver", default="greedy",
                    help="approximate solver to compare (default greedy, the 2-approximation)")
-    p.add_argument("--include", default="encoder.*", metavar="GLOB",
-                   help="BERT module names to mask (fnmatch; default 'encoder.*': all 36)")
+    p.add_argument("--include", default=None, metavar="GLOB",
+                   help="BERT module names to mask (fnmatch, e.g. 'encoder.layer.0.*'; "
+                        "default: the 36 encoder Linear layers, the unused pooler left dense)")
     p.add_argument("--no-plain", action="store_true", help="omit the plain N:M reference row")
     add_progress(p)
     p.set_defaults(func=run)

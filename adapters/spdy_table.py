@@ -1,0 +1,146 @@
+"""The SPDY table: per-unit levels, measured times and errors, and the layer-budget problem.
+
+A :class:`SpdyTable` is pure data (numpy arrays and floats, JSON on disk); it is filled by
+:func:`pruneopt.adapters.spdy_timing.timing_database` (times) and
+:func:`pruneopt.adapters.spdy_errors.error_database` (errors). A speedup target ``s``
+becomes the unit-time budget ``sum_l times[l][k_l] <= dense_time / s - base_time`` of a
+:class:`~pruneopt.formulations.LayerBudget`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pruneopt.adapters.bert_surgery import Unit
+from pruneopt.adapters.files import atomic_write
+from pruneopt.formulations.layer_budget import LayerBudget
+
+__all__ = ["SpdyTable"]
+
+
+@dataclass
+class SpdyTable:
+    """Timing and error database of a model's units.
+
+    ``removed[l][k]``: heads/neurons removed by unit ``l`` at level ``k`` (level 0 = dense);
+    ``times[l][k]``: its measured forward seconds (median) on the calibration batches;
+    ``errors[l][k]``: the calibration loss with only that unit pruned (None until the error
+    database is run); ``dense_time``: end-to-end seconds of the dense model; ``base_time``:
+    ``dense_time`` minus the dense unit times (embeddings, pooling, overheads).
+    """
+
+    units: list[Unit]
+    removed: list[np.ndarray]
+    times: list[np.ndarray]
+    errors: list[np.ndarray] | None = None
+    dense_time: float = 0.0
+    base_time: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def budget(self, speedup: float) -> float:
+        """Unit-time budget in seconds for a speedup target: ``dense_time / speedup -
+        base_time``."""
+        speedup = float(speedup)
+        if not speedup >= 1.0:
+            raise ValueError(f"speedup must be >= 1, got {speedup}")
+        return self.dense_time / speedup - self.base_time
+
+    def max_speedup(self) -> float:
+        """The largest speedup the table allows (every unit at its fastest level)."""
+        least = self.base_time + sum(float(t.min()) for t in self.times)
+        return self.dense_time / least if least > 0 else float("inf")
+
+    def check_levels(self, levels: Sequence[int]) -> np.ndarray:
+        """``levels`` (one level index per unit) as an int64 array, or ``ValueError``."""
+        lv = np.asarray(levels)
+        if lv.shape != (len(self.units),):
+            raise ValueError(f"levels must have one entry per unit ({len(self.units)}), got "
+                             f"shape {lv.shape}")
+        if lv.size and not np.issubdtype(lv.dtype, np.integer):
+            if not (np.isfinite(lv.astype(float)).all() and (lv == np.round(lv)).all()):
+                raise ValueError("levels must be integer level indices")
+        lv = lv.astype(np.int64)
+        for i, (k, r) in enumerate(zip(lv, self.removed, strict=True)):
+            if not 0 <= k < r.size:
+                raise ValueError(f"{self.units[i].name}: level {k} is outside 0..{r.size - 1}")
+        return lv
+
+    def removed_at(self, levels: Sequence[int]) -> list[int]:
+        """Heads/neurons removed by every unit at ``levels`` (one level index per unit)."""
+        lv = self.check_levels(levels)
+        return [int(self.removed[i][k]) for i, k in enumerate(lv)]
+
+    def predicted_speedup(self, levels: Sequence[int]) -> float:
+        """The speedup the table predicts at ``levels``: ``dense_time / (base_time + sum of
+        the unit times)``."""
+        lv = self.check_levels(levels)
+        unit_time = sum(float(t[k]) for t, k in zip(self.times, lv, strict=True))
+        return self.dense_time / (self.base_time + unit_time)
+
+    def require_errors(self) -> list[np.ndarray]:
+        """The error database, or ``ValueError`` saying how to fill it."""
+        if self.errors is None:
+            raise ValueError("the table has no error database; run error_database first")
+        return self.errors
+
+    def problem(self, speedup: float, errors: Sequence[np.ndarray] | None = None) -> LayerBudget:
+        """The :class:`LayerBudget` for ``speedup`` (``errors`` default: the error database)."""
+        errs = errors if errors is not None else self.require_errors()
+        b = self.budget(speedup)
+        if b < sum(float(t.min()) for t in self.times):
+            raise ValueError(f"speedup {speedup:g} is out of reach: the table allows at most "
+                             f"{self.max_speedup():.3f}x (every unit at its smallest level)")
+        return LayerBudget(self.times, errs, b, names=[u.name for u in self.units])
+
+    def to_json(self) -> dict[str, Any]:
+        """The table as a JSON-ready dict (lists and numbers)."""
+        return {
+            "units": [{"block": u.block, "kind": u.kind, "size": u.size} for u in self.units],
+            "removed": [r.tolist() for r in self.removed],
+            "times": [t.tolist() for t in self.times],
+            "errors": None if self.errors is None else [e.tolist() for e in self.errors],
+            "dense_time": self.dense_time, "base_time": self.base_time, "meta": self.meta,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> SpdyTable:
+        """The table from :meth:`to_json`'s dict; ``ValueError`` naming a missing or
+        inconsistent field."""
+        try:
+            units = [Unit(int(u["block"]), str(u["kind"]), int(u["size"])) for u in d["units"]]
+            t = cls(units=units,
+                    removed=[np.asarray(r, dtype=np.int64) for r in d["removed"]],
+                    times=[np.asarray(x, dtype=float) for x in d["times"]],
+                    errors=None if d.get("errors") is None else
+                    [np.asarray(x, dtype=float) for x in d["errors"]],
+                    dense_time=float(d["dense_time"]), base_time=float(d["base_time"]),
+                    meta=dict(d.get("meta", {})))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not an SPDY table: missing or bad field {exc}") from None
+        n = len(t.units)
+        if (len(t.removed) != n or len(t.times) != n
+                or (t.errors is not None and len(t.errors) != n)):
+            raise ValueError("SPDY table: units, removed, times and errors need one entry per unit")
+        for i in range(n):
+            sizes = {t.removed[i].size, t.times[i].size}
+            if t.errors is not None:
+                sizes.add(t.errors[i].size)
+            if len(sizes) != 1:
+                raise ValueError(f"SPDY table: unit {i} has mismatched numbers of levels")
+        return t
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the table as JSON (whole or not at all: a temporary file is renamed)."""
+        atomic_write(path, lambda f: f.write(json.dumps(self.to_json()).encode()))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SpdyTable:
+        """Read a table written by :meth:`save`."""
+        with open(path) as f:
+            return cls.from_json(json.load(f))
