@@ -25,9 +25,10 @@ from the score matrix to the mask, all in one process, in turn within each repea
 
 Times: median and range over ``--repeats``; ratios are taken within a repeat (same load)
 and their median is reported. Kept score is over the exact optimum (``flow``'s answer,
-proven optimal). ``--references`` adds the slow exact solvers once each, on the first block
-rows only, their time scaled to the whole matrix (marked ~). Prints markdown; ``--out FILE``
-also writes it to a new file (never over a committed one).
+proven optimal); the default's peak memory is the tracemalloc peak of one more run (NumPy
+memory, the input and output included). ``--references`` adds the slow exact solvers once
+each, on the first block rows only, their time scaled to the whole matrix (marked ~).
+Prints markdown; ``--out FILE`` also writes it to a new file (never over a committed one).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+import tracemalloc
 
 import _common
 import numpy as np
@@ -139,7 +141,10 @@ def timed(f):
 
 
 def fmt_t(v: list[float]) -> str:
-    return f"{np.median(v):.3f} [{min(v):.3f}, {max(v):.3f}]"
+    def f(t):
+        return f"{t:.3f}" if t >= 0.1 else f"{t:.5f}"
+
+    return f"{f(np.median(v))} [{f(min(v))}, {f(max(v))}]"
 
 
 def fmt_r(v: list[float]) -> str:
@@ -169,6 +174,10 @@ def bench_case(out, s, n, m, exactly, repeats, references):
             t, a = timed(f)
             times[k].append(t)
             answers.setdefault(k, a)
+    tracemalloc.start()  # one more, untimed run of the default: its peak of NumPy memory
+    pruneopt.solve(TransposableNM(s, n, m, exactly=exactly), solver=default)
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
     problem = TransposableNM(s, n, m, exactly=exactly)
     opt_sol = answers["flow"]
     assert opt_sol.status == "optimal"
@@ -186,7 +195,7 @@ def bench_case(out, s, n, m, exactly, repeats, references):
             kept, status = f"{a.objective / opt:.9f}", a.status
         ratio = [t / b for t, b in zip(times[k], base, strict=True)]
         floor = [t / f for t, f in zip(times[k], times["floor"], strict=True)]
-        note = "default" if k == default else ""
+        note = f"default; peak {peak:.0f} MiB (tracemalloc)" if k == default else ""
         if k == "ortools":
             note = (f"certificate {a.info['check_seconds']:.3f} s, passed: "
                     f"{a.info['float_check_passed']}")

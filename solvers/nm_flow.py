@@ -10,10 +10,13 @@
   rounding, guarded by a tolerance of 1e-12 of the largest score, times m). Rounds ~ the
   largest column excess (a few for random scores), each a handful of (blocks x m x m)
   array operations; memory is linear in the matrix size (blocks are processed in chunks).
-- ``"ortools"``: OR-Tools ``SimpleMinCostFlow``, one graph per chunk of blocks. Its costs
-  are integers: scores are scaled by ``scale`` (default: the finest scale OR-Tools accepts,
-  up to 2**52 / (max score n m)) and rounded. The answer is then verified on the float scores by a
-  negative-cycle check of the residual graph (:func:`certify`): "optimal" only if it passes.
+- ``"ortools"``: OR-Tools ``SimpleMinCostFlow`` on graphs of ``ORTOOLS_CHUNK_ELEMS`` block
+  entries (many small graphs solve faster than one large one), each block with its own
+  terminals. Its costs are integers: scores are scaled by ``scale`` (default: the finest
+  scale that keeps the costs a margin below the limit OR-Tools checks) and rounded. Each
+  chunk's answer is then verified on the float scores by a negative-cycle check of the
+  residual graph (:func:`_residual_ok`, the check of :func:`certify`): "optimal" only if
+  every block passes.
 - ``"networkx"``: networkx's network simplex, one block at a time (the reference library;
   slow by design), on costs scaled to integers (2**52 for the largest) and rounded, as its
   documentation asks, with the same float check.
@@ -326,7 +329,7 @@ def certify(problem: TransposableNM, mask: np.ndarray) -> bool:
             return False
         w_all = np.maximum(w_all, 0.0)
     tol = flow_tolerance(w_all)
-    for sl in block_chunks(w_all.shape[0], problem.m):
+    for sl in block_chunks(w_all.shape[0], problem.m, ORTOOLS_CHUNK_ELEMS):
         if not _residual_ok(w_all[sl], x_all[sl], problem.n, problem.exactly, tol).all():
             return False
     return True
@@ -337,9 +340,10 @@ def certify(problem: TransposableNM, mask: np.ndarray) -> bool:
 ORTOOLS_CHUNK_ELEMS = 1 << 15
 #: integer costs stay below OR-Tools' own limit (int64 max / (2 (nodes + 1)), beyond which it
 #: answers BAD_COST_RANGE) by this factor: its cost scaling can overflow a few times below
-#: that limit (data-dependent, seen up to 3.2x); a BAD_COST_RANGE answer is retried with a
-#: scale this much smaller
+#: that limit (data-dependent, seen up to 3.2x)
 ORTOOLS_COST_MARGIN = 16.0
+#: a BAD_COST_RANGE answer anyway is retried (at most 3 times) with a scale this much smaller
+_RETRY_FACTOR = 16.0
 
 
 class _FlowGraph:
@@ -452,7 +456,7 @@ def ortools_solver(problem: TransposableNM, time_limit: float | None, *,
                 raise ValueError(
                     f"solver 'ortools': OR-Tools rejected the integer costs at "
                     f"scale={state['scale']:g} (BAD_COST_RANGE); use a smaller scale")
-            state["scale"] /= ORTOOLS_COST_MARGIN
+            state["scale"] /= _RETRY_FACTOR
             state["retries"] += 1
         if not ex:
             x &= chunk > 0
