@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+import _common  # noqa: F401 - measure the checkout this script sits in
 import numpy as np
 from sklearn.datasets import load_digits
 
@@ -95,7 +96,7 @@ def run_instance(name: str, problem, solvers: list[tuple[str, dict, float | None
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     # This file is named coverage.py: keep its folder off sys.path, or `import coverage`
     # (done by numba, which apricot uses) would import this script instead of the package.
     here = Path(__file__).resolve().parent
@@ -105,7 +106,7 @@ def main() -> None:
     ap.add_argument("--time-limit", type=float, default=60.0, help="for the exact solvers")
     ap.add_argument("--apricot-50k", action="store_true",
                     help="also run apricot at n = 50,000 (slow: over 15 minutes here)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     tl = args.time_limit
     print("| instance | solver | status | seconds | covered | objective | bound | gap to best "
           "bound |")

@@ -1,18 +1,38 @@
-"""Benchmark: every LayerBudget solver on synthetic SPDY-like tables; prints a markdown table.
+"""Benchmark: LayerBudget solvers on several shapes of table; prints markdown tables.
 
-Tables: ``L`` layers x ``K`` levels; level ``k`` is sparsity ``s = 0.95 k / (K - 1)``; a
-layer's time falls linearly with sparsity from its dense time (uniform in [1, 3]) by a
-layer-specific factor in [0.6, 0.9] (plus timing noise), its error grows convexly,
-``sens * (exp(3 s) - 1)`` with a log-normal sensitivity (plus 3% noise). The budget is
-``dense time / speedup``, speedup 1.25, 1.5 and 2 for seeds 0, 1, 2.
+Two parts (``--part``, default both):
 
-For every solver: median seconds, seconds relative to HiGHS (highspy MILP) measured in the
-same run, the worst relative gap of its answer to the exact optimum, the largest budget use
-(cost / budget; over 100% means an over-budget answer), and its statuses. The row
-``spdy-nearest`` is SPDY's reference rounding (nearest bucket, 10,000 buckets), which is not a
-registered solver because its answers can be over budget.
+**solvers** (``--sizes``, default ``50x40,200x40,1000x100``): every registered solver on the
+``convex`` synthetic tables below, ``--seeds`` tables per size. For every solver: median
+seconds, seconds relative to HiGHS (highspy MILP) measured in the same run, the worst relative
+gap of its answer to the exact optimum, the largest budget use (cost / budget; over 100% means
+an over-budget answer), the worst proven gap and its statuses. The row ``spdy-nearest`` is
+SPDY's reference rounding (nearest bucket, 10,000 buckets), which is not a registered solver
+because its answers can be over budget.
 
-Run:  nice python benchmarks/layer_budget.py [--sizes 50x40,200x40,1000x100] [--seeds 3]
+**shapes** (``--shapes``, default all): the greedy (LP relaxation rounded down) and SPDY's
+plain DP (``dp_round``, 10,000 buckets) against the exact optimum (``dp``, checked against
+HiGHS), per shape of table; ``--shape-seeds`` tables per shape (seed s has speedup
+``SPEEDUPS[s % 3]``); gap = (objective - optimum) / optimum, median and max over the tables:
+
+- ``convex``: L x K (default 200 x 40) levels at sparsity ``s = 0.95 k / (K - 1)``; a layer's
+  time falls linearly with s from its dense time (uniform in [1, 3]) by a factor in
+  [0.6, 0.9] (plus 0.5% noise); its error ``sens (exp(3 s) - 1)`` (plus 3% noise), log-normal
+  ``sens`` (sigma 1). Smooth, nearly convex: the LP is almost integral.
+- ``coarse``: 20 such layers with only 4 levels (sparsity 0, 0.5, 0.75, 0.9): big steps, so
+  the step the greedy cannot take wastes much budget.
+- ``fine-nonconvex``: 50 layers x 100 levels whose time is a staircase (it only drops every
+  8 to 16 levels, as kernels change tile size) with 5% noise and whose error has 20% noise
+  and bumps: many levels off the convex hull.
+- ``heavy-tailed``: 50 layers (about ResNet-50's count of convolutions) whose dense times are
+  log-normal with sigma 1.5 (a few layers hold most of the time, as in CNNs where the
+  high-resolution convolutions dominate), log-normal sensitivities (sigma 1.5), 20 levels;
+  ``heavy-tailed-small``: the same with 20 layers (about ResNet-18's) and 10 levels.
+- ``minilm``: the measured SPDY table of all-MiniLM-L6-v2 in
+  ``benchmarks/spdy_minilm_table.json`` (12 units, 11-12 levels, CPU timings with their
+  noise) at speedup targets 1.25, 1.5, 2, 3, 4 (one table, five budgets).
+
+Run:  nice python benchmarks/layer_budget.py [--part shapes] [--shape-seeds 20] [--out F]
 """
 
 from __future__ import annotations
@@ -20,7 +40,9 @@ from __future__ import annotations
 import argparse
 import time
 from collections import defaultdict
+from pathlib import Path
 
+import _common
 import numpy as np
 
 import pruneopt
@@ -28,10 +50,13 @@ from pruneopt.formulations import LayerBudget
 from pruneopt.solvers.budget_dp import bucket_dp, levels_of, reduce
 
 SPEEDUPS = (1.25, 1.5, 2.0)
+MINILM_TABLE = Path(__file__).resolve().parent / "spdy_minilm_table.json"
+MINILM_TARGETS = (1.25, 1.5, 2.0, 3.0, 4.0)
+SHAPES = ("convex", "coarse", "fine-nonconvex", "heavy-tailed", "heavy-tailed-small", "minilm")
 
 
 def synthetic_table(L: int, K: int, seed: int, speedup: float) -> LayerBudget:
-    """A realistic-looking SPDY table (see the module docstring)."""
+    """The ``convex`` shape (see the module docstring)."""
     rng = np.random.default_rng(seed)
     costs, errors = [], []
     s = np.linspace(0.0, 0.95, K)
@@ -45,19 +70,109 @@ def synthetic_table(L: int, K: int, seed: int, speedup: float) -> LayerBudget:
     return LayerBudget(costs, errors, budget)
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", default="50x40,200x40,1000x100")
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--time-limit", type=float, default=60.0)
-    args = ap.parse_args(argv)
+def coarse_table(seed: int, speedup: float, L: int = 20) -> LayerBudget:
+    rng = np.random.default_rng(seed)
+    s = np.array([0.0, 0.5, 0.75, 0.9])
+    costs, errors = [], []
+    for _ in range(L):
+        dense = rng.uniform(1, 3)
+        c = dense * (1 - s * rng.uniform(0.6, 0.9)) * (1 + rng.normal(0, 0.005, s.size))
+        e = rng.lognormal(0, 1) * (np.exp(3 * s) - 1) * (1 + rng.normal(0, 0.03, s.size))
+        costs.append(np.maximum(c, 0))
+        errors.append(np.maximum(e, 0))
+    return LayerBudget(costs, errors, sum(float(c[0]) for c in costs) / speedup)
+
+
+def fine_nonconvex_table(seed: int, speedup: float, L: int = 50, K: int = 100) -> LayerBudget:
+    rng = np.random.default_rng(seed)
+    s = np.linspace(0.0, 0.95, K)
+    costs, errors = [], []
+    for _ in range(L):
+        dense = rng.uniform(1, 3)
+        tile = int(rng.integers(8, 17))  # time only drops every `tile` levels
+        stair = np.floor(np.arange(K) / tile) * tile / (K - 1) * 0.95
+        c = dense * (1 - stair * rng.uniform(0.6, 0.9)) * (1 + rng.normal(0, 0.05, K))
+        bumps = 0.3 * np.sin(rng.uniform(5, 20) * s + rng.uniform(0, 6)) ** 2
+        e = rng.lognormal(0, 1) * (np.exp(3 * s) - 1 + bumps * s) * (1 + rng.normal(0, 0.2, K))
+        e[0] = 0.0
+        costs.append(np.maximum(c, 0))
+        errors.append(np.maximum(e, 0))
+    return LayerBudget(costs, errors, sum(float(c[0]) for c in costs) / speedup)
+
+
+def heavy_tailed_table(seed: int, speedup: float, L: int = 50, K: int = 20) -> LayerBudget:
+    rng = np.random.default_rng(seed)
+    s = np.linspace(0.0, 0.9, K)
+    costs, errors = [], []
+    for _ in range(L):
+        dense = rng.lognormal(0, 1.5)
+        c = dense * (1 - s * rng.uniform(0.5, 0.9)) * (1 + rng.normal(0, 0.01, K))
+        e = rng.lognormal(0, 1.5) * (np.exp(3 * s) - 1) * (1 + rng.normal(0, 0.05, K))
+        costs.append(np.maximum(c, 0))
+        errors.append(np.maximum(e, 0))
+    return LayerBudget(costs, errors, sum(float(c[0]) for c in costs) / speedup)
+
+
+def shape_tables(shape: str, seeds: int, L: int = 200, K: int = 40):
+    """(label, LayerBudget) pairs of one shape."""
+    if shape == "minilm":
+        from pruneopt.adapters.spdy import SpdyTable
+
+        table = SpdyTable.load(MINILM_TABLE)
+        for t in MINILM_TARGETS:
+            yield f"speedup {t:g}", table.problem(t)
+        return
+    make = {"convex": lambda sd, sp: synthetic_table(L, K, sd, sp), "coarse": coarse_table,
+            "fine-nonconvex": fine_nonconvex_table, "heavy-tailed": heavy_tailed_table,
+            "heavy-tailed-small": lambda sd, sp: heavy_tailed_table(sd, sp, L=20, K=10)}[shape]
+    for seed in range(seeds):
+        sp = SPEEDUPS[seed % len(SPEEDUPS)]
+        yield f"seed {seed}, speedup {sp:g}", make(seed, sp)
+
+
+def shapes_part(out, shapes, seeds, time_limit, L, K):
+    out(f"\nPer shape of table: gap to the exact optimum (`dp`, proven; HiGHS agrees), median "
+        f"and max over the tables; {seeds} tables per synthetic shape (speedups cycling "
+        f"through {SPEEDUPS}), the MiniLM table at {MINILM_TARGETS}.\n")
+    out("| shape | tables | layers x levels | greedy gap % median / max | dp_round gap % "
+        "median / max | median s: dp / greedy / dp_round / highs | dp optimal |")
+    out("|---|---:|---|---|---|---|---|")
+    for shape in shapes:
+        gaps: dict[str, list[float]] = defaultdict(list)
+        secs: dict[str, list[float]] = defaultdict(list)
+        n_opt, n, dims = 0, 0, set()
+        for _label, p in shape_tables(shape, seeds, L, K):
+            n += 1
+            dims.add(f"{p.n_layers} x {max(len(c) for c in p.costs)}")
+            opt = pruneopt.solve(p, solver="dp", time_limit=time_limit)
+            n_opt += opt.status == "optimal"
+            secs["dp"].append(opt.seconds)
+            ref = pruneopt.solve(p, solver="highs", time_limit=time_limit)
+            secs["highs"].append(ref.seconds)
+            if ref.status == "optimal":
+                assert abs(ref.objective - opt.objective) <= 1e-6 * max(1.0, abs(opt.objective))
+            for name in ("greedy", "dp_round"):
+                sol = pruneopt.solve(p, solver=name)
+                assert p.cost(sol.decision) <= p.budget * (1 + 1e-9)
+                gaps[name].append(100 * (sol.objective - opt.objective) / abs(opt.objective))
+                secs[name].append(sol.seconds)
+
+        def gm(v):
+            return f"{np.median(v):.3f} / {max(v):.3f}"
+
+        ts = " / ".join(f"{np.median(secs[k]):.3f}" for k in ("dp", "greedy", "dp_round", "highs"))
+        out(f"| {shape} | {n} | {', '.join(sorted(dims))} | {gm(gaps['greedy'])} | "
+            f"{gm(gaps['dp_round'])} | {ts} | {n_opt} of {n} |")
+
+
+def solvers_part(out, sizes, seeds, time_limit):
     solvers = [("dp", {}), ("dp (certify=False)", {"certify": False}), ("dp_round", {}),
                ("greedy", {}), ("highs", {}), ("scipy", {}), ("cpsat", {}), ("pyomo", {})]
     rows = []
-    for size in args.sizes.split(","):
+    for size in sizes.split(","):
         L, K = (int(v) for v in size.lower().split("x"))
         stats: dict[str, dict] = defaultdict(lambda: defaultdict(list))
-        for seed in range(args.seeds):
+        for seed in range(seeds):
             p = synthetic_table(L, K, seed, SPEEDUPS[seed % len(SPEEDUPS)])
             opt = pruneopt.solve(p, solver="dp")
             assert opt.status == "optimal"
@@ -65,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
                 name = label.split(" ")[0]
                 if name == "pyomo" and L * K > 10_000:
                     continue  # building the matrix-form Pyomo model takes minutes at this size
-                sol = pruneopt.solve(p, solver=name, time_limit=args.time_limit, **opts)
+                sol = pruneopt.solve(p, solver=name, time_limit=time_limit, **opts)
                 st = stats[label]
                 st["t"].append(sol.seconds)
                 if sol.decision is None:  # stopped by the time limit without an answer
@@ -89,22 +204,44 @@ def main(argv: list[str] | None = None) -> None:
             st["bgap"].append(np.nan)
         t_highs = np.median(stats["highs"]["t"])
         for label, st in stats.items():
-            counts = defaultdict(int)
+            counts: dict[str, int] = defaultdict(int)
             for s in st["status"]:
                 counts[s] += 1
             rows.append((size, label, np.median(st["t"]), np.median(st["t"]) / t_highs,
                          100 * max(st["gap"]), 100 * np.nanmax(st["use"]),
                          np.nanmax(st["bgap"]) * 100 if not np.all(np.isnan(st["bgap"])) else None,
                          ", ".join(f"{k} {v}" for k, v in counts.items())))
-    print(f"{args.seeds} tables per size (speedups {SPEEDUPS[:args.seeds]}); "
-          f"time limit {args.time_limit:g} s\n")
-    print("| size | solver | median s | time / HiGHS | worst gap to optimum % | max budget use % "
-          "| worst proven gap % | statuses |")
-    print("|---|---|---:|---:|---:|---:|---:|---|")
+    out(f"\nAll solvers on the convex tables, {seeds} tables per size (speedups "
+        f"{SPEEDUPS[:seeds]}); time limit {time_limit:g} s\n")
+    out("| size | solver | median s | time / HiGHS | worst gap to optimum % | max budget use % "
+        "| worst proven gap % | statuses |")
+    out("|---|---|---:|---:|---:|---:|---:|---|")
     for size, label, t, r, g, u, bg, sts in rows:
         bgs = "-" if bg is None else f"{bg:.4f}"
         gs = "no answer" if np.isinf(g) else f"{g:.4f}"
-        print(f"| {size} | {label} | {t:.3f} | {r:.2f} | {gs} | {u:.4f} | {bgs} | {sts} |")
+        out(f"| {size} | {label} | {t:.3f} | {r:.2f} | {gs} | {u:.4f} | {bgs} | {sts} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--part", choices=["solvers", "shapes", "both"], default="both")
+    ap.add_argument("--sizes", default="50x40,200x40,1000x100")
+    ap.add_argument("--seeds", type=int, default=3, help="tables per size (solvers part)")
+    ap.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
+    ap.add_argument("--shape-seeds", type=int, default=20, help="tables per synthetic shape")
+    ap.add_argument("--convex-size", default="200x40", help="L x K of the convex shape")
+    ap.add_argument("--time-limit", type=float, default=60.0)
+    ap.add_argument("-o", "--out", help="also write the markdown to this new file")
+    args = ap.parse_args(argv)
+    _common.refuse_overwrite(ap.error, {"--out": args.out}, inputs=[MINILM_TABLE])
+    out = _common.Tee()
+    out(f"{_common.machine()}; pruneopt from {pruneopt.__file__}")
+    if args.part in ("shapes", "both"):
+        L, K = (int(v) for v in args.convex_size.lower().split("x"))
+        shapes_part(out, args.shapes, args.shape_seeds, args.time_limit, L, K)
+    if args.part in ("solvers", "both"):
+        solvers_part(out, args.sizes, args.seeds, args.time_limit)
+    out.save(args.out)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import _common  # noqa: F401 - measure the checkout this script sits in
 import numpy as np
 
 import pruneopt
@@ -74,10 +75,10 @@ def bench(sizes) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     t0 = time.perf_counter()
     print(bench(args.sizes))
     print(f"\n(total {time.perf_counter() - t0:.0f} s)")

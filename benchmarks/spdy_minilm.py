@@ -9,9 +9,15 @@ measured speedup meets the target) and uniform pruning (the same fraction of hea
 neurons removed in every block, measured end to end at fractions 0.05..0.75; the smallest
 fraction whose measured speedup, smoothed by an isotonic fit, reaches the SPDY model's
 *measured* speedup). Reports the cosine similarity of the held-out sentence embeddings to the dense
-model's. Prints a markdown table; writes the table and results as JSON next to this file.
+model's. Prints markdown tables; ``--table FILE`` / ``--out FILE`` also write the measured
+table and the results as JSON, to new files only (never over an input or a committed file
+such as ``benchmarks/spdy_minilm_table.json`` and ``benchmarks/spdy_minilm_results.json``,
+which came from the run in the README).
 
-Run:  nice python benchmarks/spdy_minilm.py [--targets 1.25,1.5,2] [--quick]
+Run:  nice python benchmarks/spdy_minilm.py [--targets 1.25,1.5,2] [--quick] [--out r.json]
+      nice python benchmarks/spdy_minilm.py --reconstruct-from benchmarks/spdy_minilm_results.json
+          [--out r_recon.json]    (reads RESULTS, prints; writes the results with the
+                                   reconstructed cosines only to a new --out)
 """
 
 from __future__ import annotations
@@ -21,12 +27,11 @@ import json
 import time
 from pathlib import Path
 
+import _common
 import torch
 
 from pruneopt.adapters import spdy
 from pruneopt.adapters.models import load_minilm, stdlib_sentences
-
-HERE = Path(__file__).parent
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,8 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=48)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
-    ap.add_argument("--table", default=str(HERE / "spdy_minilm_table.json"))
-    ap.add_argument("--out", default=str(HERE / "spdy_minilm_results.json"))
+    ap.add_argument("--table", help="also write the measured SPDY table to this new JSON file")
+    ap.add_argument("-o", "--out", help="also write the results to this new JSON file")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--reconstruct-from", metavar="RESULTS",
                     help="instead of a new run: take the pruned shapes in RESULTS (a results "
@@ -49,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--recon-sentences", type=int, default=128)
     ap.add_argument("--ridge", type=float, default=0.1)
     args = ap.parse_args(argv)
+    _common.refuse_overwrite(ap.error, {"--table": args.table, "--out": args.out},
+                             inputs=[args.reconstruct_from])
     if args.reconstruct_from:
         return reconstruct_report(args)
     if args.quick:
@@ -65,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     spdy.error_database(model, table, calib, progress=args.progress)
     table.meta["calibration_sentences"] = args.calib
     table.meta["calibration_tokens"] = int(calib[0]["attention_mask"].sum())
-    table.save(args.table)
+    if args.table:
+        table.save(args.table)
     rows, results = [], {"targets": [], "table": args.table,
                          "dense_time": table.dense_time, "base_time": table.base_time,
                          "csr": spdy.csr_linear_timing(repeats=max(3, args.repeats))}
@@ -92,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
                      uni["fraction"], uni["speedup"], uni["speedup_fit"], uni["heldout_cosine"],
                      uni_lo, rep["removed"]))
     results["seconds"] = time.time() - t_start
-    Path(args.out).write_text(json.dumps(results, indent=1))
+    if args.out:
+        _common.write_text(args.out, json.dumps(results, indent=1))
     print(f"all-MiniLM-L6-v2, calibration {args.calib} sentences "
           f"({table.meta['calibration_tokens']} tokens), held-out {args.heldout}; dense "
           f"{table.dense_time * 1000:.0f} ms per calibration batch, 1 thread\n")
@@ -146,7 +155,8 @@ def reconstruct_report(args) -> None:
         t["reconstructed"] = {"ridge": args.ridge, "spdy": s1, "uniform": u1,
                               "uniform_below": lo1}
         rows.append((t["target"], t["measured_speedup"], s0, s1, u["fraction"], u0, u1, lo1))
-    Path(args.reconstruct_from).write_text(json.dumps(res, indent=1))
+    if args.out:
+        _common.write_text(args.out, json.dumps(res, indent=1))
     print(f"Layer-wise reconstruction (ridge {args.ridge:g}, {args.recon_sentences} further "
           f"sentences); held-out cosine to dense, before -> after:\n")
     print("| target | SPDY measured speedup | SPDY | SPDY reconstructed | uniform fraction | "

@@ -10,10 +10,13 @@
   rounding, guarded by a tolerance of 1e-12 of the largest score, times m). Rounds ~ the
   largest column excess (a few for random scores), each a handful of (blocks x m x m)
   array operations; memory is linear in the matrix size (blocks are processed in chunks).
-- ``"ortools"``: OR-Tools ``SimpleMinCostFlow``, one graph per chunk of blocks. Its costs
-  are integers: scores are scaled by ``scale`` (default: the finest scale OR-Tools accepts,
-  up to 2**52 / (max score n m)) and rounded. The answer is then verified on the float scores by a
-  negative-cycle check of the residual graph (:func:`certify`): "optimal" only if it passes.
+- ``"ortools"``: OR-Tools ``SimpleMinCostFlow`` on graphs of ``ORTOOLS_CHUNK_ELEMS`` block
+  entries (many small graphs solve faster than one large one), each block with its own
+  terminals. Its costs are integers: scores are scaled by ``scale`` (default: the finest
+  scale that keeps the costs a margin below the limit OR-Tools checks) and rounded. Each
+  chunk's answer is then verified on the float scores by a negative-cycle check of the
+  residual graph (:func:`_residual_ok`, the check of :func:`certify`): "optimal" only if
+  every block passes.
 - ``"networkx"``: networkx's network simplex, one block at a time (the reference library;
   slow by design), on costs scaled to integers (2**52 for the largest) and rounded, as its
   documentation asks, with the same float check.
@@ -235,102 +238,168 @@ def flow_solver(problem: TransposableNM, time_limit: float | None) -> Result:
                   proof="successive shortest paths (no negative cycle)")
 
 
+def _residual_ok(w: np.ndarray, x: np.ndarray, n: int, exactly: bool,
+                 tol: float) -> np.ndarray:
+    """Per block of ``w``, ``x`` (B, m, m): whether the residual graph of mask ``x`` has no
+    negative cycle (Bellman-Ford from zero distances; improvements below ``tol`` ignored).
+
+    For "at most n" (``w`` already clipped at 0) the source and sink are one node Z with
+    arcs row -> Z if the row keeps any entry, Z -> row if it keeps fewer than n, Z -> column
+    if the column keeps any, column -> Z if it keeps fewer than n (all cost 0). A block
+    whose distances stop changing is settled (its distances depend on its own arcs only),
+    so each round works on the blocks still changing; a block still changing after
+    ``2m + 3`` rounds (more than its ``2m + 1`` nodes) has a negative cycle. For m <= 16 the
+    minima over a block row or column are taken slice by slice (faster than reducing a
+    short axis).
+    """
+    nb, m, _ = w.shape
+    ok = np.ones(nb, dtype=bool)
+    sliced = m <= 16
+    undo = np.where(x, w, INF)  # column j -> row i, cost +w_ij, if x_ij
+    add = np.where(x, INF, -w)  # row i -> column j, cost -w_ij, if not x_ij
+    if sliced:  # undo[j] = undo[:, :, j] and add[i] = add[:, i, :], contiguous (B, m)
+        undo = np.ascontiguousarray(undo.transpose(2, 0, 1))
+        add = np.ascontiguousarray(add.transpose(1, 0, 2))
+    rowc, colc = x.sum(axis=2), x.sum(axis=1)
+    z_row = np.where(rowc < n, 0.0, INF)  # Z -> row (plus d_z)
+    z_col = np.where(colc > 0, 0.0, INF)  # Z -> column
+    row_z = np.where(rowc > 0, 0.0, INF)  # row -> Z
+    col_z = np.where(colc < n, 0.0, INF)  # column -> Z
+
+    def relax(arcs, d, into_rows):
+        """Into rows: min_j arcs[b, i, j] + d[b, j]; into columns: min_i arcs[b, i, j] +
+        d[b, i] (sliced: arcs[k] is the (B, m) slice to add d[:, k] to, either way)."""
+        if not sliced:
+            if into_rows:
+                return (arcs + d[:, None, :]).min(axis=2)
+            return (arcs + d[:, :, None]).min(axis=1)
+        v = arcs[0] + d[:, :1]
+        t = np.empty_like(v)
+        for k in range(1, m):
+            np.minimum(v, np.add(arcs[k], d[:, k:k + 1], out=t), out=v)
+        return v
+
+    d_row, d_col, d_z = np.zeros((nb, m)), np.zeros((nb, m)), np.zeros(nb)
+    act = None  # None: every block (no copies in the first round)
+    for _ in range(2 * m + 3):
+        if act is None:
+            u, a, dr, dc, dz = undo, add, d_row, d_col, d_z
+        else:
+            u, a = (undo[:, act], add[:, act]) if sliced else (undo[act], add[act])
+            dr, dc, dz = d_row[act], d_col[act], d_z[act]
+        sub = slice(None) if act is None else act
+        v = relax(u, dc, True)
+        if not exactly:
+            np.minimum(v, z_row[sub] + dz[:, None], out=v)
+        imp = v < dr - tol
+        changed = imp.any(axis=1)
+        np.copyto(dr, v, where=imp)
+        v = relax(a, dr, False)
+        if not exactly:
+            np.minimum(v, z_col[sub] + dz[:, None], out=v)
+        imp = v < dc - tol
+        changed |= imp.any(axis=1)
+        np.copyto(dc, v, where=imp)
+        if not exactly:
+            vz = np.minimum((dr + row_z[sub]).min(axis=1), (dc + col_z[sub]).min(axis=1))
+            imp = vz < dz - tol
+            changed |= imp
+            np.copyto(dz, vz, where=imp)
+        if act is None:  # dr, dc, dz were d_row, d_col, d_z themselves
+            act = np.flatnonzero(changed)
+        else:
+            d_row[act], d_col[act], d_z[act] = dr, dc, dz
+            act = act[changed]
+        if not act.size:
+            return ok
+    ok[act] = False
+    return ok
+
+
 def certify(problem: TransposableNM, mask: np.ndarray) -> bool:
     """Whether ``mask`` (feasible) is optimal: no negative cycle in any block's residual
-    graph, checked on the float scores with Bellman-Ford (tolerance 1e-12 relative).
-
-    For "at most n" the source and sink are merged into one node Z with arcs row -> Z if
-    the row keeps any entry, Z -> row if it keeps fewer than n, Z -> column if the column
-    keeps any, column -> Z if it keeps fewer than n (all cost 0); scores are clipped at 0.
+    graph, checked on the float scores with Bellman-Ford (tolerance ``1e-12 m max |s|``,
+    relative to the scores; see :func:`_residual_ok`). For "at most n" scores are clipped at
+    0 and a mask keeping a negative score is not optimal.
     """
     w_all = problem.blocks()
     x_all = problem.blocks(np.asarray(mask, dtype=bool))
-    n, m = problem.n, problem.m
-    for sl in block_chunks(w_all.shape[0], m):
-        w = w_all[sl]
-        x = x_all[sl]
-        if not problem.exactly:
-            if (x & (w < 0)).any():
-                return False
-            w = np.maximum(w, 0.0)
-        tol = flow_tolerance(w)
-        undo = np.where(x, w, INF)
-        add = np.where(x, INF, -w)
-        nb = w.shape[0]
-        d_row = np.zeros((nb, m))
-        d_col = np.zeros((nb, m))
-        colc, rowc = x.sum(axis=1), x.sum(axis=2)
-        d_z = np.zeros(nb)
-        for _ in range(2 * m + 3):
-            changed = False
-            v = (undo + d_col[:, None, :]).min(axis=2)
-            if not problem.exactly:
-                v = np.minimum(v, np.where(rowc < n, d_z[:, None], INF))
-            imp = v < d_row - tol
-            changed |= bool(imp.any())
-            d_row = np.where(imp, v, d_row)
-            v = (add + d_row[:, :, None]).min(axis=1)
-            if not problem.exactly:
-                v = np.minimum(v, np.where(colc > 0, d_z[:, None], INF))
-            imp = v < d_col - tol
-            changed |= bool(imp.any())
-            d_col = np.where(imp, v, d_col)
-            if not problem.exactly:
-                vz = np.minimum(np.where(rowc > 0, d_row, INF).min(axis=1),
-                                np.where(colc < n, d_col, INF).min(axis=1))
-                imp = vz < d_z - tol
-                changed |= bool(imp.any())
-                d_z = np.where(imp, vz, d_z)
-            if not changed:
-                break
-        else:
+    if not problem.exactly:
+        if (x_all & (w_all < 0)).any():
+            return False
+        w_all = np.maximum(w_all, 0.0)
+    tol = flow_tolerance(w_all)
+    for sl in block_chunks(w_all.shape[0], problem.m, ORTOOLS_CHUNK_ELEMS):
+        if not _residual_ok(w_all[sl], x_all[sl], problem.n, problem.exactly, tol).all():
             return False
     return True
 
 
-def _ortools_chunk(w: np.ndarray, n: int, exactly: bool, scale: float | None) -> tuple[
-        np.ndarray, float]:
-    """One SimpleMinCostFlow graph for the blocks ``w`` (scores clipped for "at most"):
-    (mask, the integer cost scale used)."""
-    from ortools.graph.python import min_cost_flow
+#: block entries in one OR-Tools graph: OR-Tools' cost scaling is faster on many small
+#: graphs than on one large one (``benchmarks/nm_masks.py --chunks`` measures it)
+ORTOOLS_CHUNK_ELEMS = 1 << 15
+#: integer costs stay below OR-Tools' own limit (int64 max / (2 (nodes + 1)), beyond which it
+#: answers BAD_COST_RANGE) by this factor: its cost scaling can overflow a few times below
+#: that limit (data-dependent, seen up to 3.2x)
+ORTOOLS_COST_MARGIN = 16.0
+#: a BAD_COST_RANGE answer anyway is retried (at most 3 times) with a scale this much smaller
+_RETRY_FACTOR = 16.0
 
-    nb, m, _ = w.shape
-    wmax = float(np.abs(w).max()) or 1.0
-    # the finest integer costs OR-Tools accepts for this graph (it rejects a cost range
-    # that could overflow its cost scaling with BAD_COST_RANGE)
-    scales = [scale] if scale is not None else [
-        float(2**e) / (wmax * n * m) for e in (52, 48, 44, 40, 36, 32)]
-    # node ids: source 0, sink 1, rows 2 .. 2+nb*m, cols after
-    rows = 2 + np.arange(nb * m).reshape(nb, m)
-    cols = 2 + nb * m + np.arange(nb * m).reshape(nb, m)
-    tail = [np.zeros(nb * m, np.int64), rows[:, :, None].repeat(m, 2).ravel(), cols.ravel()]
-    head = [rows.ravel(), cols[:, None, :].repeat(m, 1).ravel(), np.ones(nb * m, np.int64)]
-    cap = [np.full(nb * m, n), np.ones(nb * m * m, np.int64), np.full(nb * m, n)]
-    total = n * m * nb
-    if not exactly:
-        tail.append(np.zeros(1, np.int64))
-        head.append(np.ones(1, np.int64))
-        cap.append(np.array([total]))
-    tail, head = np.concatenate(tail), np.concatenate(head)
-    cap = np.concatenate(cap).astype(np.int64)
-    supplies = np.zeros(2 + 2 * nb * m, np.int64)
-    supplies[0], supplies[1] = total, -total
-    for sc in scales:
-        if sc * wmax * n * m > 2.0**62:
-            raise ValueError(f"solver 'ortools': scale={sc:g} makes integer costs overflow "
-                             f"int64 for scores up to {wmax:g}; use a smaller scale")
-        cost = np.zeros(tail.size, np.int64)
-        cost[nb * m: nb * m + nb * m * m] = np.rint(-w * sc).astype(np.int64).ravel()
+
+class _FlowGraph:
+    """The min-cost-flow graph of ``nb`` blocks (arcs, capacities, supplies), built once and
+    reused for every chunk of that many blocks. The ``nb m m`` row -> column arcs come first
+    (block, row, column order), so their flows are the mask.
+
+    - ``exactly``: rows supply n, columns demand n (no source or sink);
+    - "at most": per block a source S_b (supply n m) and a sink T_b (demand n m), arcs
+      S_b -> row (capacity n), column -> T_b (capacity n) and S_b -> T_b (capacity n m, the
+      unkept slots). Per-block terminals keep the blocks apart: one shared source and sink
+      make OR-Tools several times slower (``benchmarks/nm_masks.py`` measures both).
+    """
+
+    def __init__(self, nb: int, m: int, n: int, exactly: bool) -> None:
+        r = nb * m
+        rows = np.arange(r, dtype=np.int64)
+        cols = r + np.arange(r, dtype=np.int64).reshape(nb, m)
+        tail = [np.repeat(rows, m)]
+        head = [np.broadcast_to(cols[:, None, :], (nb, m, m)).ravel()]
+        cap = [np.ones(r * m, np.int64)]
+        if exactly:
+            supplies = np.concatenate([np.full(r, n, np.int64), np.full(r, -n, np.int64)])
+        else:
+            src = 2 * r + np.arange(nb, dtype=np.int64)
+            snk = src + nb
+            tail += [np.repeat(src, m), cols.ravel(), src]
+            head += [rows, np.repeat(snk, m), snk]
+            cap += [np.full(2 * r, n, np.int64), np.full(nb, n * m, np.int64)]
+            supplies = np.zeros(2 * r + 2 * nb, np.int64)
+            supplies[src], supplies[snk] = n * m, -n * m
+        self.tail, self.head = np.concatenate(tail), np.concatenate(head)
+        self.cap = np.concatenate(cap)
+        self.supplies = supplies
+        self.nodes = np.arange(supplies.size, dtype=np.int64)
+        self.cost = np.zeros(self.tail.size, np.int64)
+        self.entries = r * m
+        self.shape = (nb, m, m)
+
+    def max_cost(self) -> float:
+        """The largest integer cost OR-Tools accepts on this graph, with the margin."""
+        return float((2**63 - 1) // (2 * (self.nodes.size + 1))) / ORTOOLS_COST_MARGIN
+
+    def solve(self, w: np.ndarray, scale: float):
+        """(mask, OR-Tools status) for blocks ``w`` and integer costs ``rint(-w scale)``."""
+        from ortools.graph.python import min_cost_flow
+
+        self.cost[: self.entries] = np.rint(w.reshape(-1) * -scale)
         smcf = min_cost_flow.SimpleMinCostFlow()
-        arcs = smcf.add_arcs_with_capacity_and_unit_cost(tail, head, cap, cost)
-        smcf.set_nodes_supplies(np.arange(supplies.size), supplies)
+        arcs = smcf.add_arcs_with_capacity_and_unit_cost(self.tail, self.head, self.cap,
+                                                         self.cost)
+        smcf.set_nodes_supplies(self.nodes, self.supplies)
         status = smcf.solve()
-        if status != smcf.BAD_COST_RANGE:
-            break
-    if status != smcf.OPTIMAL:
-        raise RuntimeError(f"OR-Tools min cost flow ended with status {status}")
-    flows = smcf.flows(arcs[nb * m: nb * m + nb * m * m])
-    return flows.reshape(nb, m, m) > 0, sc
+        if status != smcf.OPTIMAL:
+            return None, status
+        return smcf.flows(arcs[: self.entries]).reshape(self.shape) > 0, status
 
 
 @register("ortools", TransposableNM, guarantee="exact", requires=("ortools",),
@@ -341,36 +410,81 @@ def ortools_solver(problem: TransposableNM, time_limit: float | None, *,
     """OR-Tools SimpleMinCostFlow, one graph per chunk of blocks (integer-scaled costs).
 
     ``scale``: the integer cost of a score s is ``round(-s * scale)`` (default: the finest
-    scale OR-Tools accepts, about 2**52 / (max score * n * m)). The answer is optimal for the
-    rounded costs; "optimal" is said only when the float certificate (:func:`certify`) passes.
+    scale that keeps every cost ``ORTOOLS_COST_MARGIN`` times below OR-Tools' limit for a
+    chunk's graph, about 2**58 / (nodes * max score)). The answer is optimal for the rounded
+    costs; "optimal" is said only when the float certificate (:func:`_residual_ok`, the check
+    of :func:`certify`) passes for every block. Each chunk is certified right after it is
+    solved, so ``time_limit`` (read between chunks) covers the check too.
     """
+    from ortools.graph.python import min_cost_flow
+
     t0 = time.perf_counter()
+    n, m, nb, ex = problem.n, problem.m, problem.num_blocks, problem.exactly
     w = problem.blocks()
-    if not problem.exactly:
-        w = np.maximum(w, 0.0)
-    n, m, nb = problem.n, problem.m, problem.num_blocks
-    used: list[float] = []
+    wmax = float(np.abs(w).max()) if w.size else 0.0
+    wmax = wmax if ex else max(float(w.max()) if w.size else 0.0, 0.0)
+    tol = 1e-12 * wmax * m
+    step = max(1, ORTOOLS_CHUNK_ELEMS // (m * m))
+    graphs: dict[int, _FlowGraph] = {}
+    state = {"scale": scale, "retries": 0, "failed_blocks": 0, "check_seconds": 0.0}
 
-    def solve(chunk):
-        mask, sc = _ortools_chunk(chunk, n, problem.exactly, scale)
-        used.append(sc)
-        return mask
+    def graph(k: int) -> _FlowGraph:
+        if k not in graphs:
+            graphs[k] = _FlowGraph(k, m, n, ex)
+        return graphs[k]
 
-    x, done = solve_blocks(w, solve, lambda c: greedy_mask(c, n, problem.exactly), time_limit,
-                           elems=1 << 22)
-    if not problem.exactly:
-        x &= problem.blocks() > 0
-    info = {"scale": min(used) if used else None, "seconds_without_check":
-            time.perf_counter() - t0, "quantization": "costs = round(-score * scale) as int64"}
+    if scale is None:  # one scale for every chunk, from the largest chunk's graph
+        state["scale"] = graph(min(step, nb)).max_cost() / (wmax or 1.0)
+    elif scale * (wmax or 1.0) > graph(min(step, nb)).max_cost() * ORTOOLS_COST_MARGIN:
+        raise ValueError(
+            f"solver 'ortools': scale={scale:g} gives integer costs up to "
+            f"{scale * wmax:.3g}, above what OR-Tools accepts for a graph of "
+            f"{graph(min(step, nb)).nodes.size} nodes "
+            f"({graph(min(step, nb)).max_cost() * ORTOOLS_COST_MARGIN:.3g}); use a smaller "
+            f"scale or leave scale=None (the finest safe one)")
+
+    def solve(chunk: np.ndarray) -> np.ndarray:
+        wc = chunk if ex else np.maximum(chunk, 0.0)
+        g = graph(chunk.shape[0])
+        while True:
+            x, status = g.solve(wc, state["scale"])
+            if x is not None:
+                break
+            if status != min_cost_flow.SimpleMinCostFlow.BAD_COST_RANGE:
+                raise RuntimeError(f"OR-Tools min cost flow ended with status {status}")
+            if scale is not None or state["retries"] >= 3:
+                raise ValueError(
+                    f"solver 'ortools': OR-Tools rejected the integer costs at "
+                    f"scale={state['scale']:g} (BAD_COST_RANGE); use a smaller scale")
+            state["scale"] /= _RETRY_FACTOR
+            state["retries"] += 1
+        if not ex:
+            x &= chunk > 0
+        tc = time.perf_counter()
+        state["failed_blocks"] += int((~_residual_ok(wc, x, n, ex, tol)).sum())
+        state["check_seconds"] += time.perf_counter() - tc
+        return x
+
+    x, done = solve_blocks(w, solve, lambda c: greedy_mask(c, n, ex), time_limit,
+                           elems=ORTOOLS_CHUNK_ELEMS)
+    if not ex:
+        x &= w > 0  # the greedy fallback's blocks too
+    seconds = time.perf_counter() - t0
+    info = {"scale": state["scale"], "scale_retries": state["retries"],
+            "check_seconds": state["check_seconds"],
+            "seconds_without_check": seconds - state["check_seconds"],
+            "quantization": "costs = round(-score * scale) as int64"}
     if not done:
         return stopped(problem, x, info)
     mask = problem.unblock(x)
-    ok = certify(problem, mask)
+    ok = state["failed_blocks"] == 0
     info["float_check_passed"] = ok
+    info["blocks_failing_check"] = state["failed_blocks"]
     if ok:
         return Result(mask, "optimal", None, info, proof="residual graph (float check)")
     # optimal for the rounded costs: each kept entry is off by <= 0.5 / scale
-    return Result(mask, "feasible", problem.objective(mask) + n * m * nb / min(used), info)
+    return Result(mask, "feasible", problem.objective(mask) + n * m * nb / state["scale"],
+                  info)
 
 
 @register("networkx", TransposableNM, guarantee="exact", requires=("networkx",),

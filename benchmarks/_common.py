@@ -1,0 +1,115 @@
+"""Shared by the benchmark scripts: measure the checkout they sit in, write outputs safely.
+
+Importing this module puts the repository root first on ``sys.path``, so that
+``python benchmarks/X.py`` measures the code next to the script, whatever pruneopt is
+installed. Benchmarks print to stdout; a file is written only where a path is given, never
+over an input of the run nor over a file the repository tracks (committed results, figures),
+and whole or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def tracked(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file git tracks in its repository. Without git (or outside a
+    repository) every existing file inside this checkout counts as tracked."""
+    p = Path(path).resolve()
+    try:
+        r = subprocess.run(["git", "-C", str(p.parent), "ls-files", "--error-unmatch", p.name],
+                           capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return p.exists() and ROOT in p.parents
+    if r.returncode == 0:
+        return True
+    inside = subprocess.run(["git", "-C", str(p.parent), "rev-parse", "--is-inside-work-tree"],
+                            capture_output=True, timeout=30) if p.parent.is_dir() else None
+    if inside is None or inside.returncode != 0:  # not a git folder: be conservative
+        return p.exists() and ROOT in p.parents
+    return False
+
+
+def refuse_overwrite(error, outputs: dict[str, str | os.PathLike | None],
+                     inputs: Iterable[str | os.PathLike | None] = ()) -> None:
+    """Stop (``error(message)``, e.g. ``ArgumentParser.error``) if an output path equals an
+    input or another output, or names a file the repository tracks. ``None`` paths are
+    skipped (not written)."""
+    ins = {Path(i).resolve(): str(i) for i in inputs if i is not None}
+    seen: dict[Path, str] = {}
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        p = Path(path).resolve()
+        if p in ins:
+            error(f"{flag} {path} is also an input of this run ({ins[p]}); refusing to write "
+                  f"over it: give a new path")
+        if p in seen:
+            error(f"{flag} {path} is also the path of {seen[p]}; give different paths")
+        seen[p] = flag
+        if p.is_dir():
+            error(f"{flag} {path} is a folder; give a file path")
+        if tracked(p):
+            error(f"{flag} {path} is a file tracked in the repository (a committed result); "
+                  f"refusing to write over it: give a new path (e.g. under /tmp)")
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (a temporary file, then a rename)."""
+    write_bytes(path, text.encode())
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_figure(fig, path: str | os.PathLike, **kwargs) -> None:
+    """``fig.savefig`` to ``path`` whole or not at all (format from the suffix)."""
+    import io
+
+    buf = io.BytesIO()
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    fig.savefig(buf, format=fmt, **kwargs)
+    write_bytes(path, buf.getvalue())
+
+
+class Tee:
+    """Print lines to stdout and keep them, to write the same text to ``--out`` at the end."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, line: str = "") -> None:
+        print(line, flush=True)
+        self.lines.append(line)
+
+    def save(self, path: str | os.PathLike | None) -> None:
+        if path is not None:
+            write_text(path, "\n".join(self.lines) + "\n")
+
+
+def machine() -> str:
+    """One line on where and under what load a benchmark ran."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    cpu = platform.processor() or platform.machine()
+    ld = "" if load is None else f", load average {load[0]:.2f} at start"
+    return f"{os.cpu_count()} logical CPUs ({cpu}), Python {platform.python_version()}{ld}"
