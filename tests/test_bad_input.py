@@ -76,7 +76,7 @@ def test_low_precision_torch_tensors_are_accepted(dtype):
 BAD_OPTIONS = [
     ("nm", "ortools", {"scale": 0}, "scale"),
     ("nm", "ortools", {"scale": -1.0}, "scale"),
-    ("nm", "ortools", {"scale": 1e30}, "overflow"),
+    ("nm", "ortools", {"scale": 1e30}, "smaller scale"),
     ("nm", "ortools", {"scale": float("nan")}, "scale"),
     ("nm", "greedy", {"complete": "yes"}, "complete"),
     ("budget", "cpsat", {"workers": -1}, "workers"),
