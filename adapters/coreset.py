@@ -16,6 +16,9 @@ Indices are sorted int64 numpy arrays; the ``*_subset`` functions wrap them in a
 
 from __future__ import annotations
 
+import functools
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -46,6 +49,23 @@ def _beta(beta: float) -> float:
     return b
 
 
+def _keep_alias(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Accept the deprecated keyword ``budget=`` for ``keep=`` (the naming table: a count of
+    kept items is ``keep``; ``budget`` is a cost cap)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if "budget" in kwargs:
+            if "keep" in kwargs:
+                raise TypeError(f"{fn.__name__}() got both keep= and its old name budget=")
+            warnings.warn(f"{fn.__name__}(budget=...) is deprecated; use keep=",
+                          DeprecationWarning, stacklevel=2)
+            kwargs["keep"] = kwargs.pop("budget")
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def drop_hardest(difficulty: Any, beta: float) -> np.ndarray:
     """Indices that remain after dropping the ``floor(beta * n)`` hardest examples
     (highest ``difficulty``; pass ``-aum`` to drop the lowest AUM, as CCS does)."""
@@ -55,13 +75,14 @@ def drop_hardest(difficulty: Any, beta: float) -> np.ndarray:
     return np.sort(order[drop:]).astype(np.int64)
 
 
-def allocate_strata(counts: Any, budget: int) -> np.ndarray:
-    """Spread ``budget`` over bins of the given sizes, smallest bin first: each bin takes
-    ``min(its size, remaining budget // remaining bins)``, as in the CCS code."""
+@_keep_alias
+def allocate_strata(counts: Any, keep: int) -> np.ndarray:
+    """Spread ``keep`` over bins of the given sizes, smallest bin first: each bin takes
+    ``min(its size, remaining keep // remaining bins)``, as in the CCS code."""
     counts = np.asarray(counts, dtype=np.int64)
     order = np.argsort(counts, kind="stable")
     out = np.zeros(len(counts), dtype=np.int64)
-    rest = int(budget)
+    rest = int(keep)
     for pos, b in enumerate(order):
         share = min(int(counts[b]), rest // (len(counts) - pos))
         out[b] = share
@@ -69,27 +90,28 @@ def allocate_strata(counts: Any, budget: int) -> np.ndarray:
     return out
 
 
-def ccs_indices(scores: Any, budget: int, *, beta: float = 0.0, strata: int = 50,
+@_keep_alias
+def ccs_indices(scores: Any, keep: int, *, beta: float = 0.0, strata: int = 50,
                 difficulty: Any = None, seed: int = 0) -> np.ndarray:
     """CCS: stratified sampling over ``scores`` after hard pruning.
 
     ``scores``: the stratification score of every example (EL2N, forgetting, AUM...).
-    ``budget``: the coreset size. ``beta``: fraction of the whole data dropped as hardest
+    ``keep``: the coreset size. ``beta``: fraction of the whole data dropped as hardest
     first (by ``difficulty``, higher = harder; default ``scores``). ``strata``: number of
     equal-width bins over [min, max] of the remaining scores (the maximum falls in the last
-    bin). The result has exactly ``min(budget, n - dropped)`` indices, unless the
-    smallest-first allocation leaves some budget unspent (only when bins run out).
+    bin). The result has exactly ``min(keep, n - dropped)`` indices, unless the
+    smallest-first allocation leaves some keep unspent (only when bins run out).
     """
     s = _scores(scores, "scores")
     n = len(s)
-    budget = as_int(budget, "budget", low=1, high=n)
+    keep = as_int(keep, "keep", low=1, high=n)
     strata = as_int(strata, "strata", low=1)
     diff = s if difficulty is None else _scores(difficulty, "difficulty", n)
     pool = drop_hardest(diff, beta)
-    if budget > len(pool):
+    if keep > len(pool):
         raise ValueError(
-            f"budget {budget} exceeds the {len(pool)} examples left after hard pruning "
-            f"(beta={beta}); lower beta or the budget"
+            f"keep {keep} exceeds the {len(pool)} examples left after hard pruning "
+            f"(beta={beta}); lower beta or the keep"
         )
     v = s[pool]
     lo, hi = float(v.min()), float(v.max())
@@ -99,7 +121,7 @@ def ccs_indices(scores: Any, budget: int, *, beta: float = 0.0, strata: int = 50
     else:
         bins = np.zeros(len(v), dtype=np.int64)
     counts = np.bincount(bins, minlength=strata)
-    take = allocate_strata(counts, budget)
+    take = allocate_strata(counts, keep)
     rng = np.random.default_rng(seed)
     chosen = []
     for b in np.flatnonzero(take):
@@ -108,25 +130,28 @@ def ccs_indices(scores: Any, budget: int, *, beta: float = 0.0, strata: int = 50
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
-def top_indices(difficulty: Any, budget: int) -> np.ndarray:
-    """The ``budget`` hardest examples (highest ``difficulty``): score-only pruning."""
+@_keep_alias
+def top_indices(difficulty: Any, keep: int) -> np.ndarray:
+    """The ``keep`` hardest examples (highest ``difficulty``): score-only pruning."""
     d = _scores(difficulty, "difficulty")
-    budget = as_int(budget, "budget", low=1, high=len(d))
-    return np.sort(np.argsort(-d, kind="stable")[:budget]).astype(np.int64)
+    keep = as_int(keep, "keep", low=1, high=len(d))
+    return np.sort(np.argsort(-d, kind="stable")[:keep]).astype(np.int64)
 
 
-def random_indices(n: int, budget: int, *, seed: int = 0) -> np.ndarray:
-    """``budget`` examples drawn uniformly without replacement."""
+@_keep_alias
+def random_indices(n: int, keep: int, *, seed: int = 0) -> np.ndarray:
+    """``keep`` examples drawn uniformly without replacement."""
     n = as_int(n, "n", low=1)
-    budget = as_int(budget, "budget", low=1, high=n)
-    return np.sort(np.random.default_rng(seed).choice(n, budget, replace=False)).astype(np.int64)
+    keep = as_int(keep, "keep", low=1, high=n)
+    return np.sort(np.random.default_rng(seed).choice(n, keep, replace=False)).astype(np.int64)
 
 
-def coverage_indices(features: Any, budget: int, *, radius: float | None = None,
+@_keep_alias
+def coverage_indices(features: Any, keep: int, *, radius: float | None = None,
                      weights: Any = None, beta: float = 0.0, difficulty: Any = None,
                      solver: str | None = None, time_limit: float | None = None,
                      fill: bool = True, seed: int = 0, **options: Any) -> np.ndarray:
-    """Maximum (weighted) coverage coreset of ``budget`` examples.
+    """Maximum (weighted) coverage coreset of ``keep`` examples.
 
     ``features``: (n, d) embedding of every example. ``radius``: the covering radius in the
     units of the features (default :func:`~pruneopt.formulations.geometry.default_radius`
@@ -135,34 +160,34 @@ def coverage_indices(features: Any, budget: int, *, radius: float | None = None,
     ``solver``: any solver for :class:`CoverageSelection` (``pruneopt.available``);
     ``None``: the registry's default for the instance (:mod:`pruneopt.solvers.defaults`).
     ``time_limit`` in seconds. ``fill``: when the solver covers everything with fewer
-    points, top the coreset up to ``budget`` with the heaviest (then seeded random) points
+    points, top the coreset up to ``keep`` with the heaviest (then seeded random) points
     not chosen.
     """
     X = as_array(features, "features", ndim=2)
     n = X.shape[0]
-    budget = as_int(budget, "budget", low=1, high=n)
+    keep = as_int(keep, "keep", low=1, high=n)
     w = None if weights is None else _scores(weights, "weights", n)
     pool = np.arange(n) if _beta(beta) == 0.0 else drop_hardest(
         _scores(difficulty, "difficulty", n) if difficulty is not None else
         (w if w is not None else _need_difficulty()), beta)
-    if budget > len(pool):
-        raise ValueError(f"budget {budget} exceeds the {len(pool)} examples left after "
+    if keep > len(pool):
+        raise ValueError(f"keep {keep} exceeds the {len(pool)} examples left after "
                          f"hard pruning (beta={beta})")
     Xp = X[pool]
-    r = default_radius(Xp, budget, seed=seed) if radius is None else radius
+    r = default_radius(Xp, keep, seed=seed) if radius is None else radius
     wp = None if w is None else w[pool]
-    problem = CoverageSelection(Xp, keep=budget, radius=r, weights=wp)
+    problem = CoverageSelection(Xp, keep=keep, radius=r, weights=wp)
     sol = pruneopt.solve(problem, solver=solver, time_limit=time_limit, **options)
     if sol.decision is None:
         raise ValueError(f"solver {sol.solver!r} found no selection within the time limit "
                          f"(status {sol.status!r}); raise time_limit or use solver='greedy'")
     sel = pool[sol.decision]
-    if fill and len(sel) < budget:
+    if fill and len(sel) < keep:
         rest = np.setdiff1d(pool, sel)
         rng = np.random.default_rng(seed)
         tie = rng.random(len(rest))
         order = np.argsort(tie) if w is None else np.lexsort((tie, -w[rest]))
-        sel = np.concatenate([sel, rest[order[: budget - len(sel)]]])
+        sel = np.concatenate([sel, rest[order[: keep - len(sel)]]])
     return np.sort(sel).astype(np.int64)
 
 
@@ -176,15 +201,17 @@ def _check_dataset(dataset: Dataset, n: int) -> None:
                          f"have {n}")
 
 
-def ccs_subset(dataset: Dataset, scores: Any, budget: int, **kwargs: Any) -> Subset:
+@_keep_alias
+def ccs_subset(dataset: Dataset, scores: Any, keep: int, **kwargs: Any) -> Subset:
     """:func:`ccs_indices` as a ``torch.utils.data.Subset`` of ``dataset``."""
-    idx = ccs_indices(scores, budget, **kwargs)
+    idx = ccs_indices(scores, keep, **kwargs)
     _check_dataset(dataset, len(np.asarray(scores)))
     return Subset(dataset, idx.tolist())
 
 
-def coverage_subset(dataset: Dataset, features: Any, budget: int, **kwargs: Any) -> Subset:
+@_keep_alias
+def coverage_subset(dataset: Dataset, features: Any, keep: int, **kwargs: Any) -> Subset:
     """:func:`coverage_indices` as a ``torch.utils.data.Subset`` of ``dataset``."""
-    idx = coverage_indices(features, budget, **kwargs)
+    idx = coverage_indices(features, keep, **kwargs)
     _check_dataset(dataset, len(features))
     return Subset(dataset, idx.tolist())

@@ -1,12 +1,12 @@
 """Coverage coresets: solvers against each other and an outside reference, in one run.
 
 Instances:
-- ``digits``: scikit-learn's 1,797 digits (64 pixels), budget k = 100, radius from
-  ``radius_for_budget`` (about n/k = 18 neighbours per point); max coverage and the set-cover
+- ``digits``: scikit-learn's 1,797 digits (64 pixels), keep k = 100, radius from
+  ``default_radius`` (about n/k = 18 neighbours per point); max coverage and the set-cover
   form (cover 90 %).
 - ``10k``: 10,000 digits-like points, k = 1,000: the fast solvers and apricot.
 - ``50k``: 50,000 digits-like points (a random digit plus N(0, 1) pixel noise), k = 5,000,
-  radius from ``radius_for_budget`` (about 10 neighbours per point). End-to-end time
+  radius from ``default_radius`` (about 10 neighbours per point). End-to-end time
   includes building the radius graph.
 
 For every solver: wall-clock seconds (the solve; the graph is built once beforehand and
@@ -36,7 +36,7 @@ import pruneopt
 from pruneopt.formulations.coverage import (
     CoverageSelection,
     CoverSelection,
-    radius_for_budget,
+    default_radius,
 )
 
 
@@ -55,7 +55,7 @@ def apricot_select(problem: CoverageSelection) -> tuple[np.ndarray, float]:
     G = sps.csr_matrix((np.ones(g.nnz), g.indices.astype(np.int32), g.indptr.astype(np.int32)),
                        shape=g.shape)
     t = time.perf_counter()
-    sel = MaxCoverageSelection(problem.budget, optimizer="lazy", verbose=False).fit(G)
+    sel = MaxCoverageSelection(problem.keep, optimizer="lazy", verbose=False).fit(G)
     return np.asarray(sel.ranking, dtype=np.int64), time.perf_counter() - t
 
 
@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> None:
 
     X = load_digits().data
     k = 100
-    r = radius_for_budget(X, k)
-    p = CoverageSelection(X, budget=k, radius=r)
+    r = default_radius(X, k)
+    p = CoverageSelection(X, keep=k, radius=r)
     t = time.perf_counter()
     p.graph  # noqa: B018 - build it once, timed
     g_s = time.perf_counter() - t
@@ -134,8 +134,8 @@ def main(argv: list[str] | None = None) -> None:
 
     n, k = 10_000, 1_000
     X = digits_like(n, seed=1)
-    r = radius_for_budget(X, k)
-    p = CoverageSelection(X, budget=k, radius=r)
+    r = default_radius(X, k)
+    p = CoverageSelection(X, keep=k, radius=r)
     t = time.perf_counter()
     p.graph  # noqa: B018
     g_s = time.perf_counter() - t
@@ -146,8 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     n, k = 50_000, 5_000
     X = digits_like(n)
     t = time.perf_counter()
-    r = radius_for_budget(X, k)
-    p = CoverageSelection(X, budget=k, radius=r)
+    r = default_radius(X, k)
+    p = CoverageSelection(X, keep=k, radius=r)
     p.graph  # noqa: B018
     g_s = time.perf_counter() - t
     t = time.perf_counter()

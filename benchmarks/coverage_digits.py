@@ -8,7 +8,7 @@ number of Adam steps (the same compute for every subset size) and scored on the 
 
 Methods: random; top-importance (keep the highest EL2N); CCS (drop the ``beta`` fraction
 of lowest AUM, 50 EL2N strata, smallest stratum first); max-coverage (greedy
-:class:`CoverageSelection` on the standardised pixels, radius from ``radius_for_budget``);
+:class:`CoverageSelection` on the standardised pixels, radius from ``default_radius``);
 coverage-weighted (the same with EL2N weights after the same hard pruning as CCS).
 ``beta`` per rate is fixed in advance (not tuned on the test set): 0, 0, 0.1, 0.3.
 

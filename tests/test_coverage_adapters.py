@@ -74,7 +74,7 @@ def test_ccs_properties():
     assert len(random_indices(10, 4, seed=0)) == 4
     with pytest.raises(ValueError, match="beta"):
         ccs_indices(s, 10, beta=1.0)
-    with pytest.raises(ValueError, match="budget"):
+    with pytest.raises(ValueError, match="keep"):
         ccs_indices(s, 0)
     with pytest.raises(ValueError, match="left after hard pruning"):
         ccs_indices(s, 950, beta=0.1)
