@@ -22,7 +22,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import scipy.linalg as sla
 
 from pruneopt.formulations.reconstruction import (
     SCORES,
@@ -35,26 +34,41 @@ from pruneopt.solvers.registry import Result, register, solve
 
 
 def refit_rows(W: np.ndarray, Hd: np.ndarray, mask: np.ndarray,
-          deadline: float | None = None) -> tuple[np.ndarray, bool]:
+               deadline: float | None = None, chunk_bytes: int = 1 << 27
+               ) -> tuple[np.ndarray, bool]:
     """The exact kept weights for ``mask`` (see the module docstring): ``(weights, done)``;
-    ``done`` is False when ``deadline`` stopped it (the rest keep ``W * mask``)."""
+    ``done`` is False when ``deadline`` stopped it (the rest keep ``W * mask``).
+
+    Rows are grouped by support; the supports of one size are solved as stacked batches
+    (``numpy.linalg.solve`` on (B, k, k) systems, at most ``chunk_bytes`` at once), each
+    support's system once for all the rows that share it."""
     R, C = W.shape
     out = np.where(mask, W, 0.0)
-    packed = np.packbits(mask, axis=1)
-    _, group = np.unique(packed, axis=0, return_inverse=True)
+    _, first, group = np.unique(np.packbits(mask, axis=1), axis=0, return_index=True,
+                                return_inverse=True)
     group = group.ravel()
-    for g in np.unique(group):
-        if deadline is not None and time.perf_counter() > deadline:
-            return out, False
-        rows = np.flatnonzero(group == g)
-        S = np.flatnonzero(mask[rows[0]])
-        T = np.flatnonzero(~mask[rows[0]])
-        if S.size == 0 or T.size == 0:
+    sizes = mask[first].sum(axis=1)
+    for k in np.unique(sizes):
+        if k in (0, C):  # nothing kept, or nothing pruned: nothing to refit
             continue
-        rhs = Hd[np.ix_(S, T)] @ W[np.ix_(rows, T)].T  # (|S|, rows)
-        delta = sla.cho_solve(sla.cho_factor(Hd[np.ix_(S, S)], check_finite=False), rhs,
-                              check_finite=False)
-        out[np.ix_(rows, S)] = W[np.ix_(rows, S)] + delta.T
+        gids = np.flatnonzero(sizes == k)
+        step = max(1, int(chunk_bytes // (8 * k * k)))
+        for c0 in range(0, len(gids), step):
+            if deadline is not None and time.perf_counter() > deadline:
+                return out, False
+            gs = gids[c0:c0 + step]
+            S = np.stack([np.flatnonzero(mask[first[g]]) for g in gs])  # (B, k)
+            A = Hd[S[:, :, None], S[:, None, :]]  # (B, k, k)
+            HS = Hd[S]  # (B, k, C)
+            rows = [np.flatnonzero(group == g) for g in gs]
+            width = max(len(r) for r in rows)
+            rhs = np.zeros((len(gs), k, width))
+            for b, r in enumerate(rows):  # (H_d)_ST W_T: the pruned inputs' pull
+                rhs[b, :, :len(r)] = HS[b] @ np.where(mask[r], 0.0, W[r]).T
+            delta = np.linalg.solve(A, rhs)
+            for b, r in enumerate(rows):
+                out[r[:, None], S[b][None, :]] = W[r[:, None], S[b][None, :]] + delta[
+                    b, :, :len(r)].T
     return out, True
 
 
