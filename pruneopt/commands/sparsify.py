@@ -1,0 +1,130 @@
+"""``pruneopt sparsify MODEL -o OUT_DIR``: a model folder in, an N:M-sparse model folder out.
+
+    pruneopt sparsify minilm --n 2 --m 4 --scores wanda --reconstruct -o minilm-2of4
+
+MODEL is ``minilm`` (the bundled all-MiniLM-L6-v2) or a folder holding a sentence-transformers
+or Hugging Face model. Every Linear layer of the encoder is masked (embeddings, pooler and
+heads are left dense unless ``--include`` names them), with calibration text from
+``--calibration FILE`` (one sentence per line; default: real English sentences from the
+standard library's docstrings). OUT_DIR (new, or an empty folder) receives the model with
+the masked weights baked in, loadable with ``SentenceTransformer(OUT_DIR)`` or
+``AutoModel.from_pretrained(OUT_DIR)``, and ``sparsify_report.json`` (per layer: solver,
+status, kept score and bound, reconstruction error before and after). Written whole or
+not at all.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pruneopt.commands._common import add_progress
+
+
+def _sentences(path: str | None, count: int) -> list[str]:
+    if path is None:
+        from pruneopt.adapters.models import stdlib_sentences
+
+        return stdlib_sentences(count)
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"calibration file {path!r} does not exist")
+    try:
+        lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError:
+        raise ValueError(f"calibration file {path!r} is not UTF-8 text") from None
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        raise ValueError(f"calibration file {path!r} holds no text (one sentence per line)")
+    return lines[:count]
+
+
+def _quiet_hub() -> None:
+    """No loading/writing bars from transformers and the hub (``--no-progress``)."""
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+        from transformers.utils import logging as hf_logging
+
+        disable_progress_bars()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - both come with the minilm extra
+        pass
+
+
+def run(args) -> int:
+    from pruneopt.adapters.model_folders import check_output_folder, load_model, save_model
+    from pruneopt.adapters.oneshot import sparsify
+    from pruneopt.formulations.nm import validate_nm
+
+    validate_nm(args.n, args.m)
+    if args.finetune < 0:
+        raise ValueError(f"--finetune must be a number of steps >= 0, got {args.finetune}")
+    if args.calibration_size < 1:
+        raise ValueError(f"--calibration-size must be >= 1, got {args.calibration_size}")
+    if args.model != "minilm" and not Path(args.model).exists():
+        raise ValueError(f"model {args.model!r} is neither 'minilm' nor an existing folder")
+    source = None if args.model == "minilm" else args.model
+    check_output_folder(args.output, source)  # before any work
+    if args.no_progress:
+        _quiet_hub()
+    sentences = _sentences(args.calibration, args.calibration_size)
+    loaded = load_model(args.model)
+    batches = loaded.batches(sentences, args.batch_size)
+    pruned, report = sparsify(
+        loaded.model, args.n, args.m, transposable=args.transposable, score=args.scores,
+        reconstruct=args.reconstruct, method=args.method, calibration=batches,
+        damping=args.damping, finetune=args.finetune, lr=args.lr, include=args.include,
+        mask_solver=args.solver, seed=args.seed, progress=not args.no_progress)
+    info = report.as_dict()
+    info.update(model=args.model, calibration_sentences=len(sentences))
+    out = save_model(loaded, pruned, args.output,
+                     extra={"sparsify_report.json": json.dumps(info, indent=1).encode()})
+    done = [r for r in report.layers if r.skipped is None]
+    after = [r.error_after for r in done if r.error_after is not None]
+    mean_after = f", mean layer error {sum(after) / len(after):.4f}" if after else ""
+    print(f"{'transposable ' if args.transposable else ''}{args.n}:{args.m}: {len(done)} layers "
+          f"({len(report.layers) - len(done)} skipped), scores {args.scores}"
+          f"{', reconstructed' if args.reconstruct else ''}{mean_after}; "
+          f"{report.seconds:.1f} s -> {out}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sparsify", help="a model folder in, an N:M-sparse model folder out",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("model", metavar="MODEL",
+                   help="'minilm' or a sentence-transformers / Hugging Face model folder")
+    p.add_argument("-o", "--output", required=True, metavar="OUT_DIR",
+                   help="new (or empty) folder for the sparse model and its report")
+    p.add_argument("--n", type=int, default=2, help="weights kept per group (default 2)")
+    p.add_argument("--m", type=int, default=4, help="group size (default 4)")
+    p.add_argument("--transposable", action="store_true", default=True,
+                   help="W and W^T both N:M (the default)")
+    p.add_argument("--no-transposable", dest="transposable", action="store_false",
+                   help="plain N:M along the input dimension")
+    p.add_argument("--scores", choices=("magnitude", "wanda", "obs"), default="wanda",
+                   help="what the exact mask keeps most of (default wanda)")
+    p.add_argument("--reconstruct", action="store_true", default=True,
+                   help="refit the kept weights on the calibration data (the default)")
+    p.add_argument("--no-reconstruct", dest="reconstruct", action="store_false",
+                   help="masks only")
+    p.add_argument("--method", choices=("mask-refit", "sparsegpt"), default="mask-refit",
+                   help="exact mask then exact refit (default), or SparseGPT's joint update")
+    p.add_argument("--finetune", type=int, default=0, metavar="STEPS",
+                   help="distillation steps with the masks held (default 0: off)")
+    p.add_argument("--lr", type=float, default=1e-5, help="fine-tune learning rate")
+    p.add_argument("--calibration", default=None, metavar="FILE.txt",
+                   help="calibration text, one sentence per line (default: standard-library "
+                        "docstrings)")
+    p.add_argument("--calibration-size", type=int, default=128, metavar="N",
+                   help="calibration sentences used (default 128)")
+    p.add_argument("--batch-size", type=int, default=32, help="calibration batch size")
+    p.add_argument("--damping", type=float, default=0.01,
+                   help="ridge, as a fraction of mean(diag X^T X) (default 0.01)")
+    p.add_argument("--include", action="append", default=None, metavar="GLOB",
+                   help="layers to mask (fnmatch on module names; default: every Linear "
+                        "but embeddings, pooler and heads)")
+    p.add_argument("--solver", default=None, help="N:M mask solver (default: exact)")
+    p.add_argument("--seed", type=int, default=0)
+    add_progress(p)
+    p.set_defaults(func=run)

@@ -1,0 +1,89 @@
+"""``pruneopt sparsify``: a model folder in, a sparse model folder out that loads the same way."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pruneopt.adapters.calibration import embed, make_batches
+from pruneopt.adapters.models import stdlib_sentences
+from pruneopt.adapters.nm import verify_nm
+from pruneopt.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def _run(capsys, *args):
+    code = main(["sparsify", *args, "--no-progress"])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_minilm_in_a_loadable_sparse_folder_out(tmp_path, capsys):
+    from sentence_transformers import SentenceTransformer
+
+    cal = tmp_path / "cal.txt"
+    cal.write_text("\n".join(stdlib_sentences(24)))
+    out = tmp_path / "sparse"
+    code, stdout, err = _run(capsys, "minilm", "--calibration", str(cal), "--include",
+                             "*layer.0.*", "-o", str(out))
+    assert code == 0, err
+    report = json.loads((out / "sparsify_report.json").read_text())
+    layers = [r for r in report["layers"] if r["skipped"] is None]
+    assert len(layers) == 6 and all(r["mask_status"] == "optimal" for r in layers)
+    assert all(r["error_after"] <= r["error_masked"] for r in layers)
+    reloaded = SentenceTransformer(str(out), device="cpu")
+    names = [n for n, _ in reloaded.named_modules() if ".layer.0." in n
+             and isinstance(dict(reloaded.named_modules())[n], torch.nn.Linear)]
+    assert len(verify_nm(reloaded, 2, 4, names=names)) == 6
+    # a second run into the same (now full) folder is refused before any work
+    code, _, err = _run(capsys, "minilm", "-o", str(out))
+    assert code == 2 and "not an empty folder" in err and len(err.strip().splitlines()) == 1
+
+
+def test_reloaded_folder_gives_the_embeddings_of_the_pruned_model(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from pruneopt.adapters.model_folders import load_model, save_model
+    from pruneopt.adapters.oneshot import sparsify
+
+    loaded = load_model("minilm")
+    sents = stdlib_sentences(40)
+    pruned, _ = sparsify(loaded.model, 2, 4, score="magnitude", reconstruct=False,
+                         include="*layer.1.*", progress=False)
+    save_model(loaded, pruned, tmp_path / "m")
+    held = make_batches(pruned, sents[24:], 16)
+    a = embed(pruned, held)
+    b = embed(SentenceTransformer(str(tmp_path / "m"), device="cpu"), held)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (["nowhere", "-o", "OUT"], "neither 'minilm' nor an existing folder"),
+    (["minilm", "--n", "5", "-o", "OUT"], "n must be <= m"),
+    (["minilm", "--calibration", "missing.txt", "-o", "OUT"], "does not exist"),
+    (["minilm", "--finetune", "-3", "-o", "OUT"], "finetune"),
+])
+def test_bad_input_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, args, match):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _run(capsys, *args)
+    assert code == 2 and match in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "OUT").exists()
+
+
+def test_a_folder_that_is_not_a_model(tmp_path, capsys):
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "x.txt").write_text("hello")
+    code, _, err = _run(capsys, str(tmp_path / "junk"), "-o", str(tmp_path / "out"))
+    assert code == 2 and "holds no supported model" in err
+
+
+def test_output_inside_the_input_folder_is_refused(tmp_path, capsys):
+    from pruneopt.adapters.model_folders import load_model, save_model
+
+    loaded = load_model("minilm")
+    save_model(loaded, loaded.model, tmp_path / "dense")
+    code, _, err = _run(capsys, str(tmp_path / "dense"), "-o", str(tmp_path / "dense" / "sub"))
+    assert code == 2 and "names the input" in err
