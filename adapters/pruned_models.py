@@ -53,7 +53,8 @@ from pruneopt.adapters import modeling_pruned_bert
 from pruneopt.adapters.bert_surgery import bert_of, n_heads
 from pruneopt.adapters.calibration import is_sentence_transformer
 
-__all__ = ["MODEL_TYPE", "MODELING_FILE", "load_pruned", "pruned_shapes", "save_pruned"]
+__all__ = ["MODELING_FILE", "MODEL_TYPE", "check_model_folder", "load_pruned", "pruned_shapes",
+           "save_pruned"]
 
 #: ``model_type`` of the saved configs, and the modeling file written beside them.
 MODEL_TYPE = "pruned_bert"
@@ -96,7 +97,11 @@ def pruned_shapes(model: nn.Module) -> dict[str, list[int]]:
     return {"num_attention_heads_per_layer": heads, "intermediate_size_per_layer": widths}
 
 
-def _check_target(path: Path) -> None:
+def check_model_folder(path: str | os.PathLike) -> None:
+    """``ValueError`` unless ``path`` can receive a saved model: a new folder (or an empty
+    one) in an existing, writable parent folder. :func:`save_pruned` runs it first; commands
+    run it before any work."""
+    path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{str(path)!r} exists and is not a folder; give a new folder")
     if path.is_dir() and any(path.iterdir()):
@@ -168,7 +173,7 @@ def save_pruned(model: nn.Module, path: str | os.PathLike) -> Path:
     read-only parent, a model that is not a BERT encoder. Whole or not at all.
     """
     target = Path(path)
-    _check_target(target)
+    check_model_folder(target)
     shapes = pruned_shapes(model)
     _remove_stale(target.parent, target.name)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp",

@@ -145,7 +145,7 @@ def _blockwise(pruned: nn.Module, batches: Sequence[dict], step) -> list[torch.T
     return hs
 
 
-def _fit(pruned: nn.Module, targets: DenseTargets, ridge: float, max_tokens: int | None
+def _fit(pruned: nn.Module, targets: DenseTargets, ridge: float
          ) -> tuple[Fits, list[torch.Tensor]]:
     """The block-wise refit of ``pruned`` (not modified) on ``targets``' batches: the new
     ``(W, b)`` of every shrunk map by ``(block, "att" | "ffn")``, and the last hidden states
@@ -154,21 +154,14 @@ def _fit(pruned: nn.Module, targets: DenseTargets, ridge: float, max_tokens: int
         raise ValueError(f"ridge must be > 0, got {ridge}")
     if len(bert_of(pruned).encoder.layer) != len(targets.widths):
         raise ValueError("pruned and dense models have different numbers of blocks")
-    keep, sub = targets.keep, slice(None)
-    if max_tokens is not None and int(keep.sum()) > int(max_tokens):  # refit on a subset
-        if int(max_tokens) < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
-        idx = torch.nonzero(keep).flatten()
-        keep = torch.zeros_like(keep)
-        keep[idx[torch.linspace(0, idx.numel() - 1, int(max_tokens)).round().long()]] = True
-        sub = keep[targets.keep]  # the subset among the real tokens (rows of the targets)
+    keep = targets.keep
     fits: Fits = {}
 
     def step(i, kind, mod, inputs, residual):
         dense_width = targets.widths[i][0 if kind == "att" else 1]
         if mod.dense.in_features == dense_width:
             return _output(mod, inputs, residual, None)  # not pruned: not refitted
-        goal = (targets.att if kind == "att" else targets.ffn)[i][sub]
+        goal = (targets.att if kind == "att" else targets.ffn)[i]
         w, b = _ridge(_rows(inputs, keep), goal - _rows(residual, keep), ridge)
         fits[(i, kind)] = (w.to(mod.dense.weight.dtype), b.to(mod.dense.weight.dtype))
         return _output(mod, inputs, residual, fits[(i, kind)])
@@ -177,8 +170,7 @@ def _fit(pruned: nn.Module, targets: DenseTargets, ridge: float, max_tokens: int
 
 
 def reconstruct(pruned: nn.Module, dense: nn.Module | DenseTargets, batches: Sequence[dict],
-                *, ridge: float = 1e-2, max_tokens: int | None = None,
-                inplace: bool = False) -> nn.Module:
+                *, ridge: float = 0.1, inplace: bool = False) -> nn.Module:
     """Refit the output matrix of every shrunk attention and FFN on calibration activations.
 
     Block by block (so that each refit sees the errors left by the blocks before it), the
@@ -190,17 +182,19 @@ def reconstruct(pruned: nn.Module, dense: nn.Module | DenseTargets, batches: Seq
     where ``a_p`` are the pruned model's inputs to that map, ``a_d``/``W_d``/``b_d`` the dense
     model's, and ``x_d - x_p`` the difference of the residual inputs: the pre-LayerNorm sum
     then matches the dense one as well as a linear map can. Only real tokens (attention mask)
-    are used; ``max_tokens`` (optional) refits on that many of them, evenly spaced, to make
-    large calibration sets cheaper. ``ridge`` (> 0) is relative to the mean squared
-    activation. Maps whose width equals the dense one are not refitted.
+    are used. ``ridge`` (> 0) is relative to the mean squared activation; the default 0.1
+    measured best on all-MiniLM-L6-v2 with 64-128 refit sentences (1e-2 overfits them: the
+    held-out cosine can end up below the unreconstructed model's). Maps whose width equals
+    the dense one are not refitted.
 
-    ``dense``: the dense model, or its :class:`DenseTargets` on ``batches`` (to reuse them).
+    ``dense``: the dense model, or its :class:`DenseTargets` (to reuse them; the refit then
+    uses the targets' batches).
     One forward pass of each model over ``batches`` (float64 solves of size
     ``min(tokens, width)``). Returns a copy unless ``inplace``; ``dense`` is not modified.
     """
     targets = dense if isinstance(dense, DenseTargets) else DenseTargets(dense, batches)
     target = pruned if inplace else copy.deepcopy(pruned)
-    fits, _ = _fit(target, targets, ridge, max_tokens)
+    fits, _ = _fit(target, targets, ridge)
     blocks = bert_of(target).encoder.layer
     with torch.no_grad():
         for (i, kind), (w, b) in fits.items():
@@ -212,8 +206,8 @@ def reconstruct(pruned: nn.Module, dense: nn.Module | DenseTargets, batches: Seq
 
 def reconstructed_loss(pruned: nn.Module, targets: DenseTargets,
                        batches: Sequence[dict] | None = None,
-                       reference: torch.Tensor | None = None, *, ridge: float = 1e-2,
-                       max_tokens: int | None = None) -> float:
+                       reference: torch.Tensor | None = None, *, ridge: float = 0.1
+                       ) -> float:
     """Calibration loss ``1 - mean cos`` of ``pruned`` after :func:`reconstruct` on
     ``targets``' batches, without changing ``pruned``.
 
@@ -223,12 +217,13 @@ def reconstructed_loss(pruned: nn.Module, targets: DenseTargets,
     state, unit norm (all-MiniLM-L6-v2's pooling). Cost: one block-wise pass over the refit
     batches (plus one over ``batches``).
     """
-    fits, hs = _fit(pruned, targets, ridge, max_tokens)
+    fits, hs = _fit(pruned, targets, ridge)
     if batches is None:
         batches, reference = targets.batches, targets.reference
     elif reference is None:
         raise ValueError("give the dense embeddings of batches as reference")
-    else:
+    elif not (len(batches) == len(targets.batches)
+              and all(a is b for a, b in zip(batches, targets.batches, strict=True))):
         def step(i, kind, mod, inputs, residual):
             return _output(mod, inputs, residual, fits.get((i, kind)))
         hs = _blockwise(pruned, batches, step)

@@ -52,18 +52,19 @@ from pruneopt.adapters.bert_surgery import (
     units_of,
 )
 from pruneopt.adapters.calibration import cosine_to, embed, make_batches
-from pruneopt.adapters.reconstruction import reconstruct
+from pruneopt.adapters.pruned_models import load_pruned, save_pruned
+from pruneopt.adapters.reconstruction import DenseTargets, reconstruct, reconstructed_loss
 from pruneopt.adapters.spdy_baselines import (
     csr_linear_timing,
     uniform_at_speedup,
     uniform_curve,
     uniform_removed,
 )
+from pruneopt.adapters.spdy_correction import correct_target
 from pruneopt.adapters.spdy_errors import error_database
 from pruneopt.adapters.spdy_search import (
     SearchResult,
     apply_levels,
-    correct_target,
     levels_for,
     spdy_prune,
     spdy_search,
@@ -73,6 +74,7 @@ from pruneopt.adapters.spdy_table import SpdyTable
 from pruneopt.adapters.spdy_timing import default_levels, measure_speedup, timing_database
 
 __all__ = [
+    "DenseTargets",
     "SearchResult",
     "SpdyTable",
     "Unit",
@@ -87,6 +89,7 @@ __all__ = [
     "error_database",
     "head_scores",
     "levels_for",
+    "load_pruned",
     "make_batches",
     "measure_speedup",
     "neuron_scores",
@@ -94,6 +97,8 @@ __all__ = [
     "pruned_attention",
     "pruned_ffn",
     "reconstruct",
+    "reconstructed_loss",
+    "save_pruned",
     "spdy_prune",
     "spdy_search",
     "stitched_loss",
