@@ -49,7 +49,6 @@ from typing import Any
 
 from torch import nn
 
-from pruneopt.adapters import modeling_pruned_bert
 from pruneopt.adapters.bert_surgery import bert_of, n_heads
 from pruneopt.adapters.calibration import is_sentence_transformer
 
@@ -149,7 +148,7 @@ def _write_config(folder: Path, shapes: dict[str, list[int]]) -> None:
     cfg.update(model_type=MODEL_TYPE, architectures=["PrunedBertModel"], auto_map=AUTO_MAP,
                **shapes)
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-    (folder / MODELING_FILE).write_bytes(Path(modeling_pruned_bert.__file__).read_bytes())
+    (folder / MODELING_FILE).write_bytes(Path(__file__).with_name(MODELING_FILE).read_bytes())
 
 
 def _encoder_folder(folder: Path) -> Path:

