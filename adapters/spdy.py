@@ -10,9 +10,13 @@ This module is the one import for the whole method; each job lives in its own mo
 - ``spdy_table``: :class:`SpdyTable` (levels, times, errors, the layer-budget problem, JSON);
 - ``spdy_timing``: the timing database and end-to-end speedup measurements;
 - ``spdy_errors``: the error database;
-- ``spdy_search``: the coefficient search, apply, the speed correction, :func:`spdy_prune`;
+- ``spdy_search``: the coefficient search (optionally scoring candidates after
+  reconstruction), apply, :func:`spdy_prune`;
+- ``spdy_correction``: the speed correction on measured end-to-end times;
 - ``spdy_baselines``: uniform pruning and unstructured (CSR) timing;
-- ``reconstruction``: the layer-wise least-squares refit after pruning.
+- ``reconstruction``: the layer-wise least-squares refit of the shrunk matrices;
+- ``pruned_models``: save a structurally pruned model so that it loads back
+  (``SentenceTransformer(folder, trust_remote_code=True)``), and load it.
 
 (all under ``pruneopt.adapters``). The names below are re-exported here unchanged.
 
@@ -32,7 +36,8 @@ calibration sentences by the embedding loss ``1 - mean_i cos(f(x_i), f_dense(x_i
 
 **Search** (:func:`spdy_search`): SPDY's per-unit coefficients rescale the error database;
 every candidate is solved by the exact layer-budget DP and scored by the calibration loss of
-the stitched model.
+the stitched model (``reconstruct=True``: also after the layer-wise refit of its shrunk
+matrices on sentences of their own).
 
 **Apply, measure, correct** (:func:`spdy_prune`): the levels are applied to a copy of the
 model, the end-to-end speedup is measured, and the table target is moved down or up
