@@ -10,9 +10,13 @@ This module is the one import for the whole method; each job lives in its own mo
 - ``spdy_table``: :class:`SpdyTable` (levels, times, errors, the layer-budget problem, JSON);
 - ``spdy_timing``: the timing database and end-to-end speedup measurements;
 - ``spdy_errors``: the error database;
-- ``spdy_search``: the coefficient search, apply, the speed correction, :func:`spdy_prune`;
+- ``spdy_search``: the coefficient search (optionally scoring candidates after
+  reconstruction), apply, :func:`spdy_prune`;
+- ``spdy_correction``: the speed correction on measured end-to-end times;
 - ``spdy_baselines``: uniform pruning and unstructured (CSR) timing;
-- ``reconstruction``: the layer-wise least-squares refit after pruning.
+- ``reconstruction``: the layer-wise least-squares refit of the shrunk matrices;
+- ``pruned_models``: save a structurally pruned model so that it loads back
+  (``SentenceTransformer(folder, trust_remote_code=True)``), and load it.
 
 (all under ``pruneopt.adapters``). The names below are re-exported here unchanged.
 
@@ -32,7 +36,8 @@ calibration sentences by the embedding loss ``1 - mean_i cos(f(x_i), f_dense(x_i
 
 **Search** (:func:`spdy_search`): SPDY's per-unit coefficients rescale the error database;
 every candidate is solved by the exact layer-budget DP and scored by the calibration loss of
-the stitched model.
+the stitched model (``reconstruct=True``: also after the layer-wise refit of its shrunk
+matrices on sentences of their own).
 
 **Apply, measure, correct** (:func:`spdy_prune`): the levels are applied to a copy of the
 model, the end-to-end speedup is measured, and the table target is moved down or up
@@ -52,18 +57,19 @@ from pruneopt.adapters.bert_surgery import (
     units_of,
 )
 from pruneopt.adapters.calibration import cosine_to, embed, make_batches
-from pruneopt.adapters.reconstruction import reconstruct
+from pruneopt.adapters.pruned_models import load_pruned, save_pruned
+from pruneopt.adapters.reconstruction import DenseTargets, reconstruct, reconstructed_loss
 from pruneopt.adapters.spdy_baselines import (
     csr_linear_timing,
     uniform_at_speedup,
     uniform_curve,
     uniform_removed,
 )
+from pruneopt.adapters.spdy_correction import correct_target
 from pruneopt.adapters.spdy_errors import error_database
 from pruneopt.adapters.spdy_search import (
     SearchResult,
     apply_levels,
-    correct_target,
     levels_for,
     spdy_prune,
     spdy_search,
@@ -73,6 +79,7 @@ from pruneopt.adapters.spdy_table import SpdyTable
 from pruneopt.adapters.spdy_timing import default_levels, measure_speedup, timing_database
 
 __all__ = [
+    "DenseTargets",
     "SearchResult",
     "SpdyTable",
     "Unit",
@@ -87,6 +94,7 @@ __all__ = [
     "error_database",
     "head_scores",
     "levels_for",
+    "load_pruned",
     "make_batches",
     "measure_speedup",
     "neuron_scores",
@@ -94,6 +102,8 @@ __all__ = [
     "pruned_attention",
     "pruned_ffn",
     "reconstruct",
+    "reconstructed_loss",
+    "save_pruned",
     "spdy_prune",
     "spdy_search",
     "stitched_loss",

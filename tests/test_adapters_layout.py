@@ -15,7 +15,8 @@ ADAPTERS = ROOT / "adapters"
 pytest.importorskip("transformers", reason="the spdy modules are for transformers' BERT")
 
 SPDY_MODULES = ("bert_surgery", "calibration", "spdy_table", "spdy_timing", "spdy_errors",
-                "spdy_search", "spdy_baselines", "reconstruction")
+                "spdy_search", "spdy_correction", "spdy_baselines", "reconstruction",
+                "pruned_models")
 
 
 def test_spdy_is_a_facade_over_one_module_per_job():

@@ -10,15 +10,24 @@ Two modes:
   all-MiniLM-L6-v2 (timing and error databases on this CPU, coefficient search, apply,
   measured end-to-end speedup), printed as JSON; a progress bar by default (``--no-progress``).
 
+With ``--minilm``: ``--reconstruct N`` refits the shrunk matrices of the result on N further
+sentences (layer-wise reconstruction); ``--reconstruct-search`` also scores every candidate
+of the search after that refit; ``--save-model DIR`` writes the final model (reconstructed
+when ``--reconstruct`` is given) to the new folder DIR, loadable with
+``SentenceTransformer(DIR, trust_remote_code=True)``.
+
 ``-o/--output`` writes the JSON to a file instead (``--out`` is a deprecated alias). Every
-output path (``-o``, ``--save-table``) is checked before any work, never equal to the input
-table, and the outputs are written together at the end, whole or not at all.
+output path (``-o``, ``--save-table``, ``--save-model``) is checked before any work, never
+equal to the input table, and the outputs are written together at the end, whole or not at
+all.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 from pruneopt.adapters.files import OutputSet
@@ -52,15 +61,29 @@ def register(sub) -> None:
     p.add_argument("--save-table", help="save the measured SPDY table here (--minilm)")
     p.add_argument("--reconstruct", type=int, default=0, metavar="N",
                    help="refit the shrunk matrices on N further sentences (--minilm)")
+    p.add_argument("--reconstruct-search", action="store_true",
+                   help="score the search's candidates after that refit (needs --reconstruct)")
+    p.add_argument("--save-model", metavar="DIR",
+                   help="write the pruned model to this new folder (--minilm)")
     add_progress(p, "no progress bars (--minilm)")
     p.set_defaults(func=run)
 
 
 def _outputs(args) -> OutputSet:
-    """The output files of this run, checked before any work (``-o``, ``--save-table``)."""
+    """The output files of this run, checked before any work (``-o``, ``--save-table``;
+    ``--save-model``, a new folder, none of the files inside it)."""
     paths = {"output -o": args.output, "--save-table": args.save_table}
-    return OutputSet({k: v for k, v in paths.items() if v is not None},
-                     inputs={"TABLE": None if args.minilm else args.table})
+    files = {k: v for k, v in paths.items() if v is not None}
+    if args.save_model is not None:
+        from pruneopt.adapters.pruned_models import check_model_folder
+
+        check_model_folder(args.save_model)
+        folder = Path(args.save_model).resolve()
+        for label, path in files.items():
+            if folder in Path(path).resolve().parents:
+                raise ValueError(f"{label} {path!r} is inside the --save-model folder; "
+                                 "write it elsewhere")
+    return OutputSet(files, inputs={"TABLE": None if args.minilm else args.table})
 
 
 def _json_writer(obj: dict[str, Any]):
@@ -84,15 +107,31 @@ def run(args) -> int:
     """The handler of ``pruneopt budget``: the outputs are checked and their temporary files
     made before any work, and written together at the end (or not at all)."""
     check_time_limit(args.time_limit)
-    if args.save_table and not args.minilm:
-        raise ValueError("--save-table needs --minilm (it saves the measured table)")
+    for flag, value in (("--save-table", args.save_table), ("--save-model", args.save_model),
+                        ("--reconstruct-search", args.reconstruct_search)):
+        if value and not args.minilm:
+            raise ValueError(f"{flag} needs --minilm (the full pipeline)")
+    if args.reconstruct_search and args.reconstruct < 1:
+        raise ValueError("--reconstruct-search needs --reconstruct N: the N further sentences "
+                         "the refits use (e.g. --reconstruct 64); refits scored on the "
+                         "calibration sentences themselves overfit them")
     outputs = _outputs(args)
-    with outputs:
-        result, table = _minilm(args) if args.minilm else (_table(args), None)
-        if "output -o" in outputs.paths:
-            outputs.write("output -o", _json_writer(result))
-        if "--save-table" in outputs.paths:
-            outputs.write("--save-table", _json_writer(table))
+    saved = None
+    try:
+        with outputs:
+            result, table, pruned = _minilm(args) if args.minilm else (_table(args), None, None)
+            if "output -o" in outputs.paths:
+                outputs.write("output -o", _json_writer(result))
+            if "--save-table" in outputs.paths:
+                outputs.write("--save-table", _json_writer(table))
+            if args.save_model is not None:
+                from pruneopt.adapters.pruned_models import save_pruned
+
+                saved = save_pruned(pruned, args.save_model)  # whole or not at all, last
+    except BaseException:
+        if saved is not None:  # the files failed after the folder was written: remove it
+            shutil.rmtree(saved, ignore_errors=True)
+        raise
     if "output -o" not in outputs.paths:
         print(json.dumps(result, indent=1))
     if args.minilm and not result["met"]:
@@ -147,8 +186,12 @@ def _table(args) -> dict[str, Any]:
     return out
 
 
-def _minilm(args) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The whole SPDY pipeline on MiniLM: (the report, the measured table as JSON)."""
+def _minilm(args) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """The whole SPDY pipeline on MiniLM: (the report, the measured table as JSON, the final
+    model: reconstructed with ``--reconstruct N``, unless ``--reconstruct-search`` found the
+    refit harmful on the calibration sentences; ``report["reconstructed"]`` says which).
+    ``heldout_cosine``: the chosen levels without refit; ``heldout_cosine_reconstructed``:
+    with it."""
     from pruneopt.adapters import spdy
     from pruneopt.adapters.models import load_minilm, stdlib_sentences
 
@@ -165,14 +208,25 @@ def _minilm(args) -> tuple[dict[str, Any], dict[str, Any]]:
     progress = not args.no_progress
     table = spdy.timing_database(model, calib, repeats=args.repeats, progress=progress)
     spdy.error_database(model, table, calib, progress=progress)
+    recon = (spdy.make_batches(model, sents[args.calib + 64:], batch_size=64)
+             if args.reconstruct else None)
     pruned, rep = spdy.spdy_prune(model, table, args.speedup, calib, seed=args.seed,
                                   random_starts=args.random_starts, steps=args.steps,
-                                  repeats=args.repeats, progress=progress)
+                                  repeats=args.repeats, reconstruct=args.reconstruct_search,
+                                  reconstruct_batches=recon, progress=progress)
     ref = spdy.embed(model, held)
-    rep["heldout_cosine"] = spdy.cosine_to(ref, spdy.embed(pruned, held))
-    if args.reconstruct:
-        recon = spdy.make_batches(model, sents[args.calib + 64:], batch_size=64)
-        rec = spdy.reconstruct(pruned, model, recon)
-        rep["heldout_cosine_reconstructed"] = spdy.cosine_to(ref, spdy.embed(rec, held))
+    final = pruned  # the returned (and saved) model
+    if args.reconstruct_search:
+        plain = spdy.apply_levels(model, table, rep["levels"]).eval()
+        refit = pruned if rep["reconstructed"] else spdy.reconstruct(plain, model, recon)
+    elif args.reconstruct:
+        plain = pruned
+        final = refit = spdy.reconstruct(pruned, model, recon)
+        rep["reconstructed"] = True
+    else:
+        plain, refit = pruned, None
+    rep["heldout_cosine"] = spdy.cosine_to(ref, spdy.embed(plain, held))
+    if refit is not None:
+        rep["heldout_cosine_reconstructed"] = spdy.cosine_to(ref, spdy.embed(refit, held))
     rep["units"] = [u.name for u in table.units]
-    return rep, table.to_json()
+    return rep, table.to_json(), final
