@@ -49,6 +49,17 @@ def _offline() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def _pruned_bert(path: Path) -> bool:
+    """Whether ``path`` holds a SPDY-pruned BERT (``pruneopt.adapters.spdy.save_pruned``),
+    whose per-layer shapes load through the modeling file saved beside it."""
+    import json
+
+    try:
+        return json.loads((path / "config.json").read_text()).get("model_type") == "pruned_bert"
+    except (OSError, ValueError):
+        return False
+
+
 def load_model(spec: str | os.PathLike, device: str = "cpu") -> LoadedModel:
     """The model named by ``spec`` (see the module docstring); ``ValueError`` for a folder
     that holds no supported model."""
@@ -71,7 +82,9 @@ def load_model(spec: str | os.PathLike, device: str = "cpu") -> LoadedModel:
                              "'pruneopt[minilm]'") from None
         from pruneopt.adapters.calibration import make_batches
 
-        model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        # a structurally pruned BERT (SPDY) ships its own small modeling file
+        model = SentenceTransformer(str(path), device=device, local_files_only=True,
+                                    trust_remote_code=_pruned_bert(path))
         model.eval()
         return LoadedModel(model, "sentence-transformers", str(path),
                            lambda s: make_batches(model, s, batch_size=len(s))[0])
@@ -79,7 +92,8 @@ def load_model(spec: str | os.PathLike, device: str = "cpu") -> LoadedModel:
         from transformers import AutoModel, AutoTokenizer
 
         try:
-            model = AutoModel.from_pretrained(str(path), local_files_only=True)
+            model = AutoModel.from_pretrained(str(path), local_files_only=True,
+                                              trust_remote_code=_pruned_bert(path))
             tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         except (OSError, ValueError) as exc:
             raise ValueError(f"{path} is not a loadable Hugging Face model folder: "

@@ -85,6 +85,11 @@ def saliency(W: Any, H: Any | None = None, kind: str = "magnitude", *,
     return W * W / Hinv_diag[None, :]
 
 
+def _quadratic(D: np.ndarray, H: np.ndarray) -> float:
+    """``sum_r D_r^T H D_r`` (one matrix product: BLAS, not a Python-speed contraction)."""
+    return float(np.sum((D @ H) * D))
+
+
 class _Reconstruction(Formulation):
     sense = "min"
 
@@ -102,7 +107,7 @@ class _Reconstruction(Formulation):
             raise ValueError(f"damping must be a finite number >= 0, got {damping!r}")
         self.damping = damping
         self.Hd = damped(self.H, damping)
-        self._scale = float(np.einsum("rc,cd,rd->", self.W, self.Hd, self.W))
+        self._scale = _quadratic(self.W, self.Hd)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -116,7 +121,7 @@ class _Reconstruction(Formulation):
         """``E(w) = sum_r (w_r - W_r)^T H_d (w_r - W_r)`` (output error on the calibration
         data plus the damping term), in output^2 x tokens."""
         D = as_array(weights, "weights", ndim=2) - self.W
-        return float(np.einsum("rc,cd,rd->", D, self.Hd, D))
+        return _quadratic(D, self.Hd)
 
     def _weights(self, decision: Any) -> np.ndarray:
         w = as_array(decision, "weights", ndim=2)

@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from pruneopt.formulations.geometry import one_blas_thread
 from pruneopt.formulations.reconstruction import (
     SCORES,
     JointReconstruction,
@@ -42,6 +43,11 @@ def refit_rows(W: np.ndarray, Hd: np.ndarray, mask: np.ndarray,
     Rows are grouped by support; the supports of one size are solved as stacked batches
     (``numpy.linalg.solve`` on (B, k, k) systems, at most ``chunk_bytes`` at once), each
     support's system once for all the rows that share it."""
+    with one_blas_thread():  # many small LAPACK calls: 20x faster on one thread than two
+        return _refit_rows(W, Hd, mask, deadline, chunk_bytes)
+
+
+def _refit_rows(W, Hd, mask, deadline, chunk_bytes):
     R, C = W.shape
     out = np.where(mask, W, 0.0)
     _, first, group = np.unique(np.packbits(mask, axis=1), axis=0, return_index=True,
