@@ -103,3 +103,26 @@ def test_spdy_pruned_folder_loads_through_load_model(tmp_path):
     held = make_batches(pruned, stdlib_sentences(8), 8)
     torch.testing.assert_close(embed(pruned, held), embed(again.model, held), rtol=1e-5,
                                atol=1e-5)
+
+
+def test_a_hugging_face_folder_in_and_out(tmp_path, capsys):
+    """A plain Hugging Face encoder folder (config.json + tokenizer) sparsifies into a folder
+    that ``AutoModel.from_pretrained`` loads with the N:M weights."""
+    from transformers import AutoModel
+
+    from pruneopt.adapters.model_folders import load_model
+
+    st = load_model("minilm").model
+    bert, tok = st[0].auto_model, st.tokenizer
+    bert.save_pretrained(tmp_path / "hf")
+    tok.save_pretrained(tmp_path / "hf")
+    code, _, err = _run(capsys, str(tmp_path / "hf"), "--scores", "magnitude",
+                        "--no-reconstruct", "--include", "*layer.2.*", "-o", str(tmp_path / "out"))
+    assert code == 0, err
+    again = AutoModel.from_pretrained(str(tmp_path / "out"))
+    names = [n for n, mod in again.named_modules()
+             if ".layer.2." in n and isinstance(mod, torch.nn.Linear)]
+    assert len(verify_nm(again, 2, 4, names=names)) == 6
+    dense = dict(bert.named_modules())["encoder.layer.3.output.dense"].weight
+    torch.testing.assert_close(dict(again.named_modules())["encoder.layer.3.output.dense"].weight,
+                               dense)  # untouched layers load as they were
