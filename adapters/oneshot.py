@@ -8,9 +8,11 @@ masks solved exactly by pruneopt's N:M solvers:
    query, key and value maps, form one group). For each group in turn the calibration
    batches run through the model, **already pruned** up to that group, and a hook
    accumulates ``H = X^T X`` of each layer's inputs (float64; padding tokens left out when
-   the batch has an ``attention_mask``); the forward pass stops as soon as the group has
-   been reached. Memory: one batch's activations plus one C x C matrix per layer of the
-   group; time: about one forward pass over the calibration data per two groups.
+   the batch has an ``attention_mask``), and ``G = X_p^T X_d`` against the dense model's
+   inputs on the same tokens. When the layers sit in a list of blocks that feed each other
+   (a transformer's ``encoder.layer``), the block inputs are cached and only the current
+   block runs for a group (:class:`BlockCache`; memory: two copies of one block's input
+   activations); otherwise the whole model runs, stopping once the group has been reached.
 2. **Scores** (:func:`pruneopt.formulations.reconstruction.saliency`): ``"magnitude"``
    ``|W|``, ``"wanda"`` ``|W_rj| sqrt(H_jj)``, ``"obs"`` ``W_rj^2 / [H_d^{-1}]_jj``.
 3. **Mask**: the optimal N:M (transposable) mask for the score, by the registry's exact
@@ -214,14 +216,23 @@ class _Capture:
                 h.remove()
 
     def run(self, model: nn.Module, batches: Sequence[Any],
-            forward: Callable[[nn.Module, Any], Any], dense_model: nn.Module | None) -> None:
+            forward: Callable[[nn.Module, Any], Any], dense_model: nn.Module | None, *,
+            dense_batches: Sequence[Any] | None = None,
+            keeps: Sequence[torch.Tensor | None] | None = None) -> None:
+        """Statistics over ``batches`` (run by ``forward``); the dense twin gets
+        ``dense_batches`` (default the same batches); ``keeps`` are the real-token masks
+        (default: each batch's ``attention_mask``)."""
+        dense_batches = batches if dense_batches is None else dense_batches
         with torch.inference_mode():
-            for b in batches:
-                mask = b.get("attention_mask") if isinstance(b, dict) else None
-                self.keep = None if mask is None else mask.reshape(-1).bool()
+            for i, b in enumerate(batches):
+                if keeps is not None:
+                    self.keep = keeps[i]
+                else:
+                    mask = b.get("attention_mask") if isinstance(b, dict) else None
+                    self.keep = None if mask is None else mask.reshape(-1).bool()
                 dense_rows: dict[str, torch.Tensor] = {}
                 if self.dense is not None:
-                    self._pass(self.dense, dense_model, b, forward, dense_rows)
+                    self._pass(self.dense, dense_model, dense_batches[i], forward, dense_rows)
                 rows: dict[str, torch.Tensor] = {}
                 self._pass(self.modules, model, b, forward, rows)
                 for name, xp in rows.items():
@@ -239,6 +250,134 @@ class _Capture:
                         if g is not None:
                             st.G += g
                             st.sum_d += sd
+
+
+@dataclass
+class _Call:
+    """The positional and keyword arguments of one call of a module."""
+
+    args: tuple
+    kwargs: dict
+
+
+def _call(module: nn.Module, call: _Call) -> Any:
+    return module(*call.args, **call.kwargs)
+
+
+def _hidden(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple | list) else out
+
+
+class BlockCache:
+    """Calibration that runs one block at a time (SparseGPT's way), for models whose layers
+    to prune sit in a list of repeated blocks (``encoder.layer`` of a BERT, ``layers`` of a
+    decoder) that feed each other.
+
+    The inputs of the first block are captured once for every calibration batch; a group's
+    statistics then come from running only its block on the cached inputs (the pruned
+    model's, and the dense model's for the cross terms), and :meth:`advance` pushes both
+    through a finished block. Memory: two copies of one block's input activations."""
+
+    def __init__(self, prefix: str, target: nn.Module, reference: nn.Module | None,
+                 batches: Sequence[Any], forward: Callable[[nn.Module, Any], Any]) -> None:
+        self.prefix = prefix
+        self.blocks = target.get_submodule(prefix)
+        self.dense_blocks = None if reference is None else reference.get_submodule(prefix)
+        self.keeps = []
+        for b in batches:
+            mask = b.get("attention_mask") if isinstance(b, dict) else None
+            self.keeps.append(None if mask is None else mask.reshape(-1).bool())
+        self.calls = self._first_inputs(target, batches, forward)
+        self.dense_calls = list(self.calls) if reference is not None else None
+        self.index = 0
+
+    def _first_inputs(self, model, batches, forward) -> list[_Call]:
+        calls: list[_Call] = []
+
+        def pre(_m, args, kwargs):
+            calls.append(_Call(tuple(args), dict(kwargs)))
+            raise _Reached
+
+        h = self.blocks[0].register_forward_pre_hook(pre, with_kwargs=True)
+        try:
+            with torch.inference_mode():
+                for b in batches:
+                    try:
+                        forward(model, b)
+                    except _Reached:
+                        pass
+        finally:
+            h.remove()
+        return calls
+
+    def block_of(self, name: str) -> int | None:
+        rest = name[len(self.prefix) + 1:] if name.startswith(self.prefix + ".") else None
+        head = None if rest is None else rest.split(".")[0]
+        return int(head) if head is not None and head.isdigit() else None
+
+    def advance(self, to: int) -> None:
+        """Push the cached inputs through the blocks before ``to`` (already pruned)."""
+        with torch.inference_mode():
+            while self.index < to:
+                blk = self.blocks[self.index]
+                self.calls = [_Call((_hidden(_call(blk, c)),) + c.args[1:], c.kwargs)
+                              for c in self.calls]
+                if self.dense_calls is not None:
+                    dblk = self.dense_blocks[self.index]
+                    self.dense_calls = [_Call((_hidden(_call(dblk, c)),) + c.args[1:],
+                                              c.kwargs) for c in self.dense_calls]
+                self.index += 1
+
+    def statistics(self, group: Sequence[str]) -> dict[str, LayerStats]:
+        """:class:`LayerStats` of a group of layers of one block (at or after the cache)."""
+        i = self.block_of(group[0])
+        self.advance(i)
+        local = [n[len(f"{self.prefix}.{i}."):] for n in group]
+        blk = self.blocks[i]
+        mods = {n: blk.get_submodule(loc) for n, loc in zip(group, local, strict=True)}
+        dense = None
+        if self.dense_calls is not None:
+            dblk = self.dense_blocks[i]
+            dense = {n: dblk.get_submodule(loc) for n, loc in zip(group, local, strict=True)}
+        cap = _Capture(mods, dense)
+        cap.run(blk, self.calls, _call, None if dense is None else self.dense_blocks[i],
+                dense_batches=self.dense_calls, keeps=self.keeps)
+        return cap.stats
+
+
+def find_blocks(model: nn.Module, names: Sequence[str]) -> str | None:
+    """The name of the ``nn.ModuleList`` of blocks that holds every layer in ``names`` (and
+    whose blocks feed one another), or None: then calibration runs the whole model."""
+    best = None
+    for prefix, mod in model.named_modules():
+        if not isinstance(mod, nn.ModuleList) or len(mod) < 2:
+            continue
+        inside = all(n.startswith(prefix + ".") and n[len(prefix) + 1:].split(".")[0].isdigit()
+                     for n in names)
+        if inside and (best is None or len(prefix) > len(best)):
+            best = prefix
+    return best
+
+
+def _chained(model: nn.Module, prefix: str, batch: Any,
+             forward: Callable[[nn.Module, Any], Any]) -> bool:
+    """Whether each block of ``prefix`` takes the previous block's output as its first
+    input (checked on one batch), so that the blocks can be run one at a time."""
+    blocks = model.get_submodule(prefix)
+    seen_in: list[torch.Tensor] = []
+    seen_out: list[torch.Tensor] = []
+    hooks = [b.register_forward_pre_hook(lambda _m, a: seen_in.append(a[0])) for b in blocks]
+    hooks += [b.register_forward_hook(lambda _m, _a, o: seen_out.append(_hidden(o)))
+              for b in blocks]
+    try:
+        with torch.inference_mode():
+            forward(model, batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    if len(seen_in) != len(blocks) or len(seen_out) != len(blocks):
+        return False
+    return all(torch.equal(seen_in[j + 1], seen_out[j]) for j in range(len(blocks) - 1))
 
 
 def layer_groups(model: nn.Module, names: Sequence[str], batch: Any,
@@ -553,11 +692,19 @@ def sparsify(
     records: dict[str, LayerRecord] = {}
     bar = tqdm(groups, desc=f"{n}:{m} sparsify", unit="group", disable=not progress,
                leave=False)
+    cache = None
+    if calibrated:
+        prefix = find_blocks(target, [nm_ for g in groups for nm_ in g])
+        if prefix is not None and _chained(target, prefix, calibration[0], forward):
+            cache = BlockCache(prefix, target, reference if dense_target else None,
+                               calibration, forward)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         for group in bar:
             stats: dict[str, LayerStats] = {}
-            if calibrated:
+            if cache is not None:
+                stats = cache.statistics(group)
+            elif calibrated:
                 stats = calibration_statistics(target, group, calibration, forward=forward,
                                                dense=reference if dense_target else None)
             for name in group:

@@ -50,9 +50,14 @@ def refit_rows(W: np.ndarray, Hd: np.ndarray, mask: np.ndarray,
 def _refit_rows(W, Hd, mask, deadline, chunk_bytes):
     R, C = W.shape
     out = np.where(mask, W, 0.0)
+    # (H_d)_ST W_T for every row at once: the pull of each row's pruned weights on its kept
+    # inputs, (W * ~mask) H_d (H_d is symmetric); a row's right-hand side is Y[r, S_r]
+    Y = np.where(mask, 0.0, W) @ Hd
     _, first, group = np.unique(np.packbits(mask, axis=1), axis=0, return_index=True,
                                 return_inverse=True)
     group = group.ravel()
+    members = np.split(np.argsort(group, kind="stable"),
+                       np.cumsum(np.bincount(group, minlength=len(first)))[:-1])
     sizes = mask[first].sum(axis=1)
     for k in np.unique(sizes):
         if k in (0, C):  # nothing kept, or nothing pruned: nothing to refit
@@ -65,16 +70,14 @@ def _refit_rows(W, Hd, mask, deadline, chunk_bytes):
             gs = gids[c0:c0 + step]
             S = np.stack([np.flatnonzero(mask[first[g]]) for g in gs])  # (B, k)
             A = Hd[S[:, :, None], S[:, None, :]]  # (B, k, k)
-            HS = Hd[S]  # (B, k, C)
-            rows = [np.flatnonzero(group == g) for g in gs]
+            rows = [members[g] for g in gs]
             width = max(len(r) for r in rows)
             rhs = np.zeros((len(gs), k, width))
-            for b, r in enumerate(rows):  # (H_d)_ST W_T: the pruned inputs' pull
-                rhs[b, :, :len(r)] = HS[b] @ np.where(mask[r], 0.0, W[r]).T
+            for b, r in enumerate(rows):
+                rhs[b, :, :len(r)] = Y[r[:, None], S[b][None, :]].T
             delta = np.linalg.solve(A, rhs)
             for b, r in enumerate(rows):
-                out[r[:, None], S[b][None, :]] = W[r[:, None], S[b][None, :]] + delta[
-                    b, :, :len(r)].T
+                out[r[:, None], S[b][None, :]] += delta[b, :, :len(r)].T
     return out, True
 
 

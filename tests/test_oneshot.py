@@ -200,3 +200,27 @@ def test_masked_reconstruction_error_is_the_output_error():
     p = MaskedReconstruction(W, X.T @ X, mask, damping=0.0)
     w = np.where(mask, W, 0.0)
     assert p.objective(w) == pytest.approx(float(((X @ (w - W).T) ** 2).sum()), rel=1e-9)
+
+
+def test_block_cache_gives_the_statistics_of_a_full_pass():
+    """Running only block 1 on cached inputs gives the same X^T X and cross terms as
+    running the whole MiniLM with hooks (after block 0 was pruned)."""
+    from pruneopt.adapters.calibration import make_batches
+    from pruneopt.adapters.models import load_minilm, stdlib_sentences
+    from pruneopt.adapters.oneshot import BlockCache, default_forward, find_blocks
+
+    dense = load_minilm()
+    batches = make_batches(dense, stdlib_sentences(12), 6)
+    pruned, _ = sparsify(dense, 2, 4, score="magnitude", reconstruct=False,
+                         include="*layer.0.*", progress=False)
+    names = [n for n, mod in pruned.named_modules()
+             if ".layer.1.attention.self." in n and isinstance(mod, nn.Linear)]
+    prefix = find_blocks(pruned, names)
+    assert prefix is not None and prefix.endswith("encoder.layer")
+    cache = BlockCache(prefix, pruned, dense, batches, default_forward)
+    fast = cache.statistics(names)
+    full = calibration_statistics(pruned, names, batches, dense=dense)
+    for n in names:
+        assert fast[n].tokens == full[n].tokens > 0
+        torch.testing.assert_close(fast[n].H, full[n].H, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(fast[n].G, full[n].G, rtol=1e-6, atol=1e-6)
