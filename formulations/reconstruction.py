@@ -36,8 +36,10 @@ import numpy as np
 from pruneopt.formulations.base import Formulation, as_array, finite_scale, to_numpy
 from pruneopt.formulations.nm import validate_nm
 
-#: Default damping, as a fraction of mean(diag H) (SparseGPT's 1 %).
-DAMPING = 0.01
+#: Default damping, as a fraction of mean(diag H). SparseGPT uses 1 %; on all-MiniLM-L6-v2
+#: (transposable 2:4, Wanda + refit, 512 calibration sentences) 5 % generalizes better to
+#: held-out text (cosine 0.8945 at 1 %, 0.9019 at 5 %, 0.9035 at 10 % with a lower minimum).
+DAMPING = 0.05
 SCORES = ("magnitude", "wanda", "obs")
 
 

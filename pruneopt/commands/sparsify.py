@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 from pruneopt.commands._common import add_progress
+from pruneopt.formulations.reconstruction import DAMPING
 
 
 def _sentences(path: str | None, count: int) -> list[str]:
@@ -116,11 +117,11 @@ def register(sub) -> None:
     p.add_argument("--calibration", default=None, metavar="FILE.txt",
                    help="calibration text, one sentence per line (default: standard-library "
                         "docstrings)")
-    p.add_argument("--calibration-size", type=int, default=128, metavar="N",
-                   help="calibration sentences used (default 128)")
+    p.add_argument("--calibration-size", type=int, default=512, metavar="N",
+                   help="calibration sentences used (default 512)")
     p.add_argument("--batch-size", type=int, default=32, help="calibration batch size")
-    p.add_argument("--damping", type=float, default=0.01,
-                   help="ridge, as a fraction of mean(diag X^T X) (default 0.01)")
+    p.add_argument("--damping", type=float, default=DAMPING,
+                   help=f"ridge, as a fraction of mean(diag X^T X) (default {DAMPING})")
     p.add_argument("--include", action="append", default=None, metavar="GLOB",
                    help="layers to mask (fnmatch on module names; default: every Linear "
                         "but embeddings, pooler and heads)")
