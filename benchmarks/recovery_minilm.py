@@ -14,7 +14,8 @@ on/off, an optional short fine-tune with the masks held) it reports:
 1,000 test), pruned to transposable 2:4 with and without reconstruction (test accuracy).
 
     python benchmarks/recovery_minilm.py                       # the main table
-    python benchmarks/recovery_minilm.py --quick               # a few rows, small data
+    python benchmarks/recovery_minilm.py --quick               # transposable 2:4 only
+    python benchmarks/recovery_minilm.py --scores wanda --finetune 300 --lr 1e-4
     python benchmarks/recovery_minilm.py --cnn --seeds 0 1 2   # the CNN, with spread
     python benchmarks/recovery_minilm.py --out /tmp/recovery.json
 
@@ -36,6 +37,7 @@ from pruneopt.adapters.calibration import embed, make_batches
 from pruneopt.adapters.datasets import mnist_5000, rotten_tomatoes
 from pruneopt.adapters.models import load_minilm, stdlib_sentences
 from pruneopt.adapters.oneshot import sparsify
+from pruneopt.formulations.reconstruction import DAMPING
 
 
 def sentiment_accuracy(model, texts: list[str], labels: np.ndarray, seed: int = 0) -> float:
@@ -53,23 +55,24 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-CONFIGS = [  # (label, transposable, n, m, sparsify options)
-    ("magnitude", True, 2, 4, dict(score="magnitude", reconstruct=False)),
-    ("wanda", True, 2, 4, dict(score="wanda", reconstruct=False)),
-    ("obs", True, 2, 4, dict(score="obs", reconstruct=False)),
-    ("magnitude + refit", True, 2, 4, dict(score="magnitude")),
-    ("wanda + refit", True, 2, 4, dict(score="wanda")),
-    ("obs + refit", True, 2, 4, dict(score="obs")),
-    ("obs + sparsegpt", True, 2, 4, dict(score="obs", method="sparsegpt")),
-    ("wanda + refit + fine-tune", True, 2, 4, dict(score="wanda", finetune=300, lr=1e-4)),
-    ("wanda + refit", False, 2, 4, dict(score="wanda")),
-    ("wanda + refit + fine-tune", False, 2, 4, dict(score="wanda", finetune=300, lr=1e-4)),
-    ("wanda + refit", True, 4, 8, dict(score="wanda")),
-    ("wanda + refit", False, 4, 8, dict(score="wanda")),
-]
+SCORES = ("magnitude", "wanda", "obs")
+PATTERNS = [(True, 2, 4), (False, 2, 4), (True, 4, 8), (False, 4, 8)]
+
+
+def masks_of(model: torch.nn.Module, report) -> dict[str, torch.Tensor]:
+    """The masks ``sparsify`` baked in (its pruned weights are exact zeros)."""
+    modules = dict(model.named_modules())
+    return {r.name: modules[r.name].weight.detach() != 0
+            for r in report.layers if r.skipped is None}
 
 
 def minilm_table(args) -> list[dict]:
+    """Every pattern x score, without and with the refit; ``--finetune`` more steps of
+    distillation (masks held) from the refit model for the scores in ``--finetune-scores``."""
+    import copy
+
+    from pruneopt.adapters.oneshot import finetune_masked
+
     torch.manual_seed(0)
     model = load_minilm()
     sents = stdlib_sentences(997)
@@ -81,21 +84,38 @@ def minilm_table(args) -> list[dict]:
     dense_acc = sentiment_accuracy(model, texts, labels)
     rows = [{"model": "MiniLM", "config": "dense", "transposable": None, "nm": "-",
              "cos_mean": 1.0, "cos_min": 1.0, "sentiment": dense_acc, "seconds": 0.0}]
-    print(f"dense: sentiment {dense_acc:.4f}", flush=True)
-    configs = CONFIGS[:4] if args.quick else CONFIGS
-    for label, transposable, n, m, opts in configs:
-        t0 = time.perf_counter()
-        pruned, report = sparsify(model, n, m, transposable=transposable, calibration=calib,
-                                  progress=False, seed=0, **opts)
-        seconds = time.perf_counter() - t0
-        cos = (embed(pruned, held) * ref).sum(-1)
-        acc = sentiment_accuracy(pruned, texts, labels)
+    print(json.dumps(rows[0]), flush=True)
+
+    def record(label, transposable, n, m, net, seconds, layers):
+        cos = (embed(net, held) * ref).sum(-1)
         row = {"model": "MiniLM", "config": label, "transposable": transposable,
                "nm": f"{n}:{m}", "cos_mean": float(cos.mean()), "cos_min": float(cos.min()),
-               "sentiment": acc, "seconds": seconds, "peak_rss_mb": peak_rss_mb(),
-               "layers": sum(r.skipped is None for r in report.layers)}
+               "sentiment": sentiment_accuracy(net, texts, labels), "seconds": seconds,
+               "peak_rss_mb": peak_rss_mb(), "layers": layers}
         rows.append(row)
         print(json.dumps(row), flush=True)
+
+    patterns = PATTERNS[:1] if args.quick else PATTERNS
+    for transposable, n, m in patterns:
+        for score in args.scores:
+            for reconstruct in (False, True):
+                t0 = time.perf_counter()
+                pruned, report = sparsify(model, n, m, transposable=transposable,
+                                          score=score, reconstruct=reconstruct,
+                                          calibration=calib, damping=args.damping,
+                                          progress=False, seed=0)
+                seconds = time.perf_counter() - t0
+                layers = sum(r.skipped is None for r in report.layers)
+                label = score + (" + refit" if reconstruct else "")
+                record(label, transposable, n, m, pruned, seconds, layers)
+            if args.finetune and score in args.finetune_scores:
+                # sparsify(..., finetune=k) is this refit followed by this fine-tune
+                tuned = copy.deepcopy(pruned)
+                t1 = time.perf_counter()
+                finetune_masked(tuned, model, masks_of(pruned, report), calib, args.finetune,
+                                lr=args.lr, progress=False)
+                record(f"{label} + fine-tune {args.finetune}", transposable, n, m, tuned,
+                       seconds + time.perf_counter() - t1, layers)
     return rows
 
 
@@ -156,7 +176,13 @@ def cnn_table(args) -> list[dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="four configurations only")
+    p.add_argument("--quick", action="store_true", help="transposable 2:4 only")
+    p.add_argument("--scores", nargs="+", choices=SCORES, default=list(SCORES))
+    p.add_argument("--damping", type=float, default=DAMPING, help="sparsify's damping")
+    p.add_argument("--finetune", type=int, default=0, metavar="STEPS",
+                   help="also fine-tune the refit models this many steps (default 0: off)")
+    p.add_argument("--finetune-scores", nargs="+", choices=SCORES, default=["wanda"])
+    p.add_argument("--lr", type=float, default=1e-4, help="fine-tune learning rate")
     p.add_argument("--calibration", type=int, default=512,
                    help="calibration sentences (standard-library docstrings; default 512)")
     p.add_argument("--snippets", type=int, default=2000, help="Rotten Tomatoes snippets")
