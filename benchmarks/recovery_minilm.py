@@ -59,6 +59,11 @@ SCORES = ("magnitude", "wanda", "obs")
 PATTERNS = [(True, 2, 4), (False, 2, 4), (True, 4, 8), (False, 4, 8)]
 
 
+def pattern_name(transposable: bool, n: int, m: int) -> str:
+    """``T2:4`` (transposable) or ``2:4`` (plain)."""
+    return f"{'T' if transposable else ''}{n}:{m}"
+
+
 def masks_of(model: torch.nn.Module, report) -> dict[str, torch.Tensor]:
     """The masks ``sparsify`` baked in (its pruned weights are exact zeros)."""
     modules = dict(model.named_modules())
@@ -95,7 +100,9 @@ def minilm_table(args) -> list[dict]:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    patterns = PATTERNS[:1] if args.quick else PATTERNS
+    patterns = [pat for pat in PATTERNS if pattern_name(*pat) in args.patterns]
+    if args.quick:
+        patterns = patterns[:1]
     for transposable, n, m in patterns:
         for score in args.scores:
             for reconstruct in (False, True):
@@ -177,6 +184,9 @@ def cnn_table(args) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="transposable 2:4 only")
+    names = [pattern_name(*pat) for pat in PATTERNS]
+    p.add_argument("--patterns", nargs="+", choices=names, default=names,
+                   help="T = transposable (default: all)")
     p.add_argument("--scores", nargs="+", choices=SCORES, default=list(SCORES))
     p.add_argument("--damping", type=float, default=DAMPING, help="sparsify's damping")
     p.add_argument("--finetune", type=int, default=0, metavar="STEPS",
