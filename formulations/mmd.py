@@ -93,7 +93,10 @@ def class_labels(labels: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
         if not all(isinstance(v, str) for v in arr):
             raise ValueError("labels must be integers or strings (one type), got mixed objects")
         arr = arr.astype(str)
-    elif arr.dtype.kind not in "iuU":
+    elif arr.dtype.kind == "U" and not isinstance(labels, np.ndarray):
+        if not all(isinstance(v, str | np.str_) for v in labels):  # numpy made ints strings
+            raise ValueError("labels must be integers or strings (one type), got a mix")
+    elif arr.dtype.kind not in "iu":
         raise ValueError(f"labels must be integers or strings, got dtype {arr.dtype}")
     classes, index = np.unique(arr, return_inverse=True)
     return classes, index.astype(np.int64)
@@ -117,16 +120,17 @@ def apportion(mix: np.ndarray, sizes: np.ndarray, keep: int) -> np.ndarray:
     p = p / p.sum()
     pos = p > 0
     if cap[pos].sum() >= keep:
-        lo, hi = 0.0, keep / p[pos].min() + 1.0
-        for _ in range(200):
-            lam = 0.5 * (lo + hi)
-            if np.minimum(cap, lam * p).sum() < keep:
-                lo = lam
-            else:
-                hi = lam
-        share = np.minimum(cap, hi * p)
-        share *= keep / share.sum()
-        share = np.minimum(share, cap)
+        # exact water level: saturate classes in order of cap / p until the rest fits
+        idx = np.flatnonzero(pos)
+        order = idx[np.argsort(cap[idx] / p[idx], kind="stable")]
+        share = np.zeros(len(p))
+        for j, c in enumerate(order):
+            rest = order[j:]
+            want = (keep - share.sum()) * (p[rest] / p[rest].sum())
+            if cap[c] >= want[0]:  # no other class of the rest saturates either
+                share[rest] = np.minimum(cap[rest], want)
+                break
+            share[c] = cap[c]
     else:
         share = np.where(pos, cap, 0.0)
         rest = keep - share.sum()

@@ -34,8 +34,9 @@ def kernel_matrix(problem: MMDSelection, X, Y):
 
 
 def brute_mmd(problem: MMDSelection) -> float:
-    """min over all keep-subsets of the biased MMD^2, by enumeration."""
-    S, T, k = problem.source, problem.target, problem.keep
+    """min over all feasible keep-subsets (per-class counts included) of the biased MMD^2,
+    by enumeration."""
+    S, T = problem.source, problem.target
     Kss = kernel_matrix(problem, S, S)
     cst = kernel_matrix(problem, S, T).mean(1)
     tt = kernel_matrix(problem, T, T).mean()
