@@ -93,8 +93,9 @@ def class_labels(labels: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
         if not all(isinstance(v, str) for v in arr):
             raise ValueError("labels must be integers or strings (one type), got mixed objects")
         arr = arr.astype(str)
-    elif arr.dtype.kind == "U" and not isinstance(labels, np.ndarray):
-        if not all(isinstance(v, str | np.str_) for v in labels):  # numpy made ints strings
+    elif arr.dtype.kind == "U":
+        if not isinstance(labels, np.ndarray) and not all(
+                isinstance(v, str | np.str_) for v in labels):  # numpy made ints strings
             raise ValueError("labels must be integers or strings (one type), got a mix")
     elif arr.dtype.kind not in "iu":
         raise ValueError(f"labels must be integers or strings, got dtype {arr.dtype}")

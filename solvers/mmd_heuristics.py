@@ -164,6 +164,11 @@ def swap_search(K: np.ndarray, c: np.ndarray, k: int, idx: np.ndarray, *,
     inset[idx] = True
     if k == n:
         return np.flatnonzero(inset), 0
+    if class_index is None:
+        groups = [np.arange(n)]
+    else:
+        order = np.argsort(class_index, kind="stable")
+        groups = np.split(order, np.cumsum(np.bincount(class_index))[:-1])
     diag = np.diag(K).copy()
     g = K[:, inset].sum(1)
     unit = float(np.abs(np.diag(K)).max()) or 1.0  # the kernel's scale
@@ -172,17 +177,20 @@ def swap_search(K: np.ndarray, c: np.ndarray, k: int, idx: np.ndarray, *,
     for _ in range(max_iter):
         if deadline is not None and time.perf_counter() > deadline:
             break
-        I = np.flatnonzero(inset)
-        J = np.flatnonzero(~inset)
-        a = -2.0 * g[I] + diag[I] + 2.0 * k * c[I]
-        b = 2.0 * g[J] + diag[J] - 2.0 * k * c[J]
-        D = a[:, None] + b[None, :] - 2.0 * K[np.ix_(I, J)]
-        if class_index is not None:
-            D[class_index[I][:, None] != class_index[J][None, :]] = np.inf
-        pos = int(np.argmin(D))
-        if D.flat[pos] >= -scale:
+        best, i, j = np.inf, -1, -1
+        for grp in groups:  # the best swap within each class (one group without classes)
+            I = grp[inset[grp]]
+            J = grp[~inset[grp]]
+            if I.size == 0 or J.size == 0:
+                continue
+            a = -2.0 * g[I] + diag[I] + 2.0 * k * c[I]
+            b = 2.0 * g[J] + diag[J] - 2.0 * k * c[J]
+            D = a[:, None] + b[None, :] - 2.0 * K[np.ix_(I, J)]
+            pos = int(np.argmin(D))
+            if D.flat[pos] < best:
+                best, i, j = float(D.flat[pos]), I[pos // len(J)], J[pos % len(J)]
+        if not best < -scale:
             break
-        i, j = I[pos // len(J)], J[pos % len(J)]
         inset[i], inset[j] = False, True
         g += K[:, j] - K[:, i]
         swaps += 1
