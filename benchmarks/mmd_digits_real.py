@@ -20,11 +20,12 @@ Methods (kept fractions 25 / 50 / 75 %):
   ("stratified"), the target mix from pseudo-labels of the full-source model ("pseudo"), or
   from EM on the target prior (Saerens et al. 2002, "EM");
 - MMD iterated (learned space): an MLP 64-64-32-10 trained on the full source embeds source
-  and target (penultimate layer, 32 ReLU units); select with EM quotas (estimated by that MLP),
-  retrain the MLP on the selection, re-embed, reselect; 3 rounds
+  and target (penultimate layer, 32 ReLU units); select with EM or pseudo-label quotas
+  (estimated by that MLP), retrain the MLP on the selection, re-embed, reselect; 3 rounds
   (``prune_dataset(rounds=3, fit=...)``);
 - MMD + CORAL: source pixels CORAL-aligned to the adaptation half (eps = 0.01), MMD selection
-  with EM quotas in the aligned space, the evaluator trained on the aligned selection;
+  with EM or pseudo-label quotas in the aligned space, the evaluator trained on the aligned
+  selection;
 - CORAL alone: the evaluator trained on the whole aligned source;
 - KMM (B = 10, the same kernel): weights, not a subset, compared two ways: the evaluator
   trained on the full source with ``sample_weight`` = the KMM weights, and a subset of the
@@ -60,7 +61,9 @@ from pruneopt.formulations import MMDSelection
 
 RATES = (0.25, 0.5, 0.75)
 METHODS = ("random subset", "MMD", "MMD + stratified quotas", "MMD + pseudo-label quotas",
-           "MMD + EM quotas", "MMD iterated (MLP space, EM quotas)", "MMD + CORAL (EM quotas)",
+           "MMD + EM quotas", "MMD iterated (MLP space, EM quotas)",
+           "MMD iterated (MLP space, pseudo-label quotas)", "MMD + CORAL (EM quotas)",
+           "MMD + CORAL (pseudo-label quotas)",
            "KMM, subset drawn by weight")
 WHOLE = ("full source", "CORAL alone", "KMM, weighted full source")
 CORAL_EPS = 0.01
@@ -170,14 +173,17 @@ def run_direction(Xs, ys, Xt_all, yt_all, seed: int, solver: str) -> dict:
                 solver=solver, **opts).decision,
             "KMM, subset drawn by weight": drawn_by_weight(beta, k, seed),
         }
-        mask, _ = prune_dataset(net0, src_t, tgt_t, k, layer="3", rounds=ROUNDS, fit=fit,
-                                labels=ys, class_mix="em", as_mask=True, solver=solver, **opts)
-        choices["MMD iterated (MLP space, EM quotas)"] = np.flatnonzero(mask.numpy())
-        cidx = pruneopt.solve(coral_prob.with_keep(k, class_mix=dict(enumerate(mixes["EM"])),
-                                                   **labels),
-                              solver=solver, **opts).decision
-        out[("MMD + CORAL (EM quotas)", rate)] = (score(cidx, X=Xc),
-                                                  plain.with_keep(k).objective(cidx))
+        for est, how in (("EM", "em"), ("pseudo-label", "pseudo")):
+            mask, _ = prune_dataset(net0, src_t, tgt_t, k, layer="3", rounds=ROUNDS, fit=fit,
+                                    labels=ys, class_mix=how, as_mask=True, solver=solver,
+                                    **opts)
+            choices[f"MMD iterated (MLP space, {est} quotas)"] = np.flatnonzero(mask.numpy())
+        for est, key in (("EM", "EM"), ("pseudo-label", "pseudo")):
+            cidx = pruneopt.solve(coral_prob.with_keep(
+                k, class_mix=dict(enumerate(mixes[key])), **labels), solver=solver,
+                **opts).decision
+            out[(f"MMD + CORAL ({est} quotas)", rate)] = (score(cidx, X=Xc),
+                                                        plain.with_keep(k).objective(cidx))
         for name, idx in choices.items():
             out[(name, rate)] = (score(idx), plain.with_keep(k).objective(idx))
     return out
@@ -280,7 +286,7 @@ def timing(scip_limit: float) -> str:
             if isinstance(s, Exception):
                 lines.append(f"| {len(Xs)} | {name} | error: {str(s)[:80]} | | | |")
                 continue
-            gap = "-" if best is None else f"{(s.objective - best) / s.objective:.1%}"
+            gap = "-" if best is None else f"{(s.objective - best) / s.objective:.3%}"
             lines.append(f"| {len(Xs)} | {name} | {s.status} | {s.seconds:.1f} | "
                          f"{s.objective:.5f} | {gap} |")
         print(f"  timing {dname} done", flush=True)
