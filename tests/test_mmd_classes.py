@@ -142,6 +142,18 @@ def test_cvxpy_export_with_classes_is_exact():
     assert rel.value <= brute_mmd(p) + 1e-7
 
 
+def test_pyomo_export_has_one_count_per_class():
+    pyo = pytest.importorskip("pyomo.environ")
+    p = labelled(310, n=7, labels=[0, 0, 1, 1, 1, 2, 2], class_keep={0: 1, 1: 2, 2: 0})
+    mdl = p.to_pyomo()
+    idx = [1, 2, 4]
+    for i in range(7):
+        mdl.x[i].value = 1.0 if i in idx else 0.0
+    assert pyo.value(mdl.mmd2) == pytest.approx(p.objective(idx), rel=1e-10)
+    assert [pyo.value(mdl.class_keep[c].body) for c in range(3)] == [1, 2, 0]
+    assert [pyo.value(mdl.class_keep[c].upper) for c in range(3)] == [1, 2, 0]
+
+
 @pytest.mark.parametrize("solver", ["relax-swap", "greedy", "swap", "lowrank", "relax-round"])
 def test_every_heuristic_keeps_the_counts_on_a_larger_instance(solver):
     rng = np.random.default_rng(5)
