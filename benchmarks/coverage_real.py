@@ -17,8 +17,11 @@ Methods: random; CCS (drop the beta lowest-AUM fraction, 50 EL2N strata); max-co
 MNIST max-coverage in the learned space (the penultimate 128 ReLU units of the full-data MLP).
 beta per rate is fixed in advance, as in ``coverage_digits.py``: 0, 0, 0.1, 0.3.
 
-    nice python benchmarks/coverage_real.py --task mnist --seeds 5 --plot docs/coverage_mnist.png
-    nice python benchmarks/coverage_real.py --task rotten --seeds 5 --plot docs/coverage_rotten.png
+    nice python benchmarks/coverage_real.py --task mnist --seeds 5 --plot /tmp/coverage_mnist.png
+    nice python benchmarks/coverage_real.py --task rotten --seeds 5 --plot /tmp/coverage_rotten.png
+
+(The committed ``docs/coverage_{mnist,rotten}.png`` came from these runs; the script refuses to
+write over a committed file.)
 """
 
 from __future__ import annotations

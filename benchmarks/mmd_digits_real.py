@@ -32,7 +32,7 @@ Methods (kept fractions 25 / 50 / 75 %):
   kept size drawn without replacement with probability proportional to the weights.
 
     nice python benchmarks/mmd_digits_real.py --seeds 5 --solver greedy \
-        --plot docs/mmd_digits_real.png
+        --plot /tmp/mmd_digits_real.png
     nice python benchmarks/mmd_digits_real.py --timing      # solver times and bound gaps
 
 Prints markdown tables (mean +- std over seeds of the test-half accuracy, and the mean MMD^2
