@@ -13,12 +13,14 @@ digits under a class-mix change plus rotation, blur and pixel noise.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from pruneopt.adapters.domain_shift import em_class_mix, pseudo_label_mix
 from pruneopt.formulations.base import as_int
 from pruneopt.formulations.geometry import as_indices
 from pruneopt.formulations.mmd import MMDSelection
@@ -105,26 +107,71 @@ def extract_features(model: nn.Module, data: Any, *, layer: nn.Module | str | No
     return torch.cat(feats).numpy()
 
 
-def select_mmd(source: Any, target: Any, keep: int | float, *, kernel: Any = "rbf",
+def select_mmd(source: Any, target: Any, keep: int | float | None, *, kernel: Any = "rbf",
                bandwidth: float | str = "median", solver: str | None = None,
-               time_limit: float | None = None, **options: Any) -> Solution:
+               time_limit: float | None = None, labels: Any = None,
+               class_keep: Mapping[Any, int] | None = None,
+               class_mix: Mapping[Any, float] | str | None = None,
+               **options: Any) -> Solution:
     """Select ``keep`` source points (a count, or a fraction in (0, 1)) matching ``target``
     in MMD; returns the :class:`~pruneopt.Solution` (``decision`` = sorted kept indices).
+
+    Class-aware selection: ``labels`` (one per source point) with ``class_keep`` (counts per
+    class) or ``class_mix`` (proportions, e.g. :func:`~pruneopt.adapters.domain_shift.
+    em_class_mix` of the target, or ``"source"``), as in :class:`MMDSelection`.
 
     ``solver=None`` (or ``"auto"``): the registry's default for the instance
     (:mod:`pruneopt.solvers.defaults`: exact SCIP for small n, the dense relax-swap
     heuristic up to a few thousand points, the low-rank solver beyond).
     """
-    problem = mmd_problem(source, target, keep, kernel=kernel, bandwidth=bandwidth)
+    problem = mmd_problem(source, target, keep, kernel=kernel, bandwidth=bandwidth,
+                          labels=labels, class_keep=class_keep, class_mix=class_mix)
     return solve(problem, solver=solver, time_limit=time_limit, **options)
 
 
-def mmd_problem(source: Any, target: Any, keep: int | float, **kw: Any) -> MMDSelection:
+def mmd_problem(source: Any, target: Any, keep: int | float | None, **kw: Any) -> MMDSelection:
     """:class:`MMDSelection` with ``keep`` given as a count or as a fraction in (0, 1)."""
     n = len(source)
     if isinstance(keep, float | np.floating) and 0 < keep < 1:
         keep = max(1, int(round(float(keep) * n)))
     return MMDSelection(source, target, keep, **kw)
+
+
+def predict_proba(model: nn.Module, data: Any, *, batch_size: int = 256,
+                  device: str | torch.device = "cpu") -> np.ndarray:
+    """Softmax of ``model``'s outputs (class logits, column c = class c) on every example of
+    ``data``: (len(data), classes) float64. Same model handling as :func:`extract_features`."""
+    logits = extract_features(model, data, batch_size=batch_size, device=device)
+    z = logits - logits.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def target_class_mix(model: nn.Module, target: Any, source_labels: Any, *,
+                     method: str = "em") -> dict[int, float]:
+    """The target's class proportions estimated without target labels from a classifier
+    trained on the source (outputs: logits of classes 0..C-1, the integer labels of
+    ``source_labels``): ``method="em"`` (Saerens et al. 2002, the source prior from
+    ``source_labels``) or ``"pseudo"`` (the share of argmax predictions)."""
+    y = np.asarray(source_labels)
+    if y.ndim != 1 or y.size == 0 or not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+        raise ValueError("source_labels must be a 1-D array of class indices 0..C-1")
+    P = predict_proba(model, target)
+    if P.shape[1] <= y.max():
+        raise ValueError(f"the model has {P.shape[1]} outputs but source_labels reach "
+                         f"class {y.max()}")
+    if method == "pseudo":
+        mix = pseudo_label_mix(P)
+    elif method == "em":
+        prior = np.bincount(y, minlength=P.shape[1]).astype(np.float64)
+        if np.any(prior == 0):
+            missing = np.flatnonzero(prior == 0).tolist()
+            raise ValueError(f"classes {missing} have no source labels; EM needs every class "
+                             f"the model predicts to appear in the source")
+        mix = em_class_mix(P, prior)
+    else:
+        raise ValueError(f"method must be 'em' or 'pseudo', got {method!r}")
+    return {c: float(v) for c, v in enumerate(mix)}
 
 
 def auto_solver(problem: MMDSelection) -> str:
@@ -151,15 +198,47 @@ def subset(dataset: Any, decision: Any) -> torch.utils.data.Subset:
     return torch.utils.data.Subset(dataset, idx.tolist())
 
 
-def prune_dataset(model: nn.Module, source: Any, target: Any, keep: int | float, *,
+def prune_dataset(model: nn.Module, source: Any, target: Any, keep: int | float | None, *,
                   layer: nn.Module | str | None = None, as_mask: bool = False,
+                  rounds: int = 1, fit: Callable[[np.ndarray], nn.Module] | None = None,
+                  labels: Any = None, class_mix: Mapping[Any, float] | str | None = None,
                   **select_options: Any) -> tuple[Any, Solution]:
     """Features of ``source`` and ``target`` from ``model`` (at ``layer``), MMD selection,
     and the kept source examples as a ``Subset`` (or a boolean mask with ``as_mask=True``).
-    Returns ``(subset_or_mask, solution)``."""
-    fs = extract_features(model, source, layer=layer)
-    ft = extract_features(model, target, layer=layer)
-    sol = select_mmd(fs, ft, keep, **select_options)
+    Returns ``(subset_or_mask, solution)``.
+
+    Iterated selection in a learned space (``rounds`` > 1, with ``fit``): after each
+    selection, ``fit(kept_indices) -> model`` trains a model on the kept source examples
+    (the user's training loop), its features at the same ``layer`` re-embed source and
+    target, and the selection is made again; the last round's solution is returned, with
+    ``solution.info["rounds"]`` listing every round's MMD^2 and kept indices.
+
+    ``labels`` (source class indices) with ``class_mix``: class-aware selection. Besides
+    proportions or ``"source"``, ``class_mix`` may be ``"em"`` or ``"pseudo"``: the target's
+    mix estimated in every round from the current model's predictions
+    (:func:`target_class_mix`; the model's outputs must be the class logits). Other keywords
+    (``class_keep``, ``solver``, ``kernel``, ...) go to :func:`select_mmd`."""
+    rounds = as_int(rounds, "rounds", low=1)
+    if rounds > 1 and fit is None:
+        raise ValueError("rounds > 1 needs fit=: a function kept_indices -> trained model")
+    history: list[dict[str, Any]] = []
+    sol = None
+    for r in range(rounds):
+        if r > 0:
+            model = fit(sol.decision)
+            if not isinstance(model, nn.Module):
+                raise ValueError(f"fit must return a torch.nn.Module, got {type(model)}")
+        mix = class_mix
+        if isinstance(class_mix, str) and class_mix in ("em", "pseudo"):
+            if labels is None:
+                raise ValueError(f"class_mix={class_mix!r} needs labels= (source classes)")
+            mix = target_class_mix(model, target, labels, method=class_mix)
+        fs = extract_features(model, source, layer=layer)
+        ft = extract_features(model, target, layer=layer)
+        sol = select_mmd(fs, ft, keep, labels=labels, class_mix=mix, **select_options)
+        history.append({"round": r, "objective": sol.objective, "decision": sol.decision,
+                        "class_mix": mix})
+    sol.info["rounds"] = history
     if as_mask:
         return keep_mask(len(fs), sol.decision), sol
     return subset(source, sol.decision), sol

@@ -21,11 +21,23 @@ is a convex QP whose optimum is a lower bound. Because x_i^2 = x_i on binary poi
 sum x = k, ``K`` may be replaced by ``K - mu I`` plus the constant ``mu k`` for any ``mu``
 without changing the integer problem; ``mu = lambda_min(K)`` gives the tightest such convex
 relaxation and also convexifies a user kernel that is not PSD (:meth:`MMDSelection.convexified`).
+
+Class-aware selection (``labels=`` with ``class_keep=`` or ``class_mix=``): with source labels
+y_i in classes C, the single cardinality constraint becomes one per class,
+
+    sum_{i : y_i = c} x_i = k_c   for every c in C,      sum_c k_c = k,
+
+so the kept set has a prescribed class mix (e.g. the target's, estimated without target
+labels) and MMD matching can no longer trade one class for another. ``sum x = k`` still
+holds, so the ``K - mu I`` shift stays exact and the relaxation (now with C linear equality
+constraints) is still a convex QP whose optimum is a lower bound. ``class_mix`` (proportions,
+or ``"source"``) is turned into counts by :func:`apportion`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import Any
 
@@ -61,6 +73,78 @@ def median_distance(points: np.ndarray, *, sample: int = MEDIAN_SAMPLE, seed: in
     return float(pos.mean()) if pos.size else 1.0
 
 
+def class_labels(labels: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(classes, index)``: the sorted distinct labels and, for every point, the position of
+    its label in ``classes`` (int64, length n). ``labels``: a 1-D sequence of n integers
+    (integral floats accepted) or strings; anything else is a ``ValueError``."""
+    arr = np.asarray(to_numpy(labels, "labels"))
+    if arr.ndim != 1:
+        raise ValueError(f"labels must be a 1-D sequence of class labels, got shape {arr.shape}")
+    if len(arr) != n:
+        raise ValueError(f"labels must have one entry per source point ({n}), got {len(arr)}")
+    if arr.dtype == bool:
+        raise ValueError("labels must be integers or strings, got booleans")
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise ValueError("labels must be integers or strings; got non-integral or NaN "
+                             "floats (class labels, not scores)")
+        arr = arr.astype(np.int64)
+    elif arr.dtype.kind == "O":
+        if not all(isinstance(v, str) for v in arr):
+            raise ValueError("labels must be integers or strings (one type), got mixed objects")
+        arr = arr.astype(str)
+    elif arr.dtype.kind == "U":
+        if not isinstance(labels, np.ndarray) and not all(
+                isinstance(v, str | np.str_) for v in labels):  # numpy made ints strings
+            raise ValueError("labels must be integers or strings (one type), got a mix")
+    elif arr.dtype.kind not in "iu":
+        raise ValueError(f"labels must be integers or strings, got dtype {arr.dtype}")
+    classes, index = np.unique(arr, return_inverse=True)
+    return classes, index.astype(np.int64)
+
+
+def apportion(mix: np.ndarray, sizes: np.ndarray, keep: int) -> np.ndarray:
+    """Integer counts k_c with sum k_c = keep, 0 <= k_c <= sizes_c, as close to keep * p_c as
+    the sizes allow (p = mix / sum mix).
+
+    Real shares first: s_c = min(sizes_c, lambda p_c) with lambda chosen so that sum s = keep
+    (water-filling: a class too small for its share is kept whole and the rest is spread
+    over the others in proportion to p); if the classes with p_c > 0 cannot hold keep
+    points, the rest goes to the others in proportion to their sizes. Then the floors,
+    plus one point for the largest fractional parts (largest remainder), within the sizes."""
+    p = np.asarray(mix, dtype=np.float64)
+    cap = np.asarray(sizes, dtype=np.float64)
+    if p.shape != cap.shape or np.any(p < 0) or not np.all(np.isfinite(p)) or p.sum() <= 0:
+        raise ValueError("class proportions must be finite, >= 0 and not all zero")
+    if keep > cap.sum():
+        raise ValueError(f"keep={keep} exceeds the {int(cap.sum())} source points")
+    p = p / p.sum()
+    pos = p > 0
+    if cap[pos].sum() >= keep:
+        # exact water level: saturate classes in order of cap / p until the rest fits
+        idx = np.flatnonzero(pos)
+        order = idx[np.argsort(cap[idx] / p[idx], kind="stable")]
+        share = np.zeros(len(p))
+        for j, c in enumerate(order):
+            rest = order[j:]
+            want = (keep - share.sum()) * (p[rest] / p[rest].sum())
+            if cap[c] >= want[0]:  # no other class of the rest saturates either
+                share[rest] = np.minimum(cap[rest], want)
+                break
+            share[c] = cap[c]
+    else:
+        share = np.where(pos, cap, 0.0)
+        rest = keep - share.sum()
+        share[~pos] = rest * cap[~pos] / cap[~pos].sum()
+    out = np.minimum(np.floor(share + 1e-9), cap).astype(np.int64)
+    while out.sum() < keep:
+        frac = np.where(out < cap, share - out, -np.inf)
+        out[int(np.argmax(frac))] += 1
+    while out.sum() > keep:  # only through the 1e-9 above
+        out[int(np.argmax(np.where(out > 0, out - share, -np.inf)))] -= 1
+    return out
+
+
 class MMDSelection(Formulation):
     """Keep ``keep`` of the ``n`` source points minimizing the squared MMD to the target.
 
@@ -82,9 +166,22 @@ class MMDSelection(Formulation):
         ``MEDIAN_SAMPLE`` points beyond that). The value used is stored in
         ``self.bandwidth`` (``None`` for non-RBF kernels).
 
+    labels : sequence (n,), optional
+        Class label of every source point (integers or strings), for class-aware selection
+        with ``class_keep`` or ``class_mix``. Target labels are never needed.
+    class_keep : mapping label -> int, optional
+        k_c, the number of points to keep of each class (classes left out keep none). The
+        counts must add up to ``keep`` (``keep=None``: their sum) and fit in the classes.
+    class_mix : mapping label -> float, or "source", optional
+        Proportions of the kept set's classes (e.g. the target's class mix, estimated
+        without target labels), turned into counts k_c by :func:`apportion`; ``"source"``:
+        the source's own class proportions (stratified selection).
+
     Decision: a sorted ``int64`` array of the ``keep`` kept source indices (``check`` also
     accepts a boolean mask of length n). Objective: MMD^2 (dimensionless for the RBF kernel),
-    minimized.
+    minimized. With classes, ``classes`` holds the sorted labels, ``class_index`` the class
+    position of every source point and ``quota`` the counts k_c (aligned with ``classes``);
+    without, there is one class and ``quota == [keep]``.
     """
 
     sense = "min"
@@ -93,9 +190,13 @@ class MMDSelection(Formulation):
         self,
         source: Any,
         target: Any,
-        keep: int,
+        keep: int | None = None,
         kernel: KernelArg = "rbf",
         bandwidth: float | str = "median",
+        *,
+        labels: Any = None,
+        class_keep: Mapping[Any, int] | None = None,
+        class_mix: Mapping[Any, float] | str | None = None,
     ) -> None:
         src = as_array(source, "source")
         tgt = as_array(target, "target")
@@ -129,7 +230,7 @@ class MMDSelection(Formulation):
         self.target = tgt
         self.n, self.dim = src.shape
         self.m = tgt.shape[0]
-        self.keep = as_int(keep, "keep", low=1, high=self.n)
+        self.set_classes(keep, labels, class_keep, class_mix)
 
         if callable(kernel):
             self.kernel_name = getattr(kernel, "__name__", "callable")
@@ -173,6 +274,118 @@ class MMDSelection(Formulation):
         self._K: np.ndarray | None = None
         self._mu: float | None = None
         self._factor: tuple[np.ndarray, float] | None = None
+
+    # ------------------------------------------------------------------ classes
+    def set_classes(self, keep: int | None, labels: Any = None,
+                    class_keep: Mapping[Any, int] | None = None,
+                    class_mix: Mapping[Any, float] | str | None = None) -> None:
+        """Validate and store ``keep`` and the per-class counts (see the class docstring)."""
+        if labels is None:
+            if class_keep is not None or class_mix is not None:
+                raise ValueError("class_keep / class_mix need labels= (one class label per "
+                                 "source point)")
+            if keep is None:
+                raise ValueError("keep is required (or give labels= and class_keep=)")
+            self.keep = as_int(keep, "keep", low=1, high=self.n)
+            self.labels = None
+            self.classes = np.array([0])
+            self.class_index = np.zeros(self.n, dtype=np.int64)
+            self.quota = np.array([self.keep], dtype=np.int64)
+            return
+        classes, index = class_labels(labels, self.n)
+        sizes = np.bincount(index, minlength=len(classes))
+        if (class_keep is None) == (class_mix is None):
+            raise ValueError("with labels=, give exactly one of class_keep= (counts per "
+                             "class) or class_mix= (proportions, or 'source')")
+        pos = {cls: i for i, cls in enumerate(classes.tolist())}
+
+        def where(cls: Any) -> int:
+            key = cls.item() if isinstance(cls, np.generic) else cls
+            if key not in pos:
+                raise ValueError(f"class {key!r} is not in the source labels (classes "
+                                 f"present: {', '.join(map(repr, classes.tolist()))})")
+            return pos[key]
+
+        if class_keep is not None:
+            if not isinstance(class_keep, Mapping):
+                raise ValueError("class_keep must be a mapping class label -> count")
+            quota = np.zeros(len(classes), dtype=np.int64)
+            for cls, cnt in class_keep.items():
+                c = where(cls)
+                quota[c] = as_int(cnt, f"class_keep[{cls!r}]", low=0)
+                if quota[c] > sizes[c]:
+                    raise ValueError(f"class {cls!r} has {sizes[c]} source points, fewer than "
+                                     f"its class_keep {quota[c]}; lower it")
+            total = int(quota.sum())
+            if keep is None:
+                keep = total
+            keep = as_int(keep, "keep", low=1, high=self.n)
+            if total != keep:
+                raise ValueError(f"class_keep adds up to {total} points but keep={keep}; make "
+                                 f"the counts sum to keep (or pass keep=None)")
+        else:
+            if keep is None:
+                raise ValueError("class_mix needs keep= (the total number of points)")
+            keep = as_int(keep, "keep", low=1, high=self.n)
+            if isinstance(class_mix, str):
+                if class_mix != "source":
+                    raise ValueError(f"class_mix must be a mapping label -> proportion or "
+                                     f"'source', got {class_mix!r}")
+                mix = sizes.astype(np.float64)
+            elif isinstance(class_mix, Mapping):
+                mix = np.zeros(len(classes))
+                for cls, frac in class_mix.items():
+                    try:
+                        v = float(frac)
+                    except (TypeError, ValueError):
+                        raise ValueError(f"class_mix[{cls!r}] must be a number, got "
+                                         f"{frac!r}") from None
+                    if not np.isfinite(v) or v < 0:
+                        raise ValueError(f"class_mix[{cls!r}] must be a finite number >= 0, "
+                                         f"got {frac!r}")
+                    mix[where(cls)] = v
+                if mix.sum() <= 0:
+                    raise ValueError("class_mix is all zero; give positive proportions")
+            else:
+                raise ValueError("class_mix must be a mapping label -> proportion or 'source'")
+            quota = apportion(mix, sizes, keep)
+        if quota.sum() == 0:  # pragma: no cover - keep >= 1 forbids it
+            raise ValueError("class_keep keeps no points")
+        self.keep = keep
+        self.labels = classes[index]
+        self.classes = classes
+        self.class_index = index
+        self.quota = quota
+
+    @property
+    def class_constrained(self) -> bool:
+        """Whether the selection has per-class counts (``labels=`` was given)."""
+        return self.labels is not None
+
+    def class_groups(self) -> list[np.ndarray]:
+        """Source indices of every class (aligned with ``classes`` and ``quota``)."""
+        order = np.argsort(self.class_index, kind="stable")
+        bounds = np.cumsum(np.bincount(self.class_index, minlength=len(self.classes)))
+        return np.split(order, bounds[:-1])
+
+    def class_counts(self, decision: Any) -> dict[Any, int]:
+        """Kept points per class of a decision, ``{label: count}``."""
+        idx = self.check(decision)
+        cnt = np.bincount(self.class_index[idx], minlength=len(self.classes))
+        return {cls: int(c) for cls, c in zip(self.classes.tolist(), cnt, strict=True)}
+
+    def with_keep(self, keep: int | None = None, *, labels: Any = None,
+                  class_keep: Mapping[Any, int] | None = None,
+                  class_mix: Mapping[Any, float] | str | None = None) -> MMDSelection:
+        """The same source, target and kernel with another ``keep`` and/or class counts
+        (``labels=None`` reuses this problem's labels when class counts are given). The
+        kernel matrix, target means and eigen-factors already computed are shared, not
+        recomputed (they do not depend on the counts)."""
+        new = copy.copy(self)
+        if labels is None and (class_keep is not None or class_mix is not None):
+            labels = self.labels
+        new.set_classes(keep, labels, class_keep, class_mix)
+        return new
 
     @property
     def builtin_kernel(self) -> bool:
@@ -313,6 +526,14 @@ class MMDSelection(Formulation):
                              f"are required")
         if idx.size and (idx[0] < 0 or idx[-1] >= self.n):
             raise ValueError(f"kept indices must lie in [0, {self.n}), got {idx[0]}..{idx[-1]}")
+        if self.class_constrained:
+            cnt = np.bincount(self.class_index[idx], minlength=len(self.classes))
+            bad = np.flatnonzero(cnt != self.quota)
+            if bad.size:
+                c = int(bad[0])
+                raise ValueError(f"the decision keeps {cnt[c]} points of class "
+                                 f"{self.classes[c].item()!r}; class_keep requires "
+                                 f"{self.quota[c]}")
         return idx
 
     def objective(self, decision: Any) -> float:
@@ -336,11 +557,16 @@ class MMDSelection(Formulation):
             "rbf": f"k(a,b) = exp(-||a-b||^2 / (2 * {self.bandwidth:.4g}^2))",
             "linear": "k(a,b) = a . b",
         }.get(self.kernel_name if self._kfun is None else "", f"k = {self.kernel_name} (user)")
+        cons = "sum_i x_i = k"
+        if self.class_constrained:
+            per = ", ".join(f"{c!r}: {q}" for c, q in zip(self.classes.tolist(),
+                                                           self.quota.tolist(), strict=True))
+            cons = f"sum_(i in class c) x_i = k_c for every class c (k_c = {{{per}}})"
         return (
             f"MMD data selection: keep k = {self.keep} of n = {self.n} source points "
             f"(m = {self.m} target points, d = {self.dim})\n"
             f"minimize   (1/k^2) sum_ij K_ij x_i x_j - (2/k) sum_i c_i x_i + tt\n"
-            f"subject to sum_i x_i = k,  x_i in {{0, 1}}\n"
+            f"subject to {cons},  x_i in {{0, 1}}\n"
             f"where K_ij = k(s_i, s_j), c_i = mean_t k(s_i, t), tt = mean k(T, T), {kern}\n"
             f"K is PSD, so relaxing x_i in [0, 1] gives a convex QP (a lower bound)"
         )
@@ -350,6 +576,8 @@ class MMDSelection(Formulation):
             r"$$\begin{aligned}\min_{x}\ & \frac{1}{k^2}\sum_{i,j} K_{ij}x_ix_j - \frac{2}{k}"
             r"\sum_i c_i x_i + \overline{k(T,T)}\\ \text{s.t.}\ & \textstyle\sum_i x_i = k = "
             + str(self.keep)
+            + (r",\ \textstyle\sum_{i\in c} x_i = k_c\ \forall c" if self.class_constrained
+               else "")
             + r",\quad x\in\{0,1\}^{"
             + str(self.n)
             + r"}\\ & K_{ij}=k(s_i,s_j),\ c_i=\tfrac{1}{m}\textstyle\sum_t k(s_i,t)"
@@ -358,13 +586,15 @@ class MMDSelection(Formulation):
 
     def __repr__(self) -> str:
         bw = "" if self.bandwidth is None else f", bandwidth={self.bandwidth:.4g}"
+        cls = f", classes={len(self.classes)}" if self.class_constrained else ""
         return (f"MMDSelection(n={self.n}, m={self.m}, d={self.dim}, keep={self.keep}, "
-                f"kernel={self.kernel_name!r}{bw})")
+                f"kernel={self.kernel_name!r}{bw}{cls})")
 
     # ------------------------------------------------------------------ exports
     def to_pyomo(self):
         """The integer QP as a ``pyomo.environ.ConcreteModel``: binary ``x[i]``, constraint
-        ``cardinality`` (sum x = k) and the quadratic objective ``mmd2`` written with the
+        ``cardinality`` (sum x = k; with classes ``class_keep[c]``: sum over class c = k_c) and
+        the quadratic objective ``mmd2`` written with the
         full kernel matrix (an MIQP; n^2 terms, so meant for inspection and small n)."""
         import pyomo.environ as pyo
 
@@ -373,7 +603,14 @@ class MMDSelection(Formulation):
         mdl = pyo.ConcreteModel(name="MMDSelection")
         mdl.I = pyo.RangeSet(0, self.n - 1)
         mdl.x = pyo.Var(mdl.I, domain=pyo.Binary)
-        mdl.cardinality = pyo.Constraint(expr=sum(mdl.x[i] for i in mdl.I) == k)
+        if self.class_constrained:
+            groups = self.class_groups()
+            mdl.C = pyo.RangeSet(0, len(groups) - 1)
+            mdl.class_keep = pyo.Constraint(
+                mdl.C, rule=lambda m_, c: sum(m_.x[int(i)] for i in groups[c])
+                == int(self.quota[c]))
+        else:
+            mdl.cardinality = pyo.Constraint(expr=sum(mdl.x[i] for i in mdl.I) == k)
         quad = sum(
             float(K[i, j]) * mdl.x[i] * mdl.x[j] for i in range(self.n) for j in range(self.n)
         )
@@ -392,6 +629,9 @@ class MMDSelection(Formulation):
         c, tt, k = self.cross_means, self.target_term, self.keep
         x = cp.Variable(self.n, boolean=not relax, name="x")
         cons = [cp.sum(x) == k]
+        if self.class_constrained:
+            cons = [cp.sum(x[g]) == int(q) for g, q in zip(self.class_groups(), self.quota,
+                                                          strict=True)]
         if relax:
             cons += [x >= 0, x <= 1]
         obj = cp.sum_squares(L.T @ x) / k**2 + mu / k - 2.0 * (c @ x) / k + tt

@@ -13,6 +13,9 @@ in seconds; the expanded form with n^2 bilinear products stalls at n = 30-40.
   ``relax-swap`` heuristic; ``bound`` = max(SCIP dual bound, convex relaxation bound).
   Status ``"optimal"`` only when SCIP proves it (gap 0 up to its tolerances); otherwise
   ``"time_limit"`` with the incumbent and the proven bound.
+Class-aware problems get one count constraint per class (sum over class c of x_i = k_c)
+instead of the cardinality row; the relaxation bound they are combined with has the same rows.
+
 - ``"gurobi"`` (gurobipy): registered only when gurobipy is importable (its pip licence is
   size-limited); same model, same honesty.
 """
@@ -25,7 +28,7 @@ import time
 import numpy as np
 
 from pruneopt.formulations.mmd import MMDSelection
-from pruneopt.solvers.mmd_heuristics import best_heuristic, dense_data, dense_refusal, top_k
+from pruneopt.solvers.mmd_heuristics import best_heuristic, dense_data, dense_refusal, round_top
 from pruneopt.solvers.options import THREADS, Boolean
 from pruneopt.solvers.registry import Result, register
 
@@ -78,7 +81,11 @@ def scip_solver(problem: MMDSelection, time_limit: float | None, *, warm_start: 
     x = [m.addVar(f"x{i}", vtype="B") for i in range(n)]
     y = [m.addVar(f"y{j}", lb=None, ub=None) for j in range(r)]
     z = m.addVar("z", lb=0.0, ub=None)
-    m.addCons(pyscipopt.quicksum(x) == k, name="cardinality")
+    if problem.class_constrained:  # one count per class (they add up to k)
+        for cls, (grp, q) in enumerate(zip(problem.class_groups(), problem.quota, strict=True)):
+            m.addCons(pyscipopt.quicksum(x[int(i)] for i in grp) == int(q), name=f"class{cls}")
+    else:
+        m.addCons(pyscipopt.quicksum(x) == k, name="cardinality")
     for j in range(r):
         col = L[:, j]
         m.addCons(y[j] == pyscipopt.quicksum(float(col[i]) * x[i] for i in range(n) if col[i] != 0),
@@ -103,7 +110,7 @@ def scip_solver(problem: MMDSelection, time_limit: float | None, *, warm_start: 
     if m.getNSols() > 0:
         best = m.getBestSol()
         xv = np.array([m.getSolVal(best, xi) for xi in x])
-        decision = top_k(xv, k)
+        decision = round_top(problem, xv)
     elif idx0 is not None:
         decision = idx0
     dual = (m.getDualbound() + mu * k) * unit / k**2 + tt
@@ -147,7 +154,11 @@ if importlib.util.find_spec("gurobipy") is not None:  # pragma: no cover - needs
         m.Params.MIPGap = GAP
         x = m.addMVar(n, vtype="B", name="x")
         y = m.addMVar(L.shape[1], lb=-gp.GRB.INFINITY, name="y")
-        m.addConstr(x.sum() == k)
+        if problem.class_constrained:
+            for grp, q in zip(problem.class_groups(), problem.quota, strict=True):
+                m.addConstr(x[grp].sum() == int(q))
+        else:
+            m.addConstr(x.sum() == k)
         m.addConstr(y == (L.T / k) @ x)
         m.setObjective(y @ y - (2.0 * c / k) @ x + mu / k + tt, gp.GRB.MINIMIZE)
         if idx0 is not None:
@@ -155,7 +166,7 @@ if importlib.util.find_spec("gurobipy") is not None:  # pragma: no cover - needs
             start[idx0] = 1.0
             x.Start = start
         m.optimize()
-        decision = top_k(x.X, k) if m.SolCount > 0 else idx0
+        decision = round_top(problem, x.X) if m.SolCount > 0 else idx0
         bound = float(m.ObjBound)
         if lb_relax is not None:
             bound = max(bound, lb_relax)

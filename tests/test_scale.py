@@ -194,3 +194,14 @@ def test_mmd_scale_invariant(seed, factor):
         a, b = (pruneopt.solve(p, solver=name) for p in lin)
         assert a.status == b.status == "optimal"
         assert np.array_equal(a.decision, b.decision)
+
+
+@pytest.mark.parametrize("factor", [1e-12, 1e-6, 1e6, 1e12])
+def test_mmd_class_constrained_scale_invariant(factor):
+    rng = np.random.default_rng(3)
+    S, T = rng.normal(size=(10, 2)), rng.normal(0.5, 1.0, size=(6, 2))
+    y = np.arange(10) % 3
+    # per-class counts: the decision, status and (median-bandwidth) MMD^2 do not change
+    same_answer(lambda f: MMDSelection(S * f, T * f, None, labels=y,
+                                       class_keep={0: 2, 1: 1, 2: 1}),
+                factor, objective_scales=False)
