@@ -11,6 +11,8 @@ CORAL feature alignment and kernel mean matching (KMM) weights. NumPy only (no t
       M: pi_c = mean_t w_tc
 
   (the maximum-likelihood prior under a pure label shift, p(x | c) unchanged).
+- :func:`estimate_class_mix`: both estimates from features alone: a multinomial logistic
+  regression fitted on the labelled source features gives p_s(c | x_t) on the target.
 - :func:`coral`: CORAL (Sun, Feng & Saenko, AAAI 2016): recolour the source features so that
   their covariance is the target's, X_s' = (X_s - m_s) C_s^{-1/2} C_t^{1/2} + m_t with
   C = cov + eps I (the mean shift is optional; the paper aligns second moments only).
@@ -75,6 +77,45 @@ def em_class_mix(probs: Any, source_prior: Any, *, max_iter: int = 1000,
         if done:
             break
     return pi
+
+
+def estimate_class_mix(source: Any, labels: Any, target: Any, *, method: str = "em",
+                       C: float = 1.0, max_iter: int = 300) -> dict[Any, float]:
+    """The target's class proportions ``{label: p_c}`` (summing to 1) without target labels,
+    from features: scikit-learn's multinomial ``LogisticRegression(C=C, max_iter=max_iter)``
+    (the default classifier of the README and ``benchmarks/mmd_digits_real.py``) is fitted on
+    ``source`` (n, d) with ``labels`` (n,), and its posteriors on ``target`` (m, d) give
+    ``method="em"`` (:func:`em_class_mix`, source prior = the label shares) or ``"pseudo"``
+    (:func:`pseudo_label_mix`). Labels are integers or strings; every source class gets a
+    proportion (0 where nothing is predicted). Needs at least two classes."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    from pruneopt.formulations.mmd import class_labels
+
+    if method not in ("em", "pseudo"):
+        raise ValueError(f"method must be 'em' or 'pseudo', got {method!r}")
+    S = as_array(source, "source", ndim=2)
+    T = as_array(target, "target", ndim=2)
+    if S.shape[1] != T.shape[1]:
+        raise ValueError(f"source and target have different feature dimensions "
+                         f"({S.shape[1]} vs {T.shape[1]})")
+    classes, index = class_labels(labels, len(S))
+    if len(classes) < 2:
+        raise ValueError(f"estimating a class mix needs at least 2 source classes, got "
+                         f"{len(classes)} ({classes.tolist()})")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = LogisticRegression(C=C, max_iter=as_int(max_iter, "max_iter", low=1))
+        clf.fit(S, index)  # class positions 0..C-1: the columns of predict_proba
+    P = clf.predict_proba(T)
+    if method == "pseudo":
+        mix = pseudo_label_mix(P)
+    else:
+        mix = em_class_mix(P, np.bincount(index, minlength=len(classes)))
+    return {cls: float(v) for cls, v in zip(classes.tolist(), mix, strict=True)}
 
 
 def _sqrtm(C: np.ndarray, power: float) -> np.ndarray:
