@@ -52,6 +52,8 @@ REFUSALS = [
     ("spdy_minilm", ["--table", "/tmp/x_same.json", "--out", "/tmp/x_same.json"], "different"),
     ("mmd_domain_shift", ["--plot", "docs/mmd_digits_kept.png"], "tracked"),
     ("coverage_digits", ["--plot", "benchmarks/coverage_digits.png"], "tracked"),
+    ("coverage_real", ["--task", "mnist", "--model", "cnn", "--plot", "docs/coverage_mnist.png"],
+     "tracked"),
 ]
 
 
@@ -101,3 +103,20 @@ def test_scripts_write_files_only_through_the_safe_helpers():
         for m in re.finditer(r"add_argument\((\"-o\", )?\"--(out|plot|table)\"([^)]*)\)", src,
                              flags=re.S):
             assert not re.search(r"default=(?!None)", m.group(3)), (path.name, m.group(0))
+
+
+def test_coverage_real_cnn_features_are_the_penultimate_layer():
+    """``--model cnn``: the learned space is the 64 ReLU units before the class logits."""
+    import torch
+
+    mod = _load("coverage_real")
+    from pruneopt.adapters.mmd import extract_features
+
+    net = mod.make_model("mnist", 784, 0, "cnn")
+    x = torch.rand(5, 1, 28, 28)
+    F = extract_features(net, x, layer=mod.FEATURE_LAYER["cnn"])
+    assert F.shape == (5, 64) and (F >= 0).all()
+    head = net[-1]
+    assert torch.allclose(net(x), head(torch.from_numpy(F).float()), atol=1e-5)
+    assert mod.methods("mnist", "cnn")[-2:] == ("max-coverage (CNN features)",
+                                                 "coverage-weighted (CNN features)")
