@@ -100,6 +100,13 @@ def test_class_mix_estimated_from_the_target(files, method):
     assert want.tolist() == [12, 2, 6]
 
 
+def test_integral_float_labels_are_integers(files):
+    np.save(files / "yf.npy", np.load(files / "y.npy").astype(np.float64))
+    write_json(files, "k.json", {"0": 4, "1": 0, "2": 1})
+    assert run(files, "--class-keep", "k.json", labels="yf.npy") == 0
+    assert per_class(files, "yf.npy") == {0.0: 4, 2.0: 1}
+
+
 def test_string_labels(files):
     write_json(files, "k.json", {"cat": 1, "dog": 2, "eel": 3})
     assert run(files, "--class-keep", "k.json", labels="ys.npy") == 0
@@ -151,6 +158,8 @@ BAD = [
     (["--class-mix", "source", "--keep", "10"], "y2d.npy", {}, ["y2d.npy", "1-D"]),
     (["--class-mix", "source", "--keep", "10"], "yfloat.npy", {}, ["--labels", "yfloat.npy",
                                                                    "integers or strings"]),
+    (["--class-keep", "k.json"], "yfloat.npy", {"k.json": {"0": 1}},
+     ["--labels", "yfloat.npy", "integers or strings"]),
     (["--class-mix", "source", "--keep", "10"], "missing.npy", {}, ["missing.npy",
                                                                    "does not exist"]),
 ]

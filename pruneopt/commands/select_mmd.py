@@ -40,6 +40,7 @@ from pruneopt.commands._common import (
     check_time_limit,
     parse_keep,
 )
+from pruneopt.formulations.mmd import class_labels
 
 
 def _bandwidth(text: str) -> float | str:
@@ -55,7 +56,8 @@ MIX_METHODS = ("source", "pseudo", "em")
 
 
 def _labels(path: str, n: int) -> np.ndarray:
-    """The ``--labels`` file: a 1-D .npy of n integer (or string) labels."""
+    """The ``--labels`` file: a 1-D .npy of n integer (or string) labels, checked by
+    :func:`~pruneopt.formulations.mmd.class_labels`."""
     try:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError):
@@ -68,7 +70,11 @@ def _labels(path: str, n: int) -> np.ndarray:
     if len(arr) != n:
         raise ValueError(f"labels file {path!r} has {len(arr)} labels but the source has {n} "
                          f"rows; give one label per source row")
-    return arr
+    try:
+        classes, index = class_labels(arr, n)
+    except ValueError as exc:
+        raise ValueError(f"--labels {path}: {exc}") from None
+    return classes[index]  # integral floats as integers
 
 
 def _class_json(path: str, flag: str, labels: np.ndarray) -> dict[Any, Any]:
