@@ -55,6 +55,7 @@ def files(tmp_path):
     np.save(tmp_path / "W.npy", rng.uniform(0.5, 1.0, size=40))
     np.save(tmp_path / "S.npy", rng.normal(size=(30, 3)))
     np.save(tmp_path / "T.npy", rng.normal(size=(10, 3)))
+    np.save(tmp_path / "y.npy", np.arange(30) % 3)  # class labels of S.npy
     (tmp_path / "t.json").write_text(json.dumps(
         {"costs": [[3, 2, 1], [2, 1]], "errors": [[0, 1, 3], [0, 2]], "budget": 4}))
     return tmp_path
@@ -80,6 +81,7 @@ def run(argv: list[str], folder: Path, capsys) -> tuple[int, str, str]:
     (COVERAGE + ["--weights", "{d}/W.npy", "-o", "{d}/W.npy"], "select coverage"),
     (MMD + ["-o", "{d}/T.npy"], "select mmd"),
     (MMD + ["-o", "{d}/S.npy"], "select mmd"),
+    (MMD + ["--labels", "{d}/y.npy", "--class-mix", "source", "-o", "{d}/y.npy"], "select mmd"),
     (["budget", "{d}/t.json", "-o", "{d}/t.json"], "budget"),
 ])
 def test_an_output_that_names_an_input_is_refused(files, capsys, argv, command):
