@@ -202,3 +202,16 @@ def test_help_text(capsys):
     for flag in ("--labels FILE.npy", "--class-keep FILE.json",
                  "--class-mix source|pseudo|em|FILE.json"):
         assert flag in text
+
+
+def test_estimate_class_mix_keys_and_refusals(files):
+    S, T = np.load(files / "S.npy"), np.load(files / "T.npy")
+    ys = np.load(files / "ys.npy")
+    mix = estimate_class_mix(S, ys, T, method="pseudo")
+    assert list(mix) == ["cat", "dog", "eel"] and abs(sum(mix.values()) - 1) < 1e-12
+    with pytest.raises(ValueError, match="'em' or 'pseudo'"):
+        estimate_class_mix(S, ys, T, method="source")
+    with pytest.raises(ValueError, match="feature dimensions"):
+        estimate_class_mix(S, ys, T[:, :2])
+    with pytest.raises(ValueError, match="one entry per source point"):
+        estimate_class_mix(S, ys[:-1], T)
