@@ -22,11 +22,11 @@ beta per rate is fixed in advance, as in ``coverage_digits.py``: 0, 0, 0.1, 0.3.
 
     nice python benchmarks/coverage_real.py --task mnist --seeds 5 --plot /tmp/coverage_mnist.png
     nice python benchmarks/coverage_real.py --task rotten --seeds 5 --plot /tmp/coverage_rotten.png
-    nice python benchmarks/coverage_real.py --task mnist --model cnn --seeds 3 \
+    nice python benchmarks/coverage_real.py --task mnist --model cnn --seeds 5 \
         --plot /tmp/coverage_mnist_cnn.png
 
-(The committed ``docs/coverage_{mnist,rotten}.png`` came from these runs; the script refuses to
-write over a committed file.)
+(The committed ``docs/coverage_{mnist,rotten,mnist_cnn}.png`` came from these runs; the script
+refuses to write over a committed file.)
 """
 
 from __future__ import annotations
