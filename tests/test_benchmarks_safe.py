@@ -52,6 +52,8 @@ REFUSALS = [
     ("spdy_minilm", ["--table", "/tmp/x_same.json", "--out", "/tmp/x_same.json"], "different"),
     ("mmd_domain_shift", ["--plot", "docs/mmd_digits_kept.png"], "tracked"),
     ("coverage_digits", ["--plot", "benchmarks/coverage_digits.png"], "tracked"),
+    ("dynamic_masks", ["--plot", "benchmarks/coverage_digits.png"], "tracked"),
+    ("dynamic_masks", ["--out", "/tmp/x_dm.json", "--from-json", "/tmp/x_dm.json"], "input"),
 ]
 
 
