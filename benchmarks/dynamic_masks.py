@@ -133,30 +133,42 @@ def cnn_part(args, log) -> dict:
         data = mnist_split(seed, 500 if args.quick else 4000)
         torch.manual_seed(seed)
         init = _common.SmallCNN()
-        dense = copy.deepcopy(init)
-        t0 = time.perf_counter()
-        lr = args.lr
-        curve, half = train(dense, data, E, seed, snapshot_at=E // 2, lr_schedule=lr)
-        dense_acc = accuracy(dense, data[2], data[3])
-        out["runs"].append({"seed": seed, "nm": "dense", "method": "dense", "acc": dense_acc,
-                            "curve": curve})
-        log(f"seed {seed} dense {dense_acc:.4f} ({time.perf_counter() - t0:.0f} s)")
+        lr, want = args.lr, set(args.methods)
+        steps = E * -(-len(data[0]) // BATCH)
+        dpf = dict(update="dpf", every=EVERY, ramp=True)
+        freeze = ""
+        if args.freeze > 0:  # no recompute in the last fraction of the steps
+            dpf["until"] = int((1 - args.freeze) * steps)
+            freeze = f", last {args.freeze:.0%} frozen"
+        if want & {"dense", "one-shot", "one-shot + fine-tune"}:
+            dense = copy.deepcopy(init)
+            t0 = time.perf_counter()
+            curve, half = train(dense, data, E, seed, snapshot_at=E // 2, lr_schedule=lr)
+            dense_acc = accuracy(dense, data[2], data[3])
+            out["runs"].append({"seed": seed, "nm": "dense", "method": "dense",
+                                "acc": dense_acc, "curve": curve})
+            log(f"seed {seed} dense {dense_acc:.4f} ({time.perf_counter() - t0:.0f} s)")
         calib = list(data[0][:512].split(64))
         for n, m in PATTERNS[:1] if args.quick else PATTERNS:
             res = {}
-            pruned, _ = sparsify(half, n, m, transposable=True, calibration=calib,
-                                 include=LAYERS, progress=False)
-            res["one-shot"] = {"acc": accuracy(pruned, data[2], data[3])}
-            res["one-shot + fine-tune"] = sparse_run(pruned, data, E - E // 2, seed, n, m, lr,
-                                                     update="masked", until=0)
-            res["DPF exact"] = sparse_run(init, data, E, seed, n, m, lr, update="dpf",
-                                          every=EVERY, ramp=True)
-            res["DPF greedy"] = sparse_run(init, data, E, seed, n, m, lr, update="dpf",
-                                           every=EVERY, ramp=True, solver="greedy",
-                                           solver_options={"complete": False},
-                                           compare_exact=True)
-            res["SR-STE"] = sparse_run(init, data, E, seed, n, m, lr, update="srste", every=1)
-            res["static"] = sparse_run(init, data, E, seed, n, m, lr, update="masked", until=0)
+            if want & {"one-shot", "one-shot + fine-tune"}:
+                pruned, _ = sparsify(half, n, m, transposable=True, calibration=calib,
+                                     include=LAYERS, progress=False)
+                res["one-shot"] = {"acc": accuracy(pruned, data[2], data[3])}
+                res["one-shot + fine-tune"] = sparse_run(pruned, data, E - E // 2, seed, n, m,
+                                                         lr, update="masked", until=0)
+            if "DPF exact" in want:
+                res["DPF exact" + freeze] = sparse_run(init, data, E, seed, n, m, lr, **dpf)
+            if "DPF greedy" in want:
+                res["DPF greedy" + freeze] = sparse_run(
+                    init, data, E, seed, n, m, lr, solver="greedy",
+                    solver_options={"complete": False}, compare_exact=True, **dpf)
+            if "SR-STE" in want:
+                res["SR-STE"] = sparse_run(init, data, E, seed, n, m, lr, update="srste",
+                                           every=1)
+            if "static" in want:
+                res["static"] = sparse_run(init, data, E, seed, n, m, lr, update="masked",
+                                           until=0)
             for method, r in res.items():
                 out["runs"].append({"seed": seed, "nm": f"{n}:{m}", "method": method, **r})
             log(f"seed {seed} {n}:{m} " + ", ".join(f"{k} {v['acc']:.4f}"
@@ -178,9 +190,11 @@ def cnn_table(out: dict) -> list[str]:
         lines.append(f"| {nm} | {method} | {a.mean():.4f} ± {a.std():.4f} | {a.min():.4f} - "
                      f"{a.max():.4f} | {ov} | {ratio} |")
 
-    row("dense", "dense", dense)
+    if dense:
+        row("dense", "dense", dense)
+    methods = list(dict.fromkeys(r["method"] for r in runs if r["method"] != "dense"))
     for n, m in PATTERNS:
-        for method in METHODS[1:]:
+        for method in methods:
             rs = [r for r in runs if r["nm"] == f"{n}:{m}" and r["method"] == method]
             if not rs:
                 continue
@@ -204,8 +218,7 @@ def cnn_plot(out: dict, path: str) -> None:
     E = out["epochs"]
     low = 1.0
     for ax, (n, m) in zip(axes[:3], PATTERNS, strict=True):
-        for method in ("dense", "one-shot + fine-tune", "DPF exact", "DPF greedy", "SR-STE",
-                       "static"):
+        for method in dict.fromkeys(r["method"] for r in runs if r["method"] != "one-shot"):
             nm = "dense" if method == "dense" else f"{n}:{m}"
             cs = [r["curve"] for r in runs if r["nm"] == nm and r["method"] == method]
             if not cs:
@@ -220,7 +233,7 @@ def cnn_plot(out: dict, path: str) -> None:
     for ax in axes[:3]:
         ax.set_ylim(max(0.0, low - 0.02), 1.0)
     for (n, m), style in zip(PATTERNS, ("-", "--", ":"), strict=True):
-        for method in ("DPF exact", "DPF greedy"):
+        for method in dict.fromkeys(r["method"] for r in runs if r["method"].startswith("DPF")):
             r = next((r for r in runs if r["nm"] == f"{n}:{m}" and r["method"] == method), None)
             if r is None:
                 continue
@@ -385,6 +398,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=6, help="CNN epochs for every method")
     p.add_argument("--lr", choices=("constant", "cosine"), default="constant",
                    help="CNN learning-rate schedule for every method (Adam, peak 2e-3)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                   help="CNN methods to run (default all)")
+    p.add_argument("--freeze", type=float, default=0.0,
+                   help="DPF: no mask recompute in this last fraction of the steps (default 0)")
     p.add_argument("--steps", type=int, default=300, help="MiniLM distillation steps")
     p.add_argument("--snippets", type=int, default=2000, help="Rotten Tomatoes snippets")
     p.add_argument("--quick", action="store_true",
