@@ -25,6 +25,9 @@ blocks). Test accuracy after the last epoch (of the finalized, plain sparse mode
 (distillation steps of batch 32), for the exact default and the greedy, with the greedy's
 kept-score ratio against the exact optimum.
 
+``--part cpu``: the same ratio in process CPU time with one torch thread (wall time on a
+loaded machine inflates the multi-threaded training step far more than the solver).
+
 ``--part minilm``: recovery of the one-shot transposable 2:4 MiniLM (``sparsify(model, 2, 4,
 transposable=True, calibration=..., damping=0.05)``: Wanda + refit) by distillation to the
 dense model on standard-library docstring sentences (all 869 not held out; 128 held out),
@@ -389,12 +392,69 @@ def overhead_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def cpu_part(args, log) -> list[dict]:
+    """Process CPU time (one torch thread) of a training step and of one exact (or greedy)
+    4:8 transposable recompute of every layer (the sparsifier's construction solves the
+    masks once), ratio ``recompute / (16 steps)``: on a loaded machine wall time inflates a
+    multi-threaded training step far more than the single-threaded solver."""
+    torch.set_num_threads(1)
+    model, batches, _, targets = minilm_setup(args)
+    x, y = mnist_split(0)[0][:BATCH], mnist_split(0)[1][:BATCH]
+
+    def cnn_case():
+        torch.manual_seed(0)
+        net = _common.SmallCNN()
+        return net, lambda out: torch.nn.functional.cross_entropy(out, y), x, LAYERS
+
+    def minilm_case():
+        net = copy.deepcopy(model)
+        net.train()
+        return (net, lambda out: torch.nn.functional.mse_loss(out, targets[0]), batches[0],
+                None)
+
+    rows = []
+    for label, case, reps in (("CNN", cnn_case, 20), ("MiniLM", minilm_case, 3)):
+        for solver, opts in ((None, {}), ("greedy", {"complete": False})):
+            net, loss_fn, inputs, include = case()
+            t = time.process_time()
+            sp = DynamicSparsifier(net, "transposable", 4, 8, every=EVERY, solver=solver,
+                                   solver_options=opts, include=include)
+            solve_cpu = time.process_time() - t
+            opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+            t = time.process_time()
+            for _ in range(reps):
+                out = net(inputs) if label == "CNN" else model_output(net, inputs)
+                loss = loss_fn(out)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            step_cpu = (time.process_time() - t) / reps
+            row = {"model": label, "solver": solver or "exact default", "options": opts,
+                   "recompute_cpu": solve_cpu, "step_cpu": step_cpu,
+                   "overhead_cpu": solve_cpu / (EVERY * step_cpu),
+                   "recompute_wall": sp.statistics[0]["solver_seconds"]}
+            rows.append(row)
+            log(json.dumps(row))
+    return rows
+
+
+def cpu_table(rows: list[dict]) -> list[str]:
+    lines = [f"| model | solver | recompute, CPU s | training step, CPU s | recompute / "
+             f"({EVERY} steps) |", "|---|---|---:|---:|---:|"]
+    for r in rows:
+        name = r["solver"] + (" complete=False" if r["options"].get("complete") is False
+                              else "")
+        lines.append(f"| {r['model']} | {name} | {r['recompute_cpu']:.3f} | "
+                     f"{r['step_cpu']:.4f} | {r['overhead_cpu']:.1%} |")
+    return lines
+
+
 # ----------------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--part", nargs="+", choices=("cnn", "overhead", "minilm"),
+    p.add_argument("--part", nargs="+", choices=("cnn", "overhead", "cpu", "minilm"),
                    default=["cnn"], help="which experiments (default: cnn)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="CNN seeds")
     p.add_argument("--epochs", type=int, default=6, help="CNN epochs for every method")
@@ -430,7 +490,7 @@ def main(argv: list[str] | None = None) -> None:
                 saved["cnn"]["runs"] += part.pop("cnn")["runs"]
             saved.update(part)
         for part, table in (("cnn", cnn_table), ("overhead", overhead_table),
-                            ("minilm", minilm_table)):
+                            ("cpu", cpu_table), ("minilm", minilm_table)):
             if part in saved and part in args.part:
                 for line in table(saved[part]):
                     log(line)
@@ -448,6 +508,10 @@ def main(argv: list[str] | None = None) -> None:
     if "overhead" in args.part:
         result["overhead"] = overhead_part(args, log)
         for line in overhead_table(result["overhead"]):
+            log(line)
+    if "cpu" in args.part:
+        result["cpu"] = cpu_part(args, log)
+        for line in cpu_table(result["cpu"]):
             log(line)
     if "minilm" in args.part:
         result["minilm"] = minilm_part(args, log)
