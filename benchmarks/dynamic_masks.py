@@ -302,7 +302,7 @@ def minilm_part(args, log) -> list[dict]:
         row = {"config": label, "steps": steps, "cos_mean": float(cos.mean()),
                "cos_min": float(cos.min()), "sentiment": _common.sentiment_accuracy(
                    net, texts, labels), "seconds": seconds}
-        if stats:
+        if stats and len(stats) > 1:
             row["flip_rate_mean"] = float(np.mean([r["flip_rate"] for r in stats[1:]]))
             ov = [r["overhead"] for r in stats if r.get("overhead") is not None]
             row["overhead"] = float(np.mean(ov)) if ov else None

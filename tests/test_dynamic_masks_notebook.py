@@ -33,7 +33,7 @@ def test_dynamic_masks_notebook_executes(monkeypatch):
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs)
     assert any("image/png" in o.get("data", {}) for o in outputs)
-    assert text.count("ValueError:") == 2 and "not divisible by m=4" in text
+    assert text.count("ValueError:") == 2 and "these layers are not: c1 (8x9)" in text
     assert "every recompute transposable: True" in text
     assert "| 60 | 2:4 |" in text  # the ramp reached the target at its end
     ratio = float(re.search(r"greedy kept score / exact: min ([0-9.]+)", text).group(1))
