@@ -83,13 +83,13 @@ class _MaskedWeight(torch.autograd.Function):
     """``W * M`` forward; backward by the update rule (module docstring)."""
 
     @staticmethod
-    def forward(ctx, weight, mask, update, decay):  # noqa: D102 - torch's signature
+    def forward(ctx, weight, mask, update, decay):
         ctx.save_for_backward(weight, mask)
         ctx.update, ctx.decay = update, decay
         return weight * mask.to(weight.dtype)
 
     @staticmethod
-    def backward(ctx, grad):  # noqa: D102
+    def backward(ctx, grad):
         weight, mask = ctx.saved_tensors
         if ctx.update == "masked":
             g = grad * mask.to(grad.dtype)
