@@ -17,6 +17,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -113,3 +115,39 @@ def machine() -> str:
     cpu = platform.processor() or platform.machine()
     ld = "" if load is None else f", load average {load[0]:.2f} at start"
     return f"{os.cpu_count()} logical CPUs ({cpu}), Python {platform.python_version()}{ld}"
+
+
+# ------------------------------------------------------------ shared by the recovery scripts
+
+
+def sentiment_accuracy(model, texts: list[str], labels, seed: int = 0) -> float:
+    """5-fold accuracy of a logistic regression on the model's sentence embeddings."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    from pruneopt.adapters.calibration import embed, make_batches
+
+    E = embed(model, make_batches(model, texts, 64)).numpy()
+    folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+    return float(cross_val_score(LogisticRegression(max_iter=2000, C=1.0), E, labels,
+                                 cv=folds).mean())
+
+
+class SmallCNN(torch.nn.Module):
+    """Three 3x3 convolutions (16, 32, 64 channels, each ReLU + 2x2 max-pool), a 576 -> 128
+    linear layer and a 128 -> 10 head: an MNIST classifier of 0.1 M weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(1, 16, 3, padding=1)
+        self.c2 = torch.nn.Conv2d(16, 32, 3, padding=1)
+        self.c3 = torch.nn.Conv2d(32, 64, 3, padding=1)
+        self.fc1 = torch.nn.Linear(64 * 3 * 3, 128)
+        self.fc2 = torch.nn.Linear(128, 10)
+
+    def forward(self, x):
+        f = torch.nn.functional
+        x = f.max_pool2d(f.relu(self.c1(x)), 2)
+        x = f.max_pool2d(f.relu(self.c2(x)), 2)
+        x = f.max_pool2d(f.relu(self.c3(x)), 2)
+        return self.fc2(f.relu(self.fc1(x.flatten(1))))

@@ -39,16 +39,8 @@ from pruneopt.adapters.models import load_minilm, stdlib_sentences
 from pruneopt.adapters.oneshot import sparsify
 from pruneopt.formulations.reconstruction import DAMPING
 
-
-def sentiment_accuracy(model, texts: list[str], labels: np.ndarray, seed: int = 0) -> float:
-    """5-fold accuracy of a logistic regression on the model's sentence embeddings."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-
-    E = embed(model, make_batches(model, texts, 64)).numpy()
-    folds = StratifiedKFold(5, shuffle=True, random_state=seed)
-    return float(cross_val_score(LogisticRegression(max_iter=2000, C=1.0), E, labels,
-                                 cv=folds).mean())
+SmallCNN = _common.SmallCNN
+sentiment_accuracy = _common.sentiment_accuracy
 
 
 def peak_rss_mb() -> float:
@@ -124,23 +116,6 @@ def minilm_table(args) -> list[dict]:
                 record(f"{label} + fine-tune {args.finetune}", transposable, n, m, tuned,
                        seconds + time.perf_counter() - t1, layers)
     return rows
-
-
-class SmallCNN(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.c1 = torch.nn.Conv2d(1, 16, 3, padding=1)
-        self.c2 = torch.nn.Conv2d(16, 32, 3, padding=1)
-        self.c3 = torch.nn.Conv2d(32, 64, 3, padding=1)
-        self.fc1 = torch.nn.Linear(64 * 3 * 3, 128)
-        self.fc2 = torch.nn.Linear(128, 10)
-
-    def forward(self, x):
-        f = torch.nn.functional
-        x = f.max_pool2d(f.relu(self.c1(x)), 2)
-        x = f.max_pool2d(f.relu(self.c2(x)), 2)
-        x = f.max_pool2d(f.relu(self.c3(x)), 2)
-        return self.fc2(f.relu(self.fc1(x.flatten(1))))
 
 
 def cnn_table(args) -> list[dict]:

@@ -54,6 +54,8 @@ REFUSALS = [
     ("coverage_digits", ["--plot", "benchmarks/coverage_digits.png"], "tracked"),
     ("coverage_real", ["--task", "mnist", "--model", "cnn", "--plot", "docs/coverage_mnist.png"],
      "tracked"),
+    ("dynamic_masks", ["--plot", "benchmarks/coverage_digits.png"], "tracked"),
+    ("dynamic_masks", ["--out", "/tmp/x_dm.json", "--from-json", "/tmp/x_dm.json"], "input"),
 ]
 
 
