@@ -577,7 +577,7 @@ def model_output(model: nn.Module, batch: Any,
 
 
 def finetune_masked(model: nn.Module, dense: nn.Module, masks: dict[str, torch.Tensor],
-                    batches: Sequence[Any], steps: int, *, lr: float = 1e-5, seed: int = 0,
+                    batches: Sequence[Any], steps: int, *, lr: float = 1e-4, seed: int = 0,
                     forward: Callable[[nn.Module, Any], Any] = default_forward,
                     progress: bool = True) -> list[float]:
     """Distil ``dense``'s outputs into ``model`` (in place) for ``steps`` Adam steps over the
@@ -626,7 +626,7 @@ def sparsify(
     damping: float = DAMPING,
     target_inputs: str = "dense",
     finetune: int = 0,
-    lr: float = 1e-5,
+    lr: float = 1e-4,
     include: str | Iterable[str] | None = None,
     exclude: str | Iterable[str] | None = None,
     types: Sequence[type[nn.Module]] = DEFAULT_TYPES,

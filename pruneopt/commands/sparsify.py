@@ -113,7 +113,8 @@ def register(sub) -> None:
                    help="exact mask then exact refit (default), or SparseGPT's joint update")
     p.add_argument("--finetune", type=int, default=0, metavar="STEPS",
                    help="distillation steps with the masks held (default 0: off)")
-    p.add_argument("--lr", type=float, default=1e-5, help="fine-tune learning rate")
+    p.add_argument("--lr", type=float, default=1e-4,
+                   help="fine-tune learning rate (default 1e-4)")
     p.add_argument("--calibration", default=None, metavar="FILE.txt",
                    help="calibration text, one sentence per line (default: standard-library "
                         "docstrings)")
