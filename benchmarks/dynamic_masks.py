@@ -380,12 +380,17 @@ def overhead_part(args, log) -> list[dict]:
     return rows
 
 
+def solver_label(row: dict) -> str:
+    """The solver of a row, with Hubara's plain greedy marked (``complete=False``)."""
+    return row["solver"] + (" complete=False" if row["options"].get("complete") is False
+                            else "")
+
+
 def overhead_table(rows: list[dict]) -> list[str]:
     lines = [f"| model | solver | recompute, seconds | training step, seconds | solver / "
              f"({EVERY} steps) | min kept ratio vs exact |", "|---|---|---:|---:|---:|---:|"]
     for r in rows:
-        name = r["solver"] + (" complete=False" if r["options"].get("complete") is False
-                              else "")
+        name = solver_label(r)
         lines.append(f"| {r['model']} | {name} | {r['solver_seconds']:.3f} | "
                      f"{r['step_seconds']:.3f} | {r['overhead']:.1%} | "
                      f"{r['exact_ratio']:.4f} |")
@@ -442,8 +447,7 @@ def cpu_table(rows: list[dict]) -> list[str]:
     lines = [f"| model | solver | recompute, CPU s | training step, CPU s | recompute / "
              f"({EVERY} steps) |", "|---|---|---:|---:|---:|"]
     for r in rows:
-        name = r["solver"] + (" complete=False" if r["options"].get("complete") is False
-                              else "")
+        name = solver_label(r)
         lines.append(f"| {r['model']} | {name} | {r['recompute_cpu']:.3f} | "
                      f"{r['step_cpu']:.4f} | {r['overhead_cpu']:.1%} |")
     return lines

@@ -51,7 +51,6 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
-from torch import nn
 
 import pruneopt
 from pruneopt.adapters.datasets import mnist_8x8, uci_digits
@@ -77,23 +76,7 @@ def evaluator(X: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None):
         return LogisticRegression(C=1.0, max_iter=300).fit(X, y, sample_weight=weight)
 
 
-def mlp(seed: int) -> nn.Sequential:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(),
-                         nn.Linear(32, 10))
-
-
-def train_mlp(X: np.ndarray, y: np.ndarray, seed: int, steps: int = 200) -> nn.Sequential:
-    """Full-batch Adam (lr 1e-2, weight decay 1e-4) on X (already scaled)."""
-    net = mlp(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2, weight_decay=1e-4)
-    xb = torch.as_tensor(X, dtype=torch.float32)
-    yb = torch.as_tensor(y, dtype=torch.long)
-    for _ in range(steps):
-        opt.zero_grad()
-        nn.functional.cross_entropy(net(xb), yb).backward()
-        opt.step()
-    return net.eval()
+train_mlp = _common.train_digits_mlp
 
 
 def drawn_by_weight(w: np.ndarray, k: int, seed: int) -> np.ndarray:

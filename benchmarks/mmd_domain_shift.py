@@ -37,23 +37,9 @@ from pruneopt.adapters.mmd import digits_domain_shift, extract_features, mmd_pro
 RATES = (0.25, 0.5, 0.75)
 
 
-def make_mlp() -> nn.Sequential:
-    return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(),
-                         nn.Linear(32, 10))
-
-
 def train(X: np.ndarray, y: np.ndarray, seed: int, epochs: int = 200) -> nn.Sequential:
     """Full-batch Adam (lr 1e-2, weight decay 1e-4), inputs scaled to [0, 1]."""
-    torch.manual_seed(seed)
-    net = make_mlp()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2, weight_decay=1e-4)
-    xb = torch.as_tensor(X / 16.0, dtype=torch.float32)
-    yb = torch.as_tensor(y, dtype=torch.long)
-    for _ in range(epochs):
-        opt.zero_grad()
-        nn.functional.cross_entropy(net(xb), yb).backward()
-        opt.step()
-    return net.eval()
+    return _common.train_digits_mlp(X / 16.0, y, seed, epochs)
 
 
 def accuracy(net: nn.Module, X: np.ndarray, y: np.ndarray) -> float:
