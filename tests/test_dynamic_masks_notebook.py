@@ -3,35 +3,17 @@ set-up errors at construction, DPF with exact transposable 2:4 masks (N:M after 
 recompute), the greedy's ratio to the exact optimum, the statistics plot, a verified plain
 sparse model."""
 
-import os
 import re
-from pathlib import Path
 
-import nbformat
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "notebooks" / "dynamic_masks.ipynb"
+from notebook_run import run_notebook
 
 pytestmark = pytest.mark.slow
 
 
 def test_dynamic_masks_notebook_executes(monkeypatch):
-    pytest.importorskip("ipykernel")
     pytest.importorskip("mlxtend")
-    from nbclient import NotebookClient
-
-    # the kernel imports the pruneopt of this checkout, whatever is installed
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH",
-                                                                                 "")]))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
-    NotebookClient(nb, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    text = "".join(o.get("text", "") for o in outputs)
+    outputs, text = run_notebook("dynamic_masks.ipynb", monkeypatch, timeout=300)
     assert any("image/png" in o.get("data", {}) for o in outputs)
     assert text.count("ValueError:") == 2 and "these layers are not: c1 (8x9)" in text
     assert "every recompute transposable: True" in text

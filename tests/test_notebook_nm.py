@@ -1,27 +1,13 @@
 """notebooks/transposable_nm.ipynb runs top to bottom (nbclient, kernel python3) and shows
 what it promises: the math, agreeing exact solvers, a plot, a verified masked model."""
 
-from pathlib import Path
 
-import nbformat
-import pytest
-
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "transposable_nm.ipynb"
+from notebook_run import run_notebook
 
 
-def test_transposable_nm_notebook_executes():
-    pytest.importorskip("ipykernel")
-    from nbclient import NotebookClient
-
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    # the committed notebook carries its outputs
-    assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
-    NotebookClient(nb, timeout=120, kernel_name="python3",
-                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
+def test_transposable_nm_notebook_executes(monkeypatch):
+    outputs, text = run_notebook("transposable_nm.ipynb", monkeypatch, timeout=120)
     data = [o.get("data", {}) for o in outputs]
-    text = "".join(o.get("text", "") for o in outputs)
     assert any("text/latex" in d and r"\max" in d["text/latex"] for d in data)
     assert any("image/png" in d for d in data)
     table = next(d["text/markdown"] for d in data if "| enumerate |" in d.get("text/markdown", ""))
