@@ -1,7 +1,9 @@
 """Pluggable backends: the registry, :class:`Solution`, and one module per backend family.
 
 Every module of this package registers its solvers on import; the backends' own libraries
-(OR-Tools, HiGHS, Pyomo, ...) are imported lazily, inside the solver functions.
+(OR-Tools, HiGHS, Pyomo, ...) are imported lazily, inside the solver functions. Modules named
+``*_kernels`` hold compiled (numba) kernels and register nothing: they are imported by the
+solvers that use them, when they run (importing numba costs ~0.3 s).
 """
 
 import importlib
@@ -19,7 +21,7 @@ from pruneopt.solvers.registry import (
 from pruneopt.solvers.solution import Solution
 
 for _mod in pkgutil.iter_modules(__path__):
-    if _mod.name not in ("registry", "solution"):
+    if _mod.name not in ("registry", "solution") and not _mod.name.endswith("_kernels"):
         importlib.import_module(f"{__name__}.{_mod.name}")
 
 __all__ = [

@@ -44,8 +44,7 @@ PREFERENCE: dict[type, tuple[str, ...]] = {
 
 #: The default skips a solver when the instance is not in its sweet spot: exact MIQP/ILP
 #: solves that prove small instances in seconds but can run for hours beyond; the dense MMD
-#: heuristics, whose n x n kernel and QP relaxation grow as n^2; our NumPy flow, which the
-#: certified OR-Tools wrapper beats 1.8-3.8x from 8:16 on (README, N:M performance).
+#: heuristics, whose n x n kernel and QP relaxation grow as n^2.
 DEFAULT_IF: dict[tuple[type, str], Callable[[Any], bool]] = {
     (MMDSelection, "gurobi"): lambda p: p.n <= 40,
     (MMDSelection, "scip"): lambda p: p.n <= 40,
@@ -54,7 +53,6 @@ DEFAULT_IF: dict[tuple[type, str], Callable[[Any], bool]] = {
     **{(cls, name): (lambda p: p.n <= 2000) for cls in (CoverageSelection, CoverSelection)
        for name in ("highs", "cpsat", "scipy", "pyomo")},
     **{(cls, "lp-round"): (lambda p: p.n <= 20000) for cls in (CoverageSelection, CoverSelection)},
-    (TransposableNM, "flow"): lambda p: p.m <= 8,
 }
 
 

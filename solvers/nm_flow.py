@@ -1,15 +1,24 @@
 """Exact min-cost flow solvers for transposable N:M masks.
 
-- ``"flow"`` (default): our own successive-shortest-path min-cost flow, vectorized in NumPy
-  over every block at once. It starts from the optimum of the relaxation without column
+- ``"flow"`` (default from m = 8): our own successive-shortest-path min-cost flow, one block
+  at a time in a compiled (numba) kernel (:mod:`pruneopt.solvers.nm_flow_kernels`): start
+  from each block row's top-n with the potentials of that start, then Dijkstra paths from
+  over-full columns, a total column excess of them. The kernel also returns the block's LP
+  duals, and "optimal" rests on them: the dual bound minus the kept score (weak duality,
+  :func:`~pruneopt.solvers.nm_flow_kernels.dual_gaps`) is at most ``CERT_ULPS m eps`` times
+  the magnitude of the summed terms in every block (a float tolerance relative to the
+  block's scores). A block failing that check is solved again by the NumPy flow below and
+  checked by its residual graph (:func:`_residual_ok`); ``sol.bound``/``info["dual_bound"]``
+  is the sum of the duals, a valid bound whatever the mask. Blocks go in chunks of block
+  rows of about ``FLOW_CHUNK_ELEMS`` entries, the clock read between chunks.
+- :func:`ssp_blocks`: the same algorithm vectorized in NumPy over a batch of blocks (the
+  fallback of ``"flow"``). It starts from the optimum of the relaxation without column
   constraints (each block row keeps its top-n), whose residual graph has no negative cycle,
   and removes the excess of over-full columns one unit per round along a shortest
   (Bellman-Ford) path from an over-full column to an under-full one (or, for "at most n",
   to the source: a dropped entry). Each augmentation along a shortest path keeps the
   residual graph free of negative cycles, so the final mask is optimal (up to float
-  rounding, guarded by a tolerance of 1e-12 of the largest score, times m). Rounds ~ the
-  largest column excess (a few for random scores), each a handful of (blocks x m x m)
-  array operations; memory is linear in the matrix size (blocks are processed in chunks).
+  rounding, guarded by a tolerance of 1e-12 of the largest score, times m).
 - ``"ortools"``: OR-Tools ``SimpleMinCostFlow`` on graphs of ``ORTOOLS_CHUNK_ELEMS`` block
   entries (many small graphs solve faster than one large one), each block with its own
   terminals. Its costs are integers: scores are scaled by ``scale`` (default: the finest
@@ -32,7 +41,7 @@ import time
 
 import numpy as np
 
-from pruneopt.formulations.nm import TransposableNM
+from pruneopt.formulations.nm import TransposableNM, from_blocks, to_blocks
 from pruneopt.solvers.nm_blocks import block_chunks, solve_blocks
 from pruneopt.solvers.nm_greedy import greedy_mask
 from pruneopt.solvers.options import Real
@@ -226,16 +235,89 @@ def stopped(problem: TransposableNM, x: np.ndarray, info: dict) -> Result:
     return Result(problem.unblock(x), "time_limit", problem.row_col_bound(), info)
 
 
+#: block entries per kernel call of ``"flow"`` (whole block rows): the time-limit slack
+FLOW_CHUNK_ELEMS = 1 << 18
+#: the dual gap a block may show and still count as optimal, in units of ``m eps`` times the
+#: magnitude of the terms of its dual and primal sums (float rounding of those sums and of
+#: the potentials, which Dijkstra builds from sums of path lengths)
+CERT_ULPS = 64.0
+
+
+def flow_chunks(problem: TransposableNM, elems: int = FLOW_CHUNK_ELEMS):
+    """Chunks of whole block rows: ``(first row, last row + 1, first block, last block + 1)``."""
+    R, C = problem.shape
+    m = problem.m
+    per = max(1, elems // (m * C))
+    bc = C // m
+    for r0 in range(0, R // m, per):
+        r1 = min(R // m, r0 + per)
+        yield r0 * m, r1 * m, r0 * bc, r1 * bc
+
+
 @register("flow", TransposableNM, guarantee="exact")
 def flow_solver(problem: TransposableNM, time_limit: float | None) -> Result:
-    """Vectorized successive-shortest-path min-cost flow over all blocks (NumPy)."""
-    n, ex = problem.n, problem.exactly
-    x, done = solve_blocks(problem.blocks(), lambda w: ssp_blocks(w, n, exactly=ex),
-                           lambda w: greedy_mask(w, n, ex), time_limit)
-    if not done:
-        return stopped(problem, x, {})
-    return Result(problem.unblock(x), "optimal", None, {},
-                  proof="successive shortest paths (no negative cycle)")
+    """Successive shortest paths per block (numba), each block proven by its LP duals.
+
+    ``time_limit``: read between chunks of block rows; past it the rest get the greedy mask
+    (status ``"time_limit"``, bound: the duals of the solved blocks plus the row/column
+    bound of the rest)."""
+    from pruneopt.solvers import nm_flow_kernels as kern
+
+    deadline = None if time_limit is None else time.perf_counter() + time_limit
+    n, m, ex = problem.n, problem.m, problem.exactly
+    s = np.ascontiguousarray(problem.scores, dtype=np.float64)
+    mask = np.zeros(s.shape, dtype=bool)
+    eps = float(np.finfo(np.float64).eps)
+    dual_total, failed, late_bound, augmentations = 0.0, 0, 0.0, 0
+    late = False
+    for r0, r1, b0, b1 in flow_chunks(problem):
+        if deadline is not None and time.perf_counter() > deadline:
+            late = True
+            w = to_blocks(s[r0:r1], m)
+            mask[r0:r1] = from_blocks(greedy_mask(w, n, ex) & ((w > 0) | ex),
+                                      (r1 - r0, s.shape[1]), m)
+            wc = w if ex else np.maximum(w, 0.0)
+            late_bound += min(float(-np.sort(-wc, axis=2)[:, :, :n].sum()),
+                              float(-np.sort(-wc, axis=1)[:, :n, :].sum()))
+            continue
+        k = b1 - b0
+        u, v = np.empty((k, m)), np.empty((k, m))
+        aug = kern.flow_blocks(s, n, m, ex, b0, b1, mask, u, v)
+        if aug < 0:
+            raise RuntimeError("flow kernel: no augmenting path for a block with excess (a bug)")
+        augmentations += aug
+        dual, primal, scale = np.empty(k), np.empty(k), np.empty(k)
+        kern.dual_gaps(s, mask, u, v, n, m, ex, b0, b1, dual, primal, scale)
+        dual_total += float(dual.sum())
+        bad = np.flatnonzero(dual - primal > CERT_ULPS * m * eps * scale)
+        if bad.size:  # re-solve those blocks with the NumPy flow, check by residual graph
+            failed += refine_blocks(s[r0:r1], mask[r0:r1], bad, n, m, ex)
+    info = {"dual_bound": dual_total, "augmentations": augmentations,
+            "blocks_failing_check": failed}
+    if late:
+        info["stopped_early"] = True
+        return Result(mask, "time_limit", dual_total + late_bound, info)
+    if failed:
+        return Result(mask, "feasible", dual_total, info)
+    return Result(mask, "optimal", dual_total, info,
+                  proof="LP duals of every block (dual gap within float rounding)")
+
+
+def refine_blocks(s: np.ndarray, mask: np.ndarray, bad: np.ndarray, n: int, m: int,
+                  exactly: bool) -> int:
+    """Solve blocks ``bad`` of the slab ``s`` (whole block rows) again with
+    :func:`ssp_blocks`, write them into ``mask`` (the slab's, in place); returns how many of
+    them fail the residual-graph check (no proof of optimality)."""
+    bc = s.shape[1] // m
+    rows = [slice((b // bc) * m, (b // bc + 1) * m) for b in bad]
+    cols = [slice((b % bc) * m, (b % bc + 1) * m) for b in bad]
+    w = np.stack([s[r, c] for r, c in zip(rows, cols, strict=True)])
+    x = ssp_blocks(w, n, exactly=exactly)
+    wc = w if exactly else np.maximum(w, 0.0)
+    ok = _residual_ok(wc, x, n, exactly, flow_tolerance(wc))
+    for k, (r, c) in enumerate(zip(rows, cols, strict=True)):
+        mask[r, c] = x[k]
+    return int((~ok).sum())
 
 
 def _residual_ok(w: np.ndarray, x: np.ndarray, n: int, exactly: bool,
