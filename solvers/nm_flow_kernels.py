@@ -60,8 +60,81 @@ def _sort_desc(vals, idx, m):
 
 
 @njit(cache=True)
-def _solve_block(w, n, exactly, x, rowc, colc, pr, pc, dr, dc, done_r, done_c, pred_r,
-                 pred_c, idx, vals):
+def _best_open(w, x, pc, i, exactly):
+    """Row ``i``'s best unkept column by priced score ``w_ij + pc_j``: ``(value, column)``;
+    for "at most" ``(0, -1)`` when no unkept entry is worth more than 0 (dropping wins)."""
+    best = -INF
+    bj = -1
+    for j in range(w.shape[0]):
+        if not x[i, j]:
+            t = w[i, j] + pc[j]
+            if t > best:
+                best, bj = t, j
+    if not exactly and not best > 0.0:
+        return 0.0, -1
+    return best, bj
+
+
+@njit(cache=True)
+def _price_phase(w, n, exactly, x, rowc, colc, pr, pc, bk, dl, il, budget):
+    """Shed column excess by raising column prices ``q = -pc`` (Gauss-Seidel, in place):
+    an over-full column j with excess e raises its price by the (e+1)-th smallest loss
+    ``w_ij - q_j - pr_i`` of its rows, and the e rows of smallest loss move to their best
+    unkept column ``bk`` (or, "at most", drop the entry). Every row
+    keeps a top-n of its priced scores, with ``pr`` its best unkept priced score (>= 0 for
+    "at most"), and a priced column stays full: the potentials stay valid (module
+    docstring), so this is a primal-dual method of its own, which the shortest paths
+    finish. Stops after ``budget`` moves; returns the moves."""
+    m = w.shape[0]
+    moves = 0
+    while moves < budget:
+        changed = False
+        for j in range(m):
+            e = colc[j] - n
+            if e <= 0:
+                continue
+            changed = True
+            c = 0
+            for i in range(m):
+                if x[i, j]:
+                    dl[c] = w[i, j] + pc[j] - pr[i]
+                    il[c] = i
+                    c += 1
+            for a in range(min(e + 1, c)):  # the e + 1 rows that lose least by moving
+                b = a
+                for q in range(a + 1, c):
+                    if dl[q] < dl[b] or (dl[q] == dl[b] and il[q] < il[b]):
+                        b = q
+                dl[a], dl[b] = dl[b], dl[a]
+                il[a], il[b] = il[b], il[a]
+            # any price between the e-th and (e+1)-th loss keeps every row's choice a
+            # top-n; the higher end leaves the rows that move no reason to come back
+            delta = dl[e] if e < c else dl[e - 1]
+            if delta > 0.0:
+                pc[j] -= delta
+            for a in range(e):
+                i = il[a]
+                x[i, j] = False
+                colc[j] -= 1
+                k = bk[i]
+                if k >= 0:
+                    x[i, k] = True
+                    colc[k] += 1
+                else:
+                    rowc[i] -= 1
+                pr[i], bk[i] = _best_open(w, x, pc, i, exactly)
+                moves += 1
+            for i in range(m):  # column j is worth less to rows that had it as best unkept
+                if bk[i] == j:
+                    pr[i], bk[i] = _best_open(w, x, pc, i, exactly)
+        if not changed:
+            break
+    return moves
+
+
+@njit(cache=True)
+def _solve_block(w, n, exactly, x, rowc, colc, pr, pc, dr, dc, kr, kc, sr, sc, pred_r,
+                 pred_c, idx, vals, bk, dl, il, cu, ca, budget):
     """Optimal mask ``x`` of one block ``w`` (m x m, already clipped for "at most") and its
     potentials ``pr``, ``pc`` (rows, columns; Z's potential is returned). Returns
     ``(p_Z, augmentations)``; ``augmentations < 0`` if a path was missing (a bug)."""
@@ -82,77 +155,114 @@ def _solve_block(w, n, exactly, x, rowc, colc, pr, pc, dr, dc, done_r, done_c, p
                 colc[j] += 1
                 k += 1
         rowc[i] = k
-        pr[i] = w[i, idx[n]] if n < m else w[i, idx[m - 1]]
+        if n < m:
+            pr[i], bk[i] = _best_open(w, x, pc, i, exactly)
+        else:
+            pr[i], bk[i] = w[i, idx[m - 1]], -1
     excess = 0
     for j in range(m):
         if colc[j] > n:
             excess += colc[j] - n
+    if excess > 0 and budget > 0:
+        _price_phase(w, n, exactly, x, rowc, colc, pr, pc, bk, dl, il, budget * excess)
+        excess = 0
+        for j in range(m):
+            if colc[j] > n:
+                excess += colc[j] - n
+    if excess == 0:
+        return 0.0, 0
+    return _shortest_paths(w, n, exactly, x, rowc, colc, pr, pc, excess, cu, ca, kr, kc,
+                           dr, dc, sr, sc, pred_r, pred_c)
+
+
+@njit(cache=True)
+def _shortest_paths(w, n, exactly, x, rowc, colc, pr, pc, excess, cu, ca, kr, kc, dr, dc,
+                    sr, sc, pred_r, pred_c):
+    """Move the column excess along Dijkstra shortest paths (reduced costs, in place);
+    returns ``(p_Z, augmentations)``, augmentations < 0 on a missing path (a bug).
+
+    Arc costs are kept in two tables with ``inf`` for absent arcs, so the relaxations have
+    no branches on the mask: ``cu[j, i] = w_ij`` (column j -> row i, if kept) and
+    ``ca[i, j] = -w_ij`` (row i -> column j, if not). ``kr``/``kc`` are the tentative
+    distances of unsettled nodes (``inf`` once settled), ``sr``/``sc`` are ``inf`` on settled
+    nodes (so nothing relaxes them again), ``dr``/``dc`` the final distances."""
+    m = w.shape[0]
+    for i in range(m):
+        for j in range(m):
+            if x[i, j]:
+                cu[j, i] = w[i, j]
+                ca[i, j] = INF
+            else:
+                cu[j, i] = INF
+                ca[i, j] = -w[i, j]
     pz = 0.0
     aug = 0
     while excess > 0:
-        for i in range(m):
-            dr[i] = INF
-            done_r[i] = False
-            dc[i] = INF
-            done_c[i] = False
-            pred_c[i] = -1
-            pred_r[i] = -1
-        for j in range(m):
-            if colc[j] > n:
-                dc[j] = 0.0
-        dz = INF
+        for q in range(m):
+            kr[q] = INF
+            sr[q] = 0.0
+            dr[q] = INF
+            pred_r[q] = -1
+            kc[q] = 0.0 if colc[q] > n else INF
+            sc[q] = 0.0
+            dc[q] = INF
+            pred_c[q] = -1
+        kz = INF
         pred_z = 0  # row i: i + 1; column j: -(j + 1)
         target = -1  # column index, or m for Z
         dist = INF
         while True:
             best = INF
-            kind = -1
             node = -1
-            for i in range(m):
-                if not done_r[i] and dr[i] < best:
-                    best, kind, node = dr[i], 0, i
-            for j in range(m):
-                if not done_c[j] and dc[j] < best:
-                    best, kind, node = dc[j], 1, j
-            if not exactly and dz < best:
-                best, kind = dz, 2
-            if kind < 0:
-                return pz, -1
-            if kind == 2:
-                target, dist = m, dz
+            for q in range(m):
+                if kr[q] < best:
+                    best = kr[q]
+                    node = q
+            for q in range(m):
+                if kc[q] < best:
+                    best = kc[q]
+                    node = m + q
+            if kz <= best and kz < INF:
+                target, dist = m, kz
                 break
-            if kind == 1:
-                j = node
-                done_c[j] = True
+            if node < 0:
+                return pz, -1
+            if node >= m:
+                j = node - m
+                dc[j] = best
+                kc[j] = INF
+                sc[j] = INF
                 if colc[j] < n:
                     if exactly:
                         target, dist = j, best
                         break
-                    cand = best + pc[j] - pz
-                    if cand < dz:
-                        dz, pred_z = cand, -(j + 1)
+                    c = best + pc[j] - pz
+                    if c < kz:
+                        kz, pred_z = c, -(j + 1)
+                base = best + pc[j]
                 for i in range(m):
-                    if x[i, j] and not done_r[i]:
-                        cand = best + w[i, j] + pc[j] - pr[i]
-                        if cand < dr[i]:
-                            dr[i] = cand
-                            pred_r[i] = j
+                    c = base + cu[j, i] - pr[i] + sr[i]
+                    if c < kr[i]:
+                        kr[i] = c
+                        pred_r[i] = j
             else:
                 i = node
-                done_r[i] = True
+                dr[i] = best
+                kr[i] = INF
+                sr[i] = INF
                 if not exactly and rowc[i] > 0:
-                    cand = best + pr[i] - pz
-                    if cand < dz:
-                        dz, pred_z = cand, i + 1
+                    c = best + pr[i] - pz
+                    if c < kz:
+                        kz, pred_z = c, i + 1
+                base = best + pr[i]
                 for j in range(m):
-                    if not x[i, j] and not done_c[j]:
-                        cand = best - w[i, j] + pr[i] - pc[j]
-                        if cand < dc[j]:
-                            dc[j] = cand
-                            pred_c[j] = i
-        for i in range(m):
-            pr[i] += dr[i] if dr[i] < dist else dist
-            pc[i] += dc[i] if dc[i] < dist else dist
+                    c = base + ca[i, j] - pc[j] + sc[j]
+                    if c < kc[j]:
+                        kc[j] = c
+                        pred_c[j] = i
+        for q in range(m):
+            pr[q] += dr[q] if dr[q] < dist else dist
+            pc[q] += dc[q] if dc[q] < dist else dist
         if not exactly:
             pz += dist
         # trace back: column <- row (entry added) <- column (entry dropped) ... <- source
@@ -171,12 +281,16 @@ def _solve_block(w, n, exactly, x, rowc, colc, pr, pc, dr, dc, done_r, done_c, p
                     ended = True
                     break
                 x[i, node] = True
+                cu[node, i] = w[i, node]
+                ca[i, node] = INF
                 rowc[i] += 1
                 colc[node] += 1
                 kind, node = 0, i
             else:
                 j = pred_r[node]
                 x[node, j] = False
+                cu[j, node] = INF
+                ca[node, j] = -w[node, j]
                 rowc[node] -= 1
                 colc[j] -= 1
                 kind, node = 1, j
@@ -188,11 +302,12 @@ def _solve_block(w, n, exactly, x, rowc, colc, pr, pc, dr, dc, done_r, done_c, p
 
 
 @njit(cache=True)
-def flow_blocks(s, n, m, exactly, b0, b1, mask, u, v):
+def flow_blocks(s, n, m, exactly, b0, b1, mask, u, v, budget):
     """Solve blocks ``b0 <= b < b1`` of the score matrix ``s`` (R x C, float64; block ``b``
     is block row ``b // (C/m)``, block column ``b % (C/m)``), writing their entries of the
     bool ``mask`` (R x C) and their duals ``u[b - b0]``, ``v[b - b0]`` (rows, columns; see the
-    module docstring). Returns the number of augmenting paths, or -1 on a missing path."""
+    module docstring). ``budget``: moves of the price phase per unit of column excess (0:
+    none). Returns the number of augmenting paths, or -1 on a missing path."""
     bc = s.shape[1] // m
     w = np.empty((m, m))
     x = np.zeros((m, m), dtype=np.bool_)
@@ -202,12 +317,19 @@ def flow_blocks(s, n, m, exactly, b0, b1, mask, u, v):
     pc = np.zeros(m)
     dr = np.zeros(m)
     dc = np.zeros(m)
-    done_r = np.zeros(m, dtype=np.bool_)
-    done_c = np.zeros(m, dtype=np.bool_)
+    kr = np.zeros(m)
+    kc = np.zeros(m)
+    sr = np.zeros(m)
+    sc = np.zeros(m)
+    cu = np.zeros((m, m))
+    ca = np.zeros((m, m))
     pred_r = np.zeros(m, dtype=np.int64)
     pred_c = np.zeros(m, dtype=np.int64)
     idx = np.zeros(m, dtype=np.int64)
     vals = np.zeros(m)
+    bk = np.zeros(m, dtype=np.int64)
+    dl = np.zeros(m)
+    il = np.zeros(m, dtype=np.int64)
     total = 0
     for b in range(b0, b1):
         r0 = (b // bc) * m
@@ -216,8 +338,8 @@ def flow_blocks(s, n, m, exactly, b0, b1, mask, u, v):
             for j in range(m):
                 t = s[r0 + i, c0 + j]
                 w[i, j] = t if exactly or t > 0.0 else 0.0
-        pz, aug = _solve_block(w, n, exactly, x, rowc, colc, pr, pc, dr, dc, done_r,
-                               done_c, pred_r, pred_c, idx, vals)
+        pz, aug = _solve_block(w, n, exactly, x, rowc, colc, pr, pc, dr, dc, kr, kc, sr, sc,
+                               pred_r, pred_c, idx, vals, bk, dl, il, cu, ca, budget)
         if aug < 0:
             return -1
         total += aug

@@ -1,8 +1,11 @@
 """The fast 2-approximation of Hubara et al. for transposable N:M masks, with completion.
 
 ``"greedy"``: in every block, visit the entries by decreasing score and keep an entry while
-its row and its column both keep fewer than n (vectorized: one step per entry rank, over
-all blocks at once). This is the greedy algorithm for b-matching, a 1/2-approximation of
+its row and its column both keep fewer than n (a compiled per-block kernel,
+:mod:`pruneopt.solvers.nm_greedy_kernels`; :func:`greedy_blocks` and
+:func:`complete_blocks` are the same steps vectorized in NumPy over a batch of blocks, the
+time-limit fallback of the exact solvers). This is the greedy algorithm for b-matching, a
+1/2-approximation of
 the "at most n" optimum for nonnegative scores: the kept score is at least half the
 optimum (ratio 2).
 
@@ -140,35 +143,42 @@ def _ratio_ok(problem: TransposableNM) -> bool:
     return bool((problem.scores >= 0).all())
 
 
+#: block entries per kernel call of ``"greedy"`` (whole block rows): the time-limit slack
+GREEDY_CHUNK_ELEMS = 1 << 18
+
+
 @register("greedy", TransposableNM, guarantee="approximation", ratio=2.0,
           options={"complete": Boolean()})
 def greedy_solver(problem: TransposableNM, time_limit: float | None, *,
                   complete: bool = True) -> Result:
-    """Hubara et al.'s 2-approximation (greedy by decreasing score), plus completion.
+    """Hubara et al.'s 2-approximation (greedy by decreasing score), plus completion, in a
+    compiled per-block kernel (:mod:`pruneopt.solvers.nm_greedy_kernels`).
 
-    ``time_limit``: checked between chunks; once passed, the remaining chunks get the greedy
-    mask without the (optional) completion, the cheapest feasible answer there is."""
+    ``time_limit``: checked between chunks of block rows; once passed, the remaining chunks
+    get the greedy mask without the (optional) completion, the cheapest feasible answer
+    there is (with ``exactly=True`` the completion always runs: it makes the mask
+    feasible)."""
+    from pruneopt.solvers import nm_greedy_kernels as kern
+
     deadline = None if time_limit is None else time.perf_counter() + time_limit
     late = False
-    w = problem.blocks()
-    x = np.empty(w.shape, dtype=bool)
-    greedy_score = 0.0
-    added = 0
-    for sl in block_chunks(w.shape[0], problem.m):  # bounded working memory
-        xs = greedy_blocks(w[sl], problem.n, positive_only=not problem.exactly)
-        greedy_score += float((w[sl] * xs).sum())
+    n, m, ex = problem.n, problem.m, problem.exactly
+    s = np.ascontiguousarray(problem.scores, dtype=np.float64)
+    mask = np.empty(s.shape, dtype=bool)
+    out = np.zeros(5)
+    R, C = s.shape
+    per = max(1, GREEDY_CHUNK_ELEMS // (m * C))
+    for r0 in range(0, R // m, per):
+        r1 = min(R // m, r0 + per)
         late = late or (deadline is not None and time.perf_counter() > deadline)
-        if (complete and not late) or problem.exactly:
-            before = int(xs.sum())
-            xs = complete_blocks(xs, w[sl], problem.n, must_fill=problem.exactly)
-            added += int(xs.sum()) - before
-        x[sl] = xs
-    mask = problem.unblock(x)
-    bound = problem.row_col_bound()
+        kern.greedy_blocks_kernel(s, n, m, not ex, (complete and not late) or ex, ex,
+                                  r0 * (C // m), r1 * (C // m), mask, out)
+    greedy_score = float(out[0])
+    bound = min(float(out[2]), float(out[3]))  # = problem.row_col_bound()
     if _ratio_ok(problem):
         bound = min(bound, 2.0 * greedy_score)
-    info = {"greedy_score": greedy_score, "completion_gain": float((w * x).sum()) - greedy_score,
-            "completion_added": added}
+    info = {"greedy_score": greedy_score, "completion_gain": float(out[4]) - greedy_score,
+            "completion_added": int(out[1])}
     return Result(mask, "time_limit" if late and complete else "feasible", bound, info)
 
 
