@@ -1,7 +1,9 @@
 """Benchmark: transposable N:M mask solvers against plain OR-Tools, in the same run, as ratios.
 
     python benchmarks/nm_masks.py                       # 1024^2; m = 4, 8, 16, 32; both modes
-    python benchmarks/nm_masks.py --sizes 4096 --nm 2:4 4:8 --repeats 3
+    python benchmarks/nm_masks.py --sizes 4096 --nm 4:8 8:16 --repeats 3
+    python benchmarks/nm_masks.py --sizes 512 1024 2048 --nm 8:16 --repeats 3  # size exponent
+    python benchmarks/nm_masks.py --compile             # numba: first call, cold and cached
     python benchmarks/nm_masks.py --references          # + highs, scipy, pyomo, networkx
     python benchmarks/nm_masks.py --chunks              # OR-Tools time against graph size
 
@@ -21,13 +23,19 @@ from the score matrix to the mask, all in one process, in turn within each repea
   OR-Tools, without the certificate;
 - the pruneopt solvers through ``pruneopt.solve`` (building the problem included): the
   default (``enumerate`` for m <= 4, else ``flow``), ``flow``, ``ortools`` (the wrapper: the
-  same OR-Tools graphs plus the float certificate behind its "optimal"), ``greedy``.
+  same OR-Tools graphs plus the float certificate behind its "optimal"), ``greedy``, and
+  ``entropic`` if that solver is registered.
 
 Times: median and range over ``--repeats``; ratios are taken within a repeat (same load)
-and their median is reported. Kept score is over the exact optimum (``flow``'s answer,
-proven optimal); the default's peak memory is the tracemalloc peak of one more run (NumPy
-memory, the input and output included). ``--references`` adds the slow exact solvers once
-each, on the first block rows only, their time scaled to the whole matrix (marked ~).
+and their median is reported. With several m (or sizes) the script fits the scaling
+exponent of each peer's median time: ``t ~ m^a`` at a fixed matrix size, ``t ~ entries^b``
+at a fixed m (least squares on the logs). ``--compile`` times, in fresh processes, the
+first ``flow`` and ``greedy`` solve with an empty numba cache (compilation) and with the
+cache filled (loading), against the second solve in the same process. Kept score is over
+the exact optimum (``flow``'s answer, proven optimal); the default's peak memory is the
+tracemalloc peak of one more run (NumPy memory, the input and output included).
+``--references`` adds the slow exact solvers once each, on the first block rows only,
+their time scaled to the whole matrix (marked ~).
 Prints markdown; ``--out FILE`` also writes it to a new file (never over a committed one).
 """
 
@@ -35,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 import tracemalloc
 
@@ -44,6 +53,20 @@ import numpy as np
 import pruneopt
 from pruneopt.formulations import TransposableNM
 from pruneopt.solvers.nm_flow import ORTOOLS_CHUNK_ELEMS
+
+
+def _import_numba() -> None:
+    """Import numba with this folder off ``sys.path``: ``benchmarks/coverage.py`` would
+    shadow the ``coverage`` package, which numba probes on import (it then fails with an
+    AttributeError instead of the ImportError it expects)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    saved = list(sys.path)
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    try:
+        import numba  # noqa: F401
+    finally:
+        sys.path[:] = saved
+
 
 # largest number of blocks each reference solver is run on in full; beyond it, a slice
 FULL_LIMIT = {"networkx": 2048, "pyomo": 2048, "highs": 8192, "scipy": 8192}
@@ -156,7 +179,10 @@ def bench_case(out, s, n, m, exactly, repeats, references):
     size = s.shape[0]
     probe = TransposableNM(s[:m, :m], n, m, exactly=exactly)
     default = pruneopt.solvers.get_solver(probe, None).name
-    pruneopt_solvers = list(dict.fromkeys([default, "flow", "ortools", "greedy"]))
+    names = [default, "flow", "ortools", "greedy"]
+    if "entropic" in pruneopt.available(probe):
+        names.append("entropic")
+    pruneopt_solvers = list(dict.fromkeys(names))
     peers = {"floor": lambda: np.abs(s).sum(),
              "ortools plain": lambda: ortools_one_graph(s, n, m, exactly),
              "ortools plain, small graphs": lambda: ortools_small_graphs(s, n, m, exactly)}
@@ -184,6 +210,7 @@ def bench_case(out, s, n, m, exactly, repeats, references):
     opt = opt_sol.objective
     base = times["ortools plain"]
     mode = "exactly" if exactly else "at most"
+    kept_of = {}
     for k in peers:
         a = answers[k]
         if k == "floor":
@@ -193,6 +220,7 @@ def bench_case(out, s, n, m, exactly, repeats, references):
             kept, status = f"{problem.objective(a) / opt:.9f}", "(no proof)"
         else:
             kept, status = f"{a.objective / opt:.9f}", a.status
+            kept_of[k] = f"{100 * a.objective / opt:.2f} %"
         ratio = [t / b for t, b in zip(times[k], base, strict=True)]
         floor = [t / f for t, f in zip(times[k], times["floor"], strict=True)]
         note = f"default; peak {peak:.0f} MiB (tracemalloc)" if k == default else ""
@@ -220,7 +248,8 @@ def bench_case(out, s, n, m, exactly, repeats, references):
                 f"{scaled}{t / np.median(base):.2f}x | {t / np.median(times['floor']):.0f}x | "
                 f"{sol.objective / ref:.9f} | {sol.status} | {note} |")
     times["default"] = times[default]
-    return times
+    times["default_name"] = default
+    return times, kept_of
 
 
 def summarize(out, summary):
@@ -230,16 +259,100 @@ def summarize(out, summary):
 
     out("\nRatios of times within each repeat, median [min, max]; a speed-up of A vs B is "
         "B's time / A's time:\n")
-    out("| matrix | n:m | mode | ortools (wrapper) / ortools plain | ortools (wrapper) / plain, "
-        "small graphs | speed-up of default vs ortools plain | vs plain, small graphs | "
-        "vs ortools (wrapper) | speed-up of flow vs ortools plain | default / floor |")
-    out("|---|---|---|---|---|---|---|---|---|---|")
-    for size, nm, mode, t in summary:
-        out(f"| {size}^2 | {nm} | {mode} | {r(t, 'ortools', 'ortools plain')} | "
-            f"{r(t, 'ortools', 'ortools plain, small graphs')} | "
+    has_ent = any("entropic" in t for *_, t, _k in summary)
+    out("| matrix | n:m | mode | default | speed-up of default vs ortools plain | vs plain, "
+        "small graphs | vs ortools (wrapper) | speed-up of flow vs ortools plain | speed-up "
+        "of greedy vs default (kept) | " + ("entropic vs default (kept) | " if has_ent else "")
+        + "default / floor |")
+    out("|---|---|---|---|---|---|---|---|---|" + ("---|" if has_ent else "") + "---|")
+    for size, nm, mode, t, kept in summary:
+        ent = ""
+        if has_ent:
+            ent = (f"{r(t, 'default', 'entropic')} ({kept['entropic']}) | " if "entropic" in t
+                   else "- | ")
+        out(f"| {size}^2 | {nm} | {mode} | {t['default_name']} | "
             f"{r(t, 'ortools plain', 'default')} | "
             f"{r(t, 'ortools plain, small graphs', 'default')} | {r(t, 'ortools', 'default')} | "
-            f"{r(t, 'ortools plain', 'flow')} | {r(t, 'default', 'floor')} |")
+            f"{r(t, 'ortools plain', 'flow')} | {r(t, 'default', 'greedy')} "
+            f"({kept['greedy']}) | {ent}{r(t, 'default', 'floor')} |")
+
+
+EXPONENT_PEERS = ("floor", "ortools plain", "ortools plain, small graphs", "ortools", "flow",
+                  "greedy", "entropic")
+
+
+def exponents(out, summary):
+    """Least-squares slopes of log(median time): against log m at each matrix size and
+    mode, against log(entries) at each n:m and mode (where there are >= 2 points)."""
+    def slope(xs, ys):
+        return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
+
+    rows = []
+    for key, xname in ((lambda c: (c[0], c[2]), "m"), (lambda c: (c[1], c[2]), "entries")):
+        groups: dict = {}
+        for case in summary:
+            groups.setdefault(key(case), []).append(case)
+        for k, cases in groups.items():
+            if len(cases) < 2:
+                continue
+            xs = [int(c[1].split(":")[1]) if xname == "m" else c[0] ** 2 for c in cases]
+            if len(set(xs)) < 2:
+                continue
+            cells = []
+            for peer in EXPONENT_PEERS:
+                if all(peer in c[3] for c in cases):
+                    cells.append(f"{slope(xs, [np.median(c[3][peer]) for c in cases]):+.2f}")
+                else:
+                    cells.append("-")
+            what = (f"{k[0]}^2, m = {', '.join(map(str, xs))}" if xname == "m"
+                    else f"{k[0]}, sizes {', '.join(str(c[0]) for c in cases)}")
+            rows.append(f"| time ~ {xname}^a | {what} | {k[1]} | " + " | ".join(cells) + " |")
+    if rows:
+        out("\nScaling exponents of the median times (least squares on the logs):\n")
+        out("| fit | cases | mode | " + " | ".join(EXPONENT_PEERS) + " |")
+        out("|---|---|---|" + "---:|" * len(EXPONENT_PEERS))
+        for row in rows:
+            out(row)
+
+
+COMPILE_SNIPPET = """
+import time, numpy as np
+t0 = time.perf_counter()
+import pruneopt
+from pruneopt.formulations import TransposableNM
+t1 = time.perf_counter()
+s = np.abs(np.random.default_rng(0).standard_normal((64, 64)))
+out = [t1 - t0]
+for name in ("flow", "greedy"):
+    for ex in (False, True):
+        a = time.perf_counter()
+        pruneopt.solve(TransposableNM(s, 4, 8, exactly=ex), solver=name)
+        b = time.perf_counter()
+        pruneopt.solve(TransposableNM(s, 4, 8, exactly=ex), solver=name)
+        out += [b - a, time.perf_counter() - b]
+print(" ".join(f"{v:.4f}" for v in out))
+"""
+
+
+def compile_study(out):
+    """First-call cost of the numba kernels, in fresh processes: empty cache, then filled."""
+    import subprocess
+    import sys
+    import tempfile
+
+    env = dict(os.environ, PYTHONPATH=str(_common.ROOT))
+    out("\nnumba kernels, first solve in a fresh process (64x64, 4:8; seconds):\n")
+    out("| cache | import pruneopt | flow, at most: 1st / 2nd call | flow, exactly | greedy, "
+        "at most | greedy, exactly |")
+    out("|---|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as cache:
+        env["NUMBA_CACHE_DIR"] = cache
+        for label in ("empty (compiles)", "filled (loads)"):
+            r = subprocess.run([sys.executable, "-c", COMPILE_SNIPPET], env=env, check=True,
+                               capture_output=True, text=True, timeout=600)
+            v = [float(x) for x in r.stdout.split()]
+            pairs = [f"{v[k]:.3f} / {v[k + 1]:.4f}" for k in range(1, 9, 2)]
+            out(f"| {label} | {v[0]:.3f} | " + " | ".join(pairs) + " |")
 
 
 def chunk_study(out, s, nm_list, repeats):
@@ -275,8 +388,11 @@ def main(argv: list[str] | None = None) -> None:
                     help="also highs, scipy, pyomo, networkx (once each, on a slice)")
     ap.add_argument("--chunks", action="store_true",
                     help="only: OR-Tools time against the entries per graph")
+    ap.add_argument("--compile", action="store_true",
+                    help="only: the numba kernels' first-call time, empty and filled cache")
     ap.add_argument("-o", "--out", help="also write the markdown to this new file")
     args = ap.parse_args(argv)
+    _import_numba()
     _common.refuse_overwrite(ap.error, {"--out": args.out})
     out = _common.Tee()
     import ortools
@@ -284,6 +400,11 @@ def main(argv: list[str] | None = None) -> None:
     out(f"{_common.machine()}; numpy {np.__version__}, ortools {ortools.__version__}; "
         f"pruneopt from {pruneopt.__file__}; scores |N(0,1)|, seed {args.seed}; "
         f"{args.repeats} repeats")
+    if args.compile:
+        compile_study(out)
+        out.save(args.out)
+        return
+    everything = []
     for size in args.sizes:
         w = np.random.default_rng(args.seed).standard_normal((size, size))
         s = np.abs(w)
@@ -297,10 +418,14 @@ def main(argv: list[str] | None = None) -> None:
         for nm in args.nm:
             n, m = map(int, nm.split(":"))
             for mode in args.modes:
-                t = bench_case(out, s, n, m, mode == "exactly", args.repeats, args.references)
-                summary.append((size, nm, mode.replace("-", " "), t))
+                t, kept = bench_case(out, s, n, m, mode == "exactly", args.repeats,
+                                     args.references)
+                summary.append((size, nm, mode.replace("-", " "), t, kept))
         if summary:
             summarize(out, summary)
+            everything.extend(summary)
+    if len(everything) > 1:
+        exponents(out, everything)
     if hasattr(os, "getloadavg"):
         out(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
     out.save(args.out)
