@@ -349,9 +349,9 @@ def compile_study(out):
         env["NUMBA_CACHE_DIR"] = cache
         for label in ("empty (compiles)", "filled (loads)"):
             r = subprocess.run([sys.executable, "-c", COMPILE_SNIPPET], env=env, check=True,
-                               capture_output=True, text=True, timeout=600)
+                               capture_output=True, text=True, timeout=600, cwd=cache)
             v = [float(x) for x in r.stdout.split()]
-            pairs = [f"{v[k]:.3f} / {v[k + 1]:.4f}" for k in range(1, 9, 2)]
+            pairs = [f"{v[k]:.4f} / {v[k + 1]:.4f}" for k in range(1, 9, 2)]
             out(f"| {label} | {v[0]:.3f} | " + " | ".join(pairs) + " |")
 
 
