@@ -196,3 +196,15 @@ def test_greedy_kernel_is_hubaras_greedy_with_its_bound(seed, nm, kind, exactly)
     if kind == "abs":
         assert full.objective >= 0.5 * opt - tol(p)
         assert full.info["greedy_score"] <= full.objective + tol(p)
+
+
+def test_importing_pruneopt_does_not_import_numba():
+    """The kernels load when a solver first runs, not with the package (the CLI's start)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pruneopt, pruneopt.solvers.nm_flow, pruneopt.solvers.nm_greedy; "
+            "print('numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip() == "False"
