@@ -58,8 +58,9 @@ FLOW_CHUNK_ELEMS = 1 << 18
 #: the potentials, which Dijkstra builds from sums of path lengths)
 CERT_ULPS = 64.0
 #: moves of the kernel's price phase per unit of column excess, by m (0: shortest paths
-#: only). Measured at 1024^2 (CPU time): from m = 16 one move per unit saves 15 % of the
-#: time, below it costs 5 %; more moves cost more than the paths they save (price wars)
+#: only). Measured at 1024^2 (CPU time): one move per unit saves 4 % of the time at m = 16
+#: and 16 % at m = 32, and costs 5-8 % at m = 4 and 8; more moves cost more than the paths
+#: they save (price wars)
 PRICE_MOVES = {4: 0, 8: 0}
 
 
