@@ -54,20 +54,6 @@ import pruneopt
 from pruneopt.formulations import TransposableNM
 from pruneopt.solvers.nm_flow import ORTOOLS_CHUNK_ELEMS
 
-
-def _import_numba() -> None:
-    """Import numba with this folder off ``sys.path``: ``benchmarks/coverage.py`` would
-    shadow the ``coverage`` package, which numba probes on import (it then fails with an
-    AttributeError instead of the ImportError it expects)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    saved = list(sys.path)
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
-    try:
-        import numba  # noqa: F401
-    finally:
-        sys.path[:] = saved
-
-
 # largest number of blocks each reference solver is run on in full; beyond it, a slice
 FULL_LIMIT = {"networkx": 2048, "pyomo": 2048, "highs": 8192, "scipy": 8192}
 REFERENCES = ("highs", "scipy", "pyomo", "networkx")
@@ -337,7 +323,6 @@ print(" ".join(f"{v:.4f}" for v in out))
 def compile_study(out):
     """First-call cost of the numba kernels, in fresh processes: empty cache, then filled."""
     import subprocess
-    import sys
     import tempfile
 
     env = dict(os.environ, PYTHONPATH=str(_common.ROOT))
@@ -392,7 +377,6 @@ def main(argv: list[str] | None = None) -> None:
                     help="only: the numba kernels' first-call time, empty and filled cache")
     ap.add_argument("-o", "--out", help="also write the markdown to this new file")
     args = ap.parse_args(argv)
-    _import_numba()
     _common.refuse_overwrite(ap.error, {"--out": args.out})
     out = _common.Tee()
     import ortools

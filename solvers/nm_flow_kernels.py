@@ -38,7 +38,10 @@ input, the output mask and O(m^2) scratch.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from pruneopt.solvers.jit import load_numba
+
+njit = load_numba().njit
 
 INF = np.inf
 

@@ -18,7 +18,10 @@ O(n m^3) at worst for the completion; memory is the input, the mask and O(m^2) s
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from pruneopt.solvers.jit import load_numba
+
+njit = load_numba().njit
 
 NEG = -np.inf
 

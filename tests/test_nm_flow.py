@@ -208,3 +208,22 @@ def test_importing_pruneopt_does_not_import_numba():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120)
     assert out.stdout.strip() == "False"
+
+
+def test_kernels_load_beside_a_module_named_coverage(tmp_path):
+    """A plain ``coverage.py`` on the path (as in benchmarks/) must not break numba's import
+    (numba probes the coverage package and fails on a shadow)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "coverage.py").write_text("# not the coverage package\n")
+    code = ("import sys; sys.path.insert(0, '.'); import coverage; import numpy as np; "
+            "import pruneopt; from pruneopt.formulations import TransposableNM; "
+            "p = TransposableNM(np.arange(64.).reshape(8, 8), 2, 8); "
+            "print(pruneopt.solve(p, solver='flow').status, "
+            "pruneopt.solve(p, solver='greedy').status, sys.modules['coverage'].__file__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    flow, greedy, cov = out.stdout.split()
+    assert (flow, greedy) == ("optimal", "feasible") and cov.endswith("coverage.py")
