@@ -11,8 +11,9 @@ or the exact linear features), and the kernel's diagonal is kept exact. In featu
 1. **stochastic greedy** forward selection (Mirzasoleiman et al. 2015): each step scores
    (n / k) ln(1 / eps) random candidates, O(n r ln(1/eps) + k r^2) in all;
 2. **batched 1-swaps** scored in feature space: a round computes the witness h = C G u of
-   every point (one pass over C, O(n r)), takes the ``BATCH`` best kept and outside points
-   and applies the best non-overlapping swaps of the pair matrix exactly;
+   every point (one pass over C, O(n r)), takes the best kept and outside points
+   and applies the best non-overlapping swaps of the pair matrix exactly
+   (``BATCH``: k / 64 candidates per side, within [64, 256]);
 3. **exact polish**: the same swap step with the exact kernel on the ``pool`` best kept and
    outside candidates (by feature score): O(pool (k + m)) kernel evaluations a round, which
    removes most of the feature approximation's error from the final answer.
@@ -47,8 +48,8 @@ from pruneopt.solvers.mmd_search import apply_pairs, matvec, rmatvec, stochastic
 from pruneopt.solvers.options import SEED, Integer, OneOf
 from pruneopt.solvers.registry import Result, register
 
-#: Kept and outside candidates per class and swap round (feature space).
-BATCH = 64
+#: Kept and outside candidates per swap round in feature space: k / 64 within these bounds.
+BATCH = (64, 256)
 #: Stochastic greedy: each step looks at (n / k) ln(1 / EPS) random candidates.
 EPS = 0.01
 #: A swap must lower k^2 MMD^2 by more than this fraction of k * max kappa (round-off guard).
@@ -164,9 +165,12 @@ class SwapState:
         return float(u @ fm.G @ u + (fm.kappa[idx] - self.nu[idx]).sum() / k**2)
 
 
-def feature_swaps(st: SwapState, *, batch: int = BATCH, rounds: int = 200,
+def feature_swaps(st: SwapState, *, batch: int | None = None, rounds: int = 200,
                   deadline: float | None = None) -> int:
-    """Batched 1-swap rounds in feature space until a round makes none; returns the swaps."""
+    """Batched 1-swap rounds in feature space until a round makes none; returns the swaps.
+    ``batch``: candidates per side and round (default k / 64 within :data:`BATCH`)."""
+    if batch is None:
+        batch = int(min(BATCH[1], max(BATCH[0], st.k // 64)))
     swaps = 0
     for _ in range(rounds):
         if deadline is not None and time.perf_counter() > deadline:
@@ -191,11 +195,13 @@ def exact_polish(problem: MMDSelection, st: SwapState, *, pool: int = 256, round
     """Swap rounds scored with the exact kernel on the ``pool`` best kept and outside
     candidates (chosen by feature score): per round the kernel sums g_x = sum_{l in S} k(x, l),
     the target means c_x and the pair matrix of the candidates, O(pool (k + m + pool))
-    kernel evaluations. k^2 dMMD^2 of swap i -> j = A_j + R_i - 2 k(s_i, s_j) with
+    kernel evaluations (c_x once per candidate). Stops when a round swaps fewer than 1/64
+    of its candidates. k^2 dMMD^2 of swap i -> j = A_j + R_i - 2 k(s_i, s_j) with
     A_j = 2 g_j + k(s_j, s_j) - 2 k c_j and R_i = -2 g_i + k(s_i, s_i) + 2 k c_i.
     Returns the swaps made."""
     S, T, k = problem.source, problem.target, st.k
     tol = TOL * k * problem.objective_scale()
+    cross = np.full(len(S), np.nan)  # c_x, computed once per candidate
     swaps = 0
     for _ in range(rounds):
         if deadline is not None and time.perf_counter() > deadline:
@@ -207,7 +213,10 @@ def exact_polish(problem: MMDSelection, st: SwapState, *, pool: int = 256, round
         P = np.concatenate([I, J])
         kept = np.flatnonzero(st.inset)
         g = problem.kernel_row_means(S[P], S[kept]) * k
-        c = problem.kernel_row_means(S[P], T)
+        new = P[np.isnan(cross[P])]
+        if len(new):
+            cross[new] = problem.kernel_row_means(S[new], T)
+        c = cross[P]
         KP = problem.gram(S[P], S[P])
         KP = 0.5 * (KP + KP.T)
         d = np.diag(KP)
@@ -218,7 +227,7 @@ def exact_polish(problem: MMDSelection, st: SwapState, *, pool: int = 256, round
         for p, q in pairs:
             st.swap(int(I[p]), int(J[q]), float(st.fm.norms(J[q : q + 1])[0]))
         swaps += len(pairs)
-        if len(pairs) == 0:
+        if len(pairs) * 64 < len(I):  # (nearly) settled: another round would not pay
             break
     return swaps
 

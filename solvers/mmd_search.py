@@ -12,15 +12,37 @@ h_j = C_j G u (units of the kernel), and with kappa_j = k(s_j, s_j), nu_j = ||ph
 
 (the Nystrom kernel with its exact diagonal). The same pair step serves the exact-kernel
 polish, with A, R and the pair matrix from the exact kernel.
+
+Each function is compiled by ``numba.njit(cache=True, fastmath=True)`` on its first call
+(:func:`jit`), so ``import pruneopt`` does not import numba (0.2 s, and numba imports a
+module named ``coverage``, which a script folder holding a ``coverage.py`` would shadow).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import numpy as np
-from numba import njit
 
 
-@njit(cache=True, fastmath=True)
+def jit(fn: Callable) -> Callable:
+    """``fn`` compiled with ``numba.njit(cache=True, fastmath=True)`` at its first call
+    (cached on disk next to this module)."""
+    compiled: list[Callable] = []
+
+    @functools.wraps(fn)
+    def call(*args):
+        if not compiled:
+            from numba import njit
+
+            compiled.append(njit(cache=True, fastmath=True)(fn))
+        return compiled[0](*args)
+
+    return call
+
+
+@jit
 def matvec(C: np.ndarray, w: np.ndarray) -> np.ndarray:
     """C w for float32 C (n, r) and float64 w (r,), accumulated in float64 (n,)."""
     n, r = C.shape
@@ -33,7 +55,7 @@ def matvec(C: np.ndarray, w: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True, fastmath=True)
+@jit
 def rmatvec(C: np.ndarray, x: np.ndarray) -> np.ndarray:
     """C^T x for float32 C (n, r) and float64 x (n,), in float64 (r,)."""
     n, r = C.shape
@@ -46,7 +68,7 @@ def rmatvec(C: np.ndarray, x: np.ndarray) -> np.ndarray:
     return acc
 
 
-@njit(cache=True, fastmath=True)
+@jit
 def stochastic_greedy(C: np.ndarray, G: np.ndarray, tmean: np.ndarray, kappa: np.ndarray,
                       quota: np.ndarray, order: np.ndarray, starts: np.ndarray,
                       draws: np.ndarray) -> np.ndarray:
@@ -62,14 +84,17 @@ def stochastic_greedy(C: np.ndarray, G: np.ndarray, tmean: np.ndarray, kappa: np
     k = int(quota.sum())
     taken = np.zeros(n, dtype=np.bool_)
     sigma = np.zeros(r)
+    diff = np.empty(r)
     w = np.empty(r)
     out = np.empty(k, dtype=np.int64)
     for t in range(k):
         inv = 1.0 / (t + 1)
         for q in range(r):
+            diff[q] = sigma[q] * inv - tmean[q]
+        for q in range(r):
             acc = 0.0
             for l in range(r):
-                acc += G[q, l] * (sigma[l] * inv - tmean[l])
+                acc += G[q, l] * diff[l]
             w[q] = acc
         pool = 0
         for c in range(ncls):
@@ -117,7 +142,7 @@ def stochastic_greedy(C: np.ndarray, G: np.ndarray, tmean: np.ndarray, kappa: np
     return out
 
 
-@njit(cache=True)
+@jit
 def apply_pairs(add: np.ndarray, rem: np.ndarray, M: np.ndarray, cls_in: np.ndarray,
                 cls_out: np.ndarray, tol: float) -> np.ndarray:
     """Greedy non-overlapping swaps among b_in kept candidates (``rem``: their removal
