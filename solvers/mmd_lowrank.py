@@ -44,7 +44,13 @@ from pruneopt.formulations.geometry import one_blas_thread
 from pruneopt.formulations.mmd import MMDSelection
 from pruneopt.solvers.mmd_features import FeatureMap, build_features
 from pruneopt.solvers.mmd_heuristics import round_top
-from pruneopt.solvers.mmd_search import apply_pairs, matvec, rmatvec, stochastic_greedy
+from pruneopt.solvers.mmd_search import (
+    apply_pairs,
+    matvec,
+    rmatvec,
+    stochastic_greedy,
+    swap_scores,
+)
 from pruneopt.solvers.options import SEED, Integer, OneOf
 from pruneopt.solvers.registry import Result, register
 
@@ -52,6 +58,9 @@ from pruneopt.solvers.registry import Result, register
 BATCH = (64, 256)
 #: Stochastic greedy: each step looks at (n / k) ln(1 / EPS) random candidates.
 EPS = 0.01
+#: Default rank, and the memory the n x r float32 features may take with the default
+#: (beyond it the default rank shrinks: 201 at n = 1M).
+RANK, FEATURE_BYTES = 256, 768 * 2**20
 #: A swap must lower k^2 MMD^2 by more than this fraction of k * max kappa (round-off guard).
 TOL = 1e-11
 
@@ -125,30 +134,32 @@ class SwapState:
         self.nu[idx] = fm.norms(idx)
         self.tol = TOL * self.k * max(float(fm.kappa.max()), 1e-300)
 
-    def scores(self) -> tuple[np.ndarray, np.ndarray]:
-        """(A, R): the add scores of every point and the removal scores (meaningful on the
-        outside and kept points respectively)."""
+    def scores(self) -> np.ndarray:
+        """The removal score R of every kept point and the add score A of every other."""
         fm, k = self.fm, self.k
-        h = matvec(fm.C, fm.G @ (self.sigma / k - fm.target_mean))
-        return 2.0 * k * h + fm.kappa, -2.0 * k * h - fm.kappa + 2.0 * self.nu
+        w = fm.G @ (self.sigma / k - fm.target_mean)
+        return swap_scores(fm.C, w, fm.kappa, self.nu, self.inset, k)
 
-    def candidates(self, add: np.ndarray, rem: np.ndarray, batch: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
-        """(I, J): the ``batch`` lowest removal scores among the kept and add scores among
-        the outside points, per class (``batch`` scaled by the class's share)."""
+    def candidates(self, score: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(I, J): the ``batch`` lowest removal scores among the kept points and add scores
+        among the others, per class (``batch`` scaled by the class's share)."""
+        if len(self.groups) == 1:
+            kin = np.flatnonzero(self.inset)
+            b = min(batch, len(kin), len(score) - len(kin))
+            if b == 0:
+                return kin[:0], kin[:0]
+            outside = np.where(self.inset, np.inf, score)
+            J = np.argpartition(outside, b - 1)[:b]
+            del outside
+            return kin[np.argpartition(score[kin], b - 1)[:b]], J
         ins, outs = [], []
         for grp in self.groups:
-            if len(self.groups) == 1:
-                kin, kout = np.flatnonzero(self.inset), np.flatnonzero(~self.inset)
-            else:
-                kin, kout = grp[self.inset[grp]], grp[~self.inset[grp]]
-            b = min(batch, len(kin), len(kout))
-            if len(self.groups) > 1:
-                b = min(b, max(8, -(-batch * len(kin) // self.k)))
+            kin, kout = grp[self.inset[grp]], grp[~self.inset[grp]]
+            b = min(batch, len(kin), len(kout), max(8, -(-batch * len(kin) // self.k)))
             if b == 0:
                 continue
-            ins.append(kin[np.argpartition(rem[kin], b - 1)[:b]])
-            outs.append(kout[np.argpartition(add[kout], b - 1)[:b]])
+            ins.append(kin[np.argpartition(score[kin], b - 1)[:b]])
+            outs.append(kout[np.argpartition(score[kout], b - 1)[:b]])
         empty = np.zeros(0, dtype=np.int64)
         return (np.concatenate(ins) if ins else empty, np.concatenate(outs) if outs else empty)
 
@@ -175,13 +186,13 @@ def feature_swaps(st: SwapState, *, batch: int | None = None, rounds: int = 200,
     for _ in range(rounds):
         if deadline is not None and time.perf_counter() > deadline:
             break
-        add, rem = st.scores()
-        I, J = st.candidates(add, rem, batch)
+        score = st.scores()
+        I, J = st.candidates(score, batch)
         if len(I) == 0:
             break
         X = st.fm.C[np.concatenate([I, J])].astype(np.float64)
         M = X @ st.fm.G @ X.T
-        pairs = apply_pairs(add[J], rem[I], M, st.cls[I], st.cls[J], st.tol)
+        pairs = apply_pairs(score[J], score[I], M, st.cls[I], st.cls[J], st.tol)
         for p, q in pairs:
             st.swap(int(I[p]), int(J[q]), float(M[len(I) + q, len(I) + q]))
         swaps += len(pairs)
@@ -206,8 +217,7 @@ def exact_polish(problem: MMDSelection, st: SwapState, *, pool: int = 256, round
     for _ in range(rounds):
         if deadline is not None and time.perf_counter() > deadline:
             break
-        add, rem = st.scores()
-        I, J = st.candidates(add, rem, pool)
+        I, J = st.candidates(st.scores(), pool)
         if len(I) == 0:
             break
         P = np.concatenate([I, J])
@@ -244,14 +254,15 @@ def greedy_samples(n: int, k: int) -> int:
 
 
 @register("lowrank", MMDSelection, guarantee="heuristic",
-          options={"rank": Integer(2, 1 << 16), "method": OneOf("rff", "nystrom", "exact",
-                                                                 allow_none=True),
+          options={"rank": Integer(2, 1 << 16, allow_none=True),
+                   "method": OneOf("rff", "nystrom", "exact", allow_none=True),
                    "seed": SEED, "iters": Integer(0, None), "rounds": Integer(0, None),
                    "pool": Integer(0, None, allow_none=True)})
-def lowrank_solver(problem: MMDSelection, time_limit: float | None, *, rank: int = 256,
+def lowrank_solver(problem: MMDSelection, time_limit: float | None, *, rank: int | None = None,
                    method: str | None = None, seed: int = 0, iters: int = 0,
                    rounds: int = 200, pool: int | None = None) -> Result:
-    """Nystrom / random Fourier features; stochastic greedy (and with ``iters`` > 0 the
+    """Nystrom / random Fourier features (``rank`` default :data:`RANK`, less where the
+    features would pass :data:`FEATURE_BYTES`); stochastic greedy (and with ``iters`` > 0 the
     relaxation + top-k), batched swaps in feature space, then swaps on the exact kernel
     among ``pool`` candidates (default :func:`polish_pool`; ``pool=0``: no polish); the
     better start (large n)."""
@@ -260,13 +271,15 @@ def lowrank_solver(problem: MMDSelection, time_limit: float | None, *, rank: int
                               iters=iters, rounds=rounds, pool=pool)
 
 
-def lowrank_search(problem: MMDSelection, time_limit: float | None, *, rank: int,
+def lowrank_search(problem: MMDSelection, time_limit: float | None, *, rank: int | None,
                    method: str | None, seed: int, iters: int, rounds: int,
                    pool: int | None) -> Result:
     """The body of :func:`lowrank_solver` (run on one BLAS thread: its products are small or
     memory-bound, and threads only contend on a shared machine)."""
     deadline = None if time_limit is None else time.perf_counter() + time_limit
     k = problem.keep
+    if rank is None:
+        rank = int(min(RANK, max(32, FEATURE_BYTES // (4 * problem.n))))
     fm = build_features(problem, rank=rank, method=method, seed=seed)
     groups = problem.class_groups()
     order = np.concatenate(groups).astype(np.int64)

@@ -56,6 +56,24 @@ def matvec(C: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 @jit
+def swap_scores(C: np.ndarray, w: np.ndarray, kappa: np.ndarray, nu: np.ndarray,
+                inset: np.ndarray, k: int) -> np.ndarray:
+    """The swap scores of every point in one pass: R_i for kept points, A_j for the others
+    (h_j = C_j w with w = G u; see the module docstring)."""
+    n, r = C.shape
+    out = np.empty(n)
+    for j in range(n):
+        acc = 0.0
+        for q in range(r):
+            acc += C[j, q] * w[q]
+        if inset[j]:
+            out[j] = -2.0 * k * acc - kappa[j] + 2.0 * nu[j]
+        else:
+            out[j] = 2.0 * k * acc + kappa[j]
+    return out
+
+
+@jit
 def rmatvec(C: np.ndarray, x: np.ndarray) -> np.ndarray:
     """C^T x for float32 C (n, r) and float64 x (n,), in float64 (r,)."""
     n, r = C.shape
