@@ -145,21 +145,22 @@ class SwapState:
         among the others, per class (``batch`` scaled by the class's share)."""
         if len(self.groups) == 1:
             kin = np.flatnonzero(self.inset)
-            b = min(batch, len(kin), len(score) - len(kin))
-            if b == 0:
+            bi, bo = min(batch, len(kin)), min(batch, len(score) - len(kin))
+            if bi == 0 or bo == 0:
                 return kin[:0], kin[:0]
             outside = np.where(self.inset, np.inf, score)
-            J = np.argpartition(outside, b - 1)[:b]
+            J = np.argpartition(outside, bo - 1)[:bo]
             del outside
-            return kin[np.argpartition(score[kin], b - 1)[:b]], J
+            return kin[np.argpartition(score[kin], bi - 1)[:bi]], J
         ins, outs = [], []
         for grp in self.groups:
             kin, kout = grp[self.inset[grp]], grp[~self.inset[grp]]
-            b = min(batch, len(kin), len(kout), max(8, -(-batch * len(kin) // self.k)))
-            if b == 0:
+            b = min(batch, max(8, -(-batch * len(kin) // self.k)))
+            bi, bo = min(b, len(kin)), min(b, len(kout))
+            if bi == 0 or bo == 0:
                 continue
-            ins.append(kin[np.argpartition(score[kin], b - 1)[:b]])
-            outs.append(kout[np.argpartition(score[kout], b - 1)[:b]])
+            ins.append(kin[np.argpartition(score[kin], bi - 1)[:bi]])
+            outs.append(kout[np.argpartition(score[kout], bo - 1)[:bo]])
         empty = np.zeros(0, dtype=np.int64)
         return (np.concatenate(ins) if ins else empty, np.concatenate(outs) if outs else empty)
 
