@@ -5,9 +5,10 @@ Every source point s_j gets r raw features C_j (float32) and the map has an r x 
 
 - ``"nystrom"`` (default for "rbf" and user kernels): r landmarks Z drawn (seeded) from the
   pooled source and target points, C(x) = k(x, Z) and G = k(Z, Z)^+ (pseudo-inverse, the
-  eigenvalues below ``EIG_CUT`` of the largest dropped: float32 features cannot resolve
-  the directions beyond). The n x r matrix C is never multiplied by G up front (that would
-  be n r^2 work): the search only needs C_j . w for vectors w = G u.
+  eigenvalues below ``EIG_CUT`` of the largest dropped, or for the PSD built-in kernel
+  damped by as much: float32 features cannot resolve the directions beyond). The n x r
+  matrix C is never multiplied by G up front (that would be n r^2 work): the search only
+  needs C_j . w for vectors w = G u.
 - ``"rff"`` ("rbf" only): random Fourier features, r/2 frequencies w ~ N(0, I / bandwidth^2),
   C(x) = sqrt(2/r) [cos(W x), sin(W x)], G = I; unbiased, error O(1/sqrt(r)).
 - ``"exact"`` (the linear kernel): C(x) = x / sqrt(scale), G = I (exact up to float32).
@@ -135,11 +136,7 @@ def build_features(problem: MMDSelection, *, rank: int = 256, method: str | None
                 return np.asarray(problem.gram(X, Z), dtype=np.float32)
 
             kappa = _diagonal(problem, S)
-        lam, U = np.linalg.eigh(0.5 * (KZ + KZ.T))
-        good = lam > EIG_CUT * max(float(lam.max()), 1e-300)
-        Ug = U[:, good]
-        G = (Ug / lam[good]) @ Ug.T
-        kept = int(good.sum())
+        G, kept = landmark_metric(0.5 * (KZ + KZ.T), psd=rbf)
     C = np.empty((n, G.shape[0]), dtype=np.float32)
     for a in range(0, n, BLOCK):
         C[a : a + BLOCK] = raw(S[a : a + BLOCK])
@@ -147,6 +144,27 @@ def build_features(problem: MMDSelection, *, rank: int = 256, method: str | None
     for a in range(0, len(T), BLOCK):
         tmean += raw(T[a : a + BLOCK]).sum(0, dtype=np.float64)
     return FeatureMap(C, G, tmean / len(T), kappa, 1.0, method, kept)
+
+
+def landmark_metric(KZ: np.ndarray, *, psd: bool) -> tuple[np.ndarray, int]:
+    """(G, rank): the Nystrom metric of the landmarks' kernel matrix KZ. For a PSD kernel
+    G = (KZ + eps I)^-1 with eps = ``EIG_CUT`` * max diag * r (a Cholesky factorization, a
+    fifth of an eigendecomposition's time); otherwise, or if that fails, the pseudo-inverse
+    over the eigenvalues above ``EIG_CUT`` of the largest."""
+    r = len(KZ)
+    if psd:
+        eps = EIG_CUT * max(float(np.diag(KZ).max()), 1e-300) * r
+        try:
+            L = np.linalg.cholesky(KZ + eps * np.eye(r))
+        except np.linalg.LinAlgError:
+            pass
+        else:
+            Li = np.linalg.solve(L, np.eye(r))  # lower triangular L^-1
+            return Li.T @ Li, r
+    lam, U = np.linalg.eigh(KZ)
+    good = lam > EIG_CUT * max(float(lam.max()), 1e-300)
+    Ug = U[:, good]
+    return (Ug / lam[good]) @ Ug.T, int(good.sum())
 
 
 def _linear_map(S: np.ndarray, T: np.ndarray) -> FeatureMap:

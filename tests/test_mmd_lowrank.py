@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import pruneopt
 from pruneopt.formulations import MMDSelection
 from pruneopt.solvers.mmd_features import build_features
-from pruneopt.solvers.mmd_lowrank import RANK, polish_pool
+from pruneopt.solvers.mmd_lowrank import RANK, default_rank, polish_pool
 
 
 def shifted(seed: int, n: int, d: int, keep: int, m: int | None = None, **kw) -> MMDSelection:
@@ -119,7 +119,9 @@ def test_features_approximate_the_kernel_and_keep_its_diagonal():
 def test_default_rank_shrinks_only_for_memory():
     p = shifted(0, n=500, d=3, keep=50)
     assert pruneopt.solve(p, solver="lowrank").info["rank"] <= RANK
-    assert polish_pool(1000) == 256 and polish_pool(3000) == 375 and polish_pool(10**5) == 512
+    assert default_rank(10_000) == RANK and default_rank(100_000) == 2 * RANK
+    assert 4 * default_rank(10**6) * 10**6 <= 768 * 2**20 < 4 * (default_rank(10**6) + 1) * 10**6
+    assert polish_pool(1000) == 256 and polish_pool(3000) == 375 and polish_pool(10**5) == 1024
 
 
 @settings(max_examples=8, deadline=None, derandomize=True,
