@@ -20,10 +20,12 @@ the other in this process, each on a freshly built problem. Columns: the solver'
 answer by ``problem.objective``, herding's seconds and herding + the exact MMD^2 of its answer
 (the like-for-like pair), the ratios (median over repeats, range), and MMD^2 of both.
 Exponents: the log-log slope of time against n. ``--rss N`` runs one lowrank solve at size N
-in a fresh process and prints its time and peak RSS (``resource.getrusage``, input included).
+in a fresh process and prints its time and peak RSS (``resource.getrusage``, input included);
+``--previous COMMIT`` compares with the ``lowrank`` of an earlier commit instead.
 
     nice python benchmarks/mmd_scale.py
     nice python benchmarks/mmd_scale.py --rss 1000000
+    nice python benchmarks/mmd_scale.py --previous b1d5ec0 --sizes 10000 30000 100000
 """
 
 from __future__ import annotations
@@ -184,6 +186,40 @@ def exponents(results: list[dict]) -> str:
     return "Time exponents (log-log slope between sizes) - " + "; ".join(out)
 
 
+def previous_solver(commit: str):
+    """The ``lowrank`` solver function of an earlier commit (``git show``), loaded beside the
+    current one without registering it."""
+    src = subprocess.run(["git", "-C", str(_common.ROOT), "show",
+                          f"{commit}:solvers/mmd_lowrank.py"], capture_output=True, text=True,
+                         check=True).stdout
+    src = src.replace("from pruneopt.solvers.registry import Result, register",
+                      "from pruneopt.solvers.registry import Result\n"
+                      "register = lambda *a, **k: (lambda f: f)")
+    ns: dict = {"__name__": f"lowrank_{commit}"}
+    exec(compile(src, f"{commit}:solvers/mmd_lowrank.py", "exec"), ns)  # noqa: S102
+    return ns["lowrank_solver"]
+
+
+def against_previous(commit: str, sizes: list[int]) -> str:
+    """The previous and the current lowrank on the same instances, in turn, one run each."""
+    old = previous_solver(commit)
+    lines = [f"| n | lowrank@{commit} s | lowrank s | speed-up | MMD^2 before | MMD^2 now "
+             "| now / before |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for n in sizes:
+        S, T, keep = instance(n)
+        bw = MMDSelection(S, T, keep).bandwidth
+        p = MMDSelection(S, T, keep, bandwidth=bw)
+        t0 = time.perf_counter()
+        res = old(p, None)
+        t_old = time.perf_counter() - t0
+        before = p.objective(res.decision)
+        p = MMDSelection(S, T, keep, bandwidth=bw)
+        sol = pruneopt.solve(p, solver="lowrank")
+        lines.append(f"| {n:,} | {t_old:.2f} | {sol.seconds:.2f} | {t_old / sol.seconds:.1f} "
+                     f"| {before:.7g} | {sol.objective:.7g} | {sol.objective / before:.5f} |")
+    return "\n".join(lines)
+
+
 def rss_child(n: int) -> None:
     """One lowrank solve at size n in this (fresh) process: JSON with seconds and peak RSS."""
     S, T, keep = instance(n)
@@ -208,6 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dim", type=int, default=DIM, help="feature dimension of the instance")
     ap.add_argument("--rss", type=int, default=None,
                     help="run one lowrank solve of this size in a fresh process; print RSS")
+    ap.add_argument("--previous", default=None, metavar="COMMIT",
+                    help="compare with the lowrank solver of this commit instead of herding")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child is not None:
@@ -231,6 +269,9 @@ def main(argv: list[str] | None = None) -> None:
     S, T, keep = instance(2000)
     pruneopt.solve(MMDSelection(S, T, 200), solver="lowrank")  # compile / load numba cache
     print(f"{_common.machine()}; dimension {args.dim}\n")
+    if args.previous is not None:
+        print(against_previous(args.previous, args.sizes))
+        return
     t0 = time.perf_counter()
     results = []
     for n in args.sizes:
