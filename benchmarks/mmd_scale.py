@@ -229,10 +229,10 @@ def rss_child(n: int) -> None:
     t0 = time.perf_counter()
     sol = pruneopt.solve(p, solver="lowrank")
     wall = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-    print(json.dumps({"n": n, "keep": keep, "m": len(T), "input_mb": (S.nbytes + T.nbytes) / 2**20,
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, to MiB
+    print(json.dumps({"n": n, "keep": keep, "m": len(T), "input_mib": (S.nbytes + T.nbytes) / 2**20,
                       "build_s": built, "solve_s": sol.seconds, "wall_s": wall,
-                      "mmd2": sol.objective, "peak_rss_mb": rss, "info": sol.info}))
+                      "mmd2": sol.objective, "peak_rss_mib": rss, "info": sol.info}))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -258,11 +258,11 @@ def main(argv: list[str] | None = None) -> None:
         out = subprocess.run([sys.executable, str(Path(__file__)), "--child", str(args.rss)],
                              capture_output=True, text=True, check=True)
         r = json.loads(out.stdout)
-        print("| n | keep = m | input MB | build s | lowrank s | + re-score s | peak RSS MB "
+        print("| n | keep = m | input MiB | build s | lowrank s | + re-score s | peak RSS MiB "
               "| MMD^2 |")
         print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-        print(f"| {r['n']:,} | {r['keep']:,} | {r['input_mb']:.0f} | {r['build_s']:.1f} "
-              f"| {r['solve_s']:.1f} | {r['wall_s']:.1f} | {r['peak_rss_mb']:.0f} "
+        print(f"| {r['n']:,} | {r['keep']:,} | {r['input_mib']:.0f} | {r['build_s']:.1f} "
+              f"| {r['solve_s']:.1f} | {r['wall_s']:.1f} | {r['peak_rss_mib']:.0f} "
               f"| {r['mmd2']:.7g} |")
         print(f"\n{_common.machine()}; info {r['info']}")
         return
