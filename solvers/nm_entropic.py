@@ -15,10 +15,10 @@ integral (the constraint matrix is totally unimodular)::
    tau)`` exactly (a capped-simplex scaling, a few passes over the row), then each column
    likewise. "At most n" keeps prices >= 0 (``alpha <= exp(u_i / tau)``); "exactly" leaves
    them free. The temperature is annealed from the block's largest |score| down to ``tau``
-   times it (halving per stage); each stage starts with one exponential per entry, the
-   sweeps inside a stage are multiplications only. Everything runs on the block divided by
-   a power of two near its largest |score| (exact), so scores times c > 0 give the same
-   mask.
+   times it (by :data:`ANNEAL` per stage of :data:`STAGE_SWEEPS` sweeps); each stage starts
+   with one exponential per entry, the sweeps inside a stage are multiplications only.
+   Everything runs on the block divided by a power of two near its largest |score| (exact),
+   so scores times c > 0 give the same mask.
 2. **Bound.** For any prices (u, v >= 0 for "at most", free for exactly) the Lagrangian
    ``L(u, v) = n sum u + n sum v + sum_ij max(0, w_ij - u_i - v_j)`` is an upper bound of the
    LP, hence of the integer optimum (weak duality; the LP is integral). The entropic prices
@@ -58,11 +58,11 @@ from pruneopt.solvers.options import Integer, Real
 from pruneopt.solvers.registry import Result, register
 
 #: Defaults of the options (relative final temperature, sweeps, row-violation tolerance).
-TAU = 0.003
-ITERATIONS = 60
-TOLERANCE = 1e-3
-ANNEAL = 0.5  # temperature ratio between stages
-STAGE_SWEEPS = 3  # sweeps per stage above the final temperature
+TAU = 0.01
+ITERATIONS = 16
+TOLERANCE = 1e-2
+ANNEAL = 0.3  # temperature ratio between stages
+STAGE_SWEEPS = 2  # sweeps per stage above the final temperature
 EXP_HI = 40.0  # exponents are clipped to [EXP_LO, EXP_HI] (min(1, .) saturates above)
 EXP_LO = -700.0
 GAIN_TOL = 1e-12  # augmenting paths must gain more than this (units of the block scale)
@@ -84,11 +84,10 @@ def _cap_scale(e, n, amax, start):
     for _ in range(2 * m + 4):
         k = 0
         rest = 0.0
-        for j in range(m):
-            if a * e[j] >= 1.0:
-                k += 1
-            else:
-                rest += e[j]
+        for j in range(m):  # branch-free (vectorizes)
+            capped = a * e[j] >= 1.0
+            k += capped
+            rest += 0.0 if capped else e[j]
         if k >= n or rest <= 0.0:
             if prev_k != -1:  # climbing from below, at the n-th breakpoint: the root
                 break
@@ -117,19 +116,33 @@ def _cap_scale(e, n, amax, start):
 
 @njit(cache=True)
 def _nth_largest(buf, n):
-    """The n-th largest entry of ``buf`` (sorted in place, descending)."""
-    for i in range(1, buf.size):
-        x = buf[i]
-        k = i - 1
-        while k >= 0 and buf[k] < x:
-            buf[k + 1] = buf[k]
-            k -= 1
-        buf[k + 1] = x
-    return buf[n - 1]
+    """The n-th largest entry of ``buf`` (reordered in place): quickselect, middle pivot."""
+    lo, hi = 0, buf.size - 1
+    k = n - 1
+    while lo < hi:
+        pivot = buf[(lo + hi) // 2]
+        i, j = lo, hi
+        while i <= j:
+            while buf[i] > pivot:
+                i += 1
+            while buf[j] < pivot:
+                j -= 1
+            if i <= j:
+                buf[i], buf[j] = buf[j], buf[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return buf[k]
 
 
 @njit(cache=True)
-def _entropic_prices(w, n, exactly, tau, iterations, tolerance, u, v, K, e, alpha, beta):
+def _entropic_prices(w, n, exactly, tau, iterations, tolerance, anneal, stage_sweeps, u, v, K, e,
+                     alpha, beta):
     """Annealed exact coordinate ascent on the entropic dual of one block (in place on the
     prices ``u``, ``v``); returns the number of sweeps done."""
     m = w.shape[0]
@@ -145,7 +158,7 @@ def _entropic_prices(w, n, exactly, tau, iterations, tolerance, u, v, K, e, alph
                 K[i, j] = math.exp(min(EXP_HI, max(EXP_LO, z)))
         alpha[:] = 1.0
         beta[:] = 1.0
-        sweeps = iterations - done if final else min(STAGE_SWEEPS, iterations - done)
+        sweeps = iterations - done if final else min(stage_sweeps, iterations - done)
         converged = False
         for _ in range(sweeps):
             for i in range(m):
@@ -182,7 +195,7 @@ def _entropic_prices(w, n, exactly, tau, iterations, tolerance, u, v, K, e, alph
                 v[j] = 0.0
         if final and (converged or done >= iterations):
             break
-        t = max(tau, t * ANNEAL)
+        t = max(tau, t * anneal)
     return done
 
 
@@ -212,18 +225,44 @@ def _best_response(w, n, exactly, u, v, buf):
 
 
 @njit(cache=True)
-def _round_greedy(w, n, exactly, u, v, x, rc, cc):
-    """Greedy on the reduced scores ``w - u - v`` (largest first, ties by position)."""
+def _round_greedy(w, n, exactly, u, v, x, rc, cc, red):
+    """Greedy on the reduced scores ``w - u - v`` (largest first, ties by position).
+
+    Shortcut with the same result: when no line holds more than n entries of positive
+    reduced score, the greedy takes all of them first whatever their order, and afterwards
+    only entries whose row and column both have room can be taken; only those are sorted.
+    """
     m = w.shape[0]
-    red = np.empty(m * m)
-    for i in range(m):
-        for j in range(m):
-            red[i * m + j] = -(w[i, j] - u[i] - v[j])
-    order = np.argsort(red, kind="mergesort")
     rc[:] = 0
     cc[:] = 0
-    x[:, :] = False
-    for k in range(m * m):
+    for i in range(m):
+        for j in range(m):
+            r = w[i, j] - u[i] - v[j]
+            red[i * m + j] = -r
+            take = r > 0.0 and (exactly or w[i, j] > 0.0)
+            x[i, j] = take
+            rc[i] += take
+            cc[j] += take
+    if rc.max() > n or cc.max() > n:  # conflicts: the plain greedy over every entry
+        x[:, :] = False
+        rc[:] = 0
+        cc[:] = 0
+        order = np.argsort(red, kind="mergesort")
+    else:
+        cand = np.empty(m * m, dtype=np.int64)
+        nc = 0
+        for i in range(m):
+            if rc[i] >= n:
+                continue
+            for j in range(m):
+                if cc[j] < n and not x[i, j]:
+                    cand[nc] = i * m + j
+                    nc += 1
+        keys = np.empty(nc)
+        for k in range(nc):
+            keys[k] = red[cand[k]]
+        order = cand[np.argsort(keys, kind="mergesort")]
+    for k in range(order.size):
         i = order[k] // m
         j = order[k] % m
         if rc[i] < n and cc[j] < n and (exactly or w[i, j] > 0.0):
@@ -238,6 +277,8 @@ def _augment(w, n, exactly, x, rc, cc, g_row, g_col, pred_row, pred_col, seen_ro
     line keeps n (``exactly``) or no path gains more than :data:`GAIN_TOL`. Returns the
     number of paths applied."""
     m = w.shape[0]
+    front = np.empty(m, dtype=np.bool_)
+    new_col = np.empty(m, dtype=np.bool_)
     applied = 0
     for _ in range(n * m):
         any_row = False
@@ -252,11 +293,11 @@ def _augment(w, n, exactly, x, rc, cc, g_row, g_col, pred_row, pred_col, seen_ro
             seen_col[j] = False
             g_col[j] = -np.inf
             pred_col[j] = -1
-        front = seen_row.copy()
+        front[:] = seen_row
         end_j = -1
         end_g = -np.inf
         for _layer in range(m + 1):
-            new_col = np.zeros(m, dtype=np.bool_)
+            new_col[:] = False
             for j in range(m):
                 if seen_col[j]:
                     continue
@@ -305,8 +346,8 @@ def _augment(w, n, exactly, x, rc, cc, g_row, g_col, pred_row, pred_col, seen_ro
 
 
 @njit(cache=True)
-def _blocks_kernel(w, n, exactly, tau, iterations, tolerance, x, bound, kept, sweeps,
-                   repairs):
+def _blocks_kernel(w, n, exactly, tau, iterations, tolerance, anneal, stage_sweeps, x, bound,
+                   kept, sweeps, repairs):
     """Steps 1-4 on every block of ``w`` (B, m, m); per block: bound, kept score, sweeps,
     augmenting paths."""
     nb, m, _ = w.shape
@@ -314,6 +355,7 @@ def _blocks_kernel(w, n, exactly, tau, iterations, tolerance, x, bound, kept, sw
     v = np.empty(m)
     K = np.empty((m, m))
     wb = np.empty((m, m))
+    red = np.empty(m * m)
     e = np.empty(m)
     alpha = np.empty(m)
     beta = np.empty(m)
@@ -335,11 +377,11 @@ def _blocks_kernel(w, n, exactly, tau, iterations, tolerance, x, bound, kept, sw
         for i in range(m):
             for j in range(m):
                 wb[i, j] = w[b, i, j] / scale
-        sweeps[b] = _entropic_prices(wb, n, exactly, tau, iterations, tolerance, u, v, K, e,
-                                     alpha, beta)
+        sweeps[b] = _entropic_prices(wb, n, exactly, tau, iterations, tolerance, anneal,
+                                     stage_sweeps, u, v, K, e, alpha, beta)
         bound[b] = _best_response(wb, n, exactly, u, v, e) * scale
         xb = x[b]
-        _round_greedy(wb, n, exactly, u, v, xb, rc, cc)
+        _round_greedy(wb, n, exactly, u, v, xb, rc, cc, red)
         repairs[b] = _augment(wb, n, exactly, xb, rc, cc, g_row, g_col, pred_row, pred_col,
                               seen_row, seen_col)
         s = 0.0
@@ -352,7 +394,8 @@ def _blocks_kernel(w, n, exactly, tau, iterations, tolerance, x, bound, kept, sw
 
 def entropic_blocks(w: np.ndarray, n: int, exactly: bool, *, tau: float = TAU,
                     iterations: int = ITERATIONS,
-                    tolerance: float = TOLERANCE) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                    tolerance: float = TOLERANCE, anneal: float = ANNEAL,
+                    stage_sweeps: int = STAGE_SWEEPS) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                            dict[str, int]]:
     """Masks for the blocks ``w`` (B, m, m): ``(mask, bound, kept, counts)``.
 
@@ -367,7 +410,7 @@ def entropic_blocks(w: np.ndarray, n: int, exactly: bool, *, tau: float = TAU,
     sweeps, repairs = np.empty(nb, dtype=np.int64), np.empty(nb, dtype=np.int64)
     if nb:
         _blocks_kernel(w, int(n), bool(exactly), float(tau), int(iterations), float(tolerance),
-                       x, bound, kept, sweeps, repairs)
+                       float(anneal), int(stage_sweeps), x, bound, kept, sweeps, repairs)
     return x, bound, kept, {"sweeps": int(sweeps.sum()), "paths": int(repairs.sum())}
 
 
