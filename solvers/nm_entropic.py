@@ -17,8 +17,9 @@ integral (the constraint matrix is totally unimodular)::
    them free. The temperature is annealed from the block's largest |score| down to ``tau``
    times it (by :data:`ANNEAL` per stage of :data:`STAGE_SWEEPS` sweeps); each stage starts
    with one exponential per entry, the sweeps inside a stage are multiplications only.
-   Everything runs on the block divided by a power of two near its largest |score| (exact),
-   so scores times c > 0 give the same mask.
+   Everything runs on the block divided by its largest |score|, so scores times c > 0 give
+   the same mask (up to float rounding of the division, 1 ulp, which decides only exact
+   near-ties).
 2. **Bound.** For any prices (u, v >= 0 for "at most", free for exactly) the Lagrangian
    ``L(u, v) = n sum u + n sum v + sum_ij max(0, w_ij - u_i - v_j)`` is an upper bound of the
    LP, hence of the integer optimum (weak duality; the LP is integral). The entropic prices
@@ -372,8 +373,7 @@ def _blocks_kernel(w, n, exactly, tau, iterations, tolerance, anneal, stage_swee
         for i in range(m):
             for j in range(m):
                 big = max(big, abs(w[b, i, j]))
-        # a power of two near the largest |score|: the division is exact
-        scale = 1.0 if big == 0.0 else 2.0 ** math.floor(math.log2(big))
+        scale = 1.0 if big == 0.0 else big  # the block in units of its largest |score|
         for i in range(m):
             for j in range(m):
                 wb[i, j] = w[b, i, j] / scale
@@ -455,3 +455,97 @@ def entropic_solver(problem: TransposableNM, time_limit: float | None, *, tau: f
     if bound - kept <= problem.objective_tolerance(kept):
         return Result(mask, "optimal", bound, info, proof="bound meets objective")
     return Result(mask, "feasible", bound, info)
+
+
+# ------------------------------------------------------------------------ torch tensors
+
+
+def _cap_scale_lines(e: Any, n: int, amax: Any, start: Any, dim: int, passes: int) -> Any:
+    """:func:`_cap_scale` for every line of ``e`` along ``dim`` at once (tensor methods)."""
+    total = e.sum(dim=dim, keepdim=True)
+    npos = (e > 0).sum(dim=dim, keepdim=True)
+    emin = e.masked_fill(e <= 0, float("inf")).amin(dim=dim, keepdim=True)
+    a = start
+    for _ in range(passes):
+        capped = a * e >= 1.0
+        k = capped.sum(dim=dim, keepdim=True)
+        rest = e.masked_fill(capped, 0.0).sum(dim=dim, keepdim=True)
+        past = (k >= n) | (rest <= 0)
+        a = (n - k) / rest.clamp_min(1e-300)
+        a = a.where(~past, n / total.clamp_min(1e-300))
+    few = npos <= n  # n is reached only by capping every positive entry
+    a = a.where(~few, (1.0 / emin).where(npos > 0, amax))
+    return a.minimum(amax)
+
+
+def entropic_blocks_torch(w: Any, n: int, exactly: bool, *, tau: float = TAU,
+                          iterations: int = ITERATIONS, passes: int = 4) -> Any:
+    """The steps of :func:`entropic_blocks` on a torch tensor of blocks (B, m, m), on its
+    device (CPU or CUDA): a bool tensor (B, m, m) on the same device, always a valid mask.
+
+    Fixed sweep counts (no data-dependent stopping, so nothing waits on the device); the
+    capped scaling takes ``passes`` Newton passes per line. The rounding is the same greedy
+    on the reduced scores, one step per entry rank over all blocks at once; the blocks an
+    exact mask leaves short (rare) are repaired by the NumPy kernel on the CPU. Float32 on
+    CUDA, float64 on the CPU (half precision is widened). Written with tensor methods only:
+    this module never imports torch.
+    """
+    dt = w.dtype if w.is_cuda and w.element_size() == 4 else None
+    w = w.detach().float() if dt is not None else w.detach().double()
+    lo = -80.0 if dt is not None else EXP_LO
+    nb, m, _ = w.shape
+    if nb == 0:
+        return w.new_zeros(w.shape).bool()
+    big = w.abs().amax(dim=(1, 2), keepdim=True)
+    scale = big.where(big > 0, 1.0)
+    wb = w / scale
+    u = wb.new_zeros((nb, m, 1))
+    v = wb.new_zeros((nb, 1, m))
+    inf = float("inf")
+    t, done = max(1.0, tau), 0
+    while done < iterations:
+        final = t <= tau
+        K = ((wb - u - v) / t).clamp(lo, EXP_HI).exp()
+        alpha, beta = u.new_ones(u.shape), v.new_ones(v.shape)
+        sweeps = iterations - done if final else min(STAGE_SWEEPS, iterations - done)
+        amax_r = u.new_full(u.shape, inf) if exactly else (u / t).clamp_max(700.0).exp()
+        amax_c = v.new_full(v.shape, inf) if exactly else (v / t).clamp_max(700.0).exp()
+        for _ in range(sweeps):
+            alpha = _cap_scale_lines(K * beta, n, amax_r, alpha, 2, passes)
+            beta = _cap_scale_lines(K * alpha, n, amax_c, beta, 1, passes)
+            done += 1
+        u = u - t * alpha.log()
+        v = v - t * beta.log()
+        if not exactly:
+            u, v = u.clamp_min(0.0), v.clamp_min(0.0)
+        if final:
+            break
+        t = max(tau, t * ANNEAL)
+    v = (wb - u).topk(n, dim=1).values[:, n - 1: n, :]
+    v = v if exactly else v.clamp_min(0.0)
+    u = (wb - v).topk(n, dim=2).values[:, :, n - 1: n]
+    u = u if exactly else u.clamp_min(0.0)
+    red = (wb - u - v).reshape(nb, m * m)
+    order = red.argsort(dim=1, descending=True, stable=True)
+    base = order.new_tensor(range(nb)).unsqueeze(1)
+    ent, row, col = base * m * m + order, base * m + order // m, base * m + order % m
+    rowc = order.new_zeros(nb * m)
+    colc = order.new_zeros(nb * m)
+    x = order.new_zeros(nb * m * m).bool()
+    wf = wb.reshape(-1)
+    for k in range(m * m):  # the greedy, one entry rank at a time over every block
+        r, c, e = row[:, k], col[:, k], ent[:, k]
+        take = (rowc[r] < n) & (colc[c] < n)
+        if not exactly:
+            take &= wf[e] > 0
+        x[e] = take
+        rowc[r] += take.long()
+        colc[c] += take.long()
+    x = x.reshape(nb, m, m)
+    short = (x.sum(dim=2) < n).any(dim=1) if exactly else None
+    if short is not None and bool(short.any()):
+        idx = short.nonzero().flatten()
+        xs, _, _, _ = entropic_blocks(w[idx].cpu().numpy(), n, exactly, tau=tau,
+                                      iterations=iterations)
+        x[idx] = x.new_tensor(xs)
+    return x
