@@ -25,9 +25,11 @@ integral (the constraint matrix is totally unimodular)::
    LP, hence of the integer optimum (weak duality; the LP is integral). The entropic prices
    are improved by one exact block minimization of L: ``v_j`` = the n-th largest of
    ``w_ij - u_i`` over i (clipped at 0 for "at most"), then ``u_i`` likewise.
-3. **Rounding.** Greedy on the reduced scores ``w_ij - u_i - v_j`` (largest first, ties by
-   position): keep an entry while its row and column keep fewer than n (and, "at most",
-   its score is > 0).
+3. **Rounding.** Greedy on the reduced scores ``w_ij - u_i - v_j`` of the entropic prices
+   (largest first, ties by position; the improved prices of step 2 put many reduced scores
+   at exactly 0, ties that round worse): keep an entry while its row and column keep fewer
+   than n (and, "at most", its score is > 0); only entries with reduced score above
+   ``-8 tau`` are sorted (the others' fractional value is below 3e-4).
 4. **Repair.** Best-gain augmenting paths in the block's residual graph (row with room ->
    unkept entry -> column -> kept entry -> row ... -> column with room, every node in one
    BFS layer, so the path is simple) until every row and column keeps n (exactly: such a
@@ -60,7 +62,7 @@ from pruneopt.solvers.registry import Result, register
 
 #: Defaults of the options (relative final temperature, sweeps, row-violation tolerance).
 TAU = 0.01
-ITERATIONS = 16
+ITERATIONS = 10
 TOLERANCE = 1e-2
 ANNEAL = 0.3  # temperature ratio between stages
 STAGE_SWEEPS = 2  # sweeps per stage above the final temperature
@@ -201,10 +203,6 @@ def entropic_blocks_torch(w: Any, n: int, exactly: bool, *, tau: float = TAU,
         if final:
             break
         t = max(tau, t * ANNEAL)
-    v = (wb - u).topk(n, dim=1).values[:, n - 1: n, :]
-    v = v if exactly else v.clamp_min(0.0)
-    u = (wb - v).topk(n, dim=2).values[:, :, n - 1: n]
-    u = u if exactly else u.clamp_min(0.0)
     red = (wb - u - v).reshape(nb, m * m)
     order = red.argsort(dim=1, descending=True, stable=True)
     base = order.new_tensor(range(nb)).unsqueeze(1)

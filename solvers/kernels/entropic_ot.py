@@ -16,6 +16,7 @@ from numba import njit
 
 EXP_HI = 40.0  # exponents are clipped to [EXP_LO, EXP_HI] (min(1, .) saturates above)
 EXP_LO = -700.0
+ROUND_CUT = 8.0  # the rounding sorts entries with reduced score > -ROUND_CUT * tau
 GAIN_TOL = 1e-12  # augmenting paths must gain more than this (units of the block scale)
 
 
@@ -27,20 +28,26 @@ def cap_scale(e, n, amax, start):
     Newton's step on the concave, piecewise linear ``f(alpha) = sum min(1, alpha e_j)`` is
     ``alpha <- (n - k) / rest`` (k entries capped, ``rest`` the sum of the others): from
     below it climbs monotonically to the root, from above one step lands below it, so any
-    ``start`` works; a warm start (the last value) needs one or two passes over the line.
+    ``start`` works. The step is the root as soon as it caps the same entries (checked in
+    the same pass with the smallest capped and the largest uncapped entry), so a warm start
+    (the last value) usually needs one pass over the line.
     """
     m = e.size
     a = start
-    prev_k = -1
+    restarted = False
     for _ in range(2 * m + 4):
         k = 0
         rest = 0.0
-        for j in range(m):  # branch-free (vectorizes)
+        lo_cap = np.inf  # smallest e_j capped at a
+        hi_free = 0.0  # largest e_j not capped at a
+        for j in range(m):  # branch-free
             capped = a * e[j] >= 1.0
             k += capped
             rest += 0.0 if capped else e[j]
+            lo_cap = min(lo_cap, e[j] if capped else np.inf)
+            hi_free = max(hi_free, 0.0 if capped else e[j])
         if k >= n or rest <= 0.0:
-            if prev_k != -1:  # climbing from below, at the n-th breakpoint: the root
+            if restarted:  # climbing from below, at the n-th breakpoint: the root
                 break
             # the start is past the last breakpoint: restart from below
             total = 0.0
@@ -54,14 +61,12 @@ def cap_scale(e, n, amax, start):
             if npos <= n:  # n is reached only by capping every positive entry
                 return amax if npos == 0 else min(1.0 / emin, amax)
             a = n / total
-            prev_k = -2
+            restarted = True
             continue
-        a_new = (n - k) / rest
-        if k == prev_k:  # same capped set twice: a fixed point
-            a = a_new
+        a = (n - k) / rest
+        restarted = True
+        if a * lo_cap >= 1.0 and a * hi_free < 1.0:  # same capped set: the root
             break
-        prev_k = k
-        a = a_new
     return min(a, amax)
 
 
@@ -176,47 +181,28 @@ def best_response(w, n, exactly, u, v, buf):
 
 
 @njit(cache=True)
-def round_greedy(w, n, exactly, u, v, x, rc, cc, red):
-    """Greedy on the reduced scores ``w - u - v`` (largest first, ties by position).
-
-    Shortcut with the same result: when no line holds more than n entries of positive
-    reduced score, the greedy takes all of them first whatever their order, and afterwards
-    only entries whose row and column both have room can be taken; only those are sorted.
-    """
+def round_greedy(w, n, exactly, u, v, x, rc, cc, red, cand, cut):
+    """Greedy on the reduced scores ``r = w - u - v`` (largest first, ties by position) over
+    the entries with ``r > -cut`` (and, "at most", a positive score); the entries below,
+    whose fractional value ``exp(r / tau)`` is negligible, are left to the repair."""
     m = w.shape[0]
     rc[:] = 0
     cc[:] = 0
+    x[:, :] = False
+    nc = 0
     for i in range(m):
         for j in range(m):
             r = w[i, j] - u[i] - v[j]
-            red[i * m + j] = -r
-            take = r > 0.0 and (exactly or w[i, j] > 0.0)
-            x[i, j] = take
-            rc[i] += take
-            cc[j] += take
-    if rc.max() > n or cc.max() > n:  # conflicts: the plain greedy over every entry
-        x[:, :] = False
-        rc[:] = 0
-        cc[:] = 0
-        order = np.argsort(red, kind="mergesort")
-    else:
-        cand = np.empty(m * m, dtype=np.int64)
-        nc = 0
-        for i in range(m):
-            if rc[i] >= n:
-                continue
-            for j in range(m):
-                if cc[j] < n and not x[i, j]:
-                    cand[nc] = i * m + j
-                    nc += 1
-        keys = np.empty(nc)
-        for k in range(nc):
-            keys[k] = red[cand[k]]
-        order = cand[np.argsort(keys, kind="mergesort")]
-    for k in range(order.size):
-        i = order[k] // m
-        j = order[k] % m
-        if rc[i] < n and cc[j] < n and (exactly or w[i, j] > 0.0):
+            if r > -cut and (exactly or w[i, j] > 0.0):
+                cand[nc] = i * m + j
+                red[nc] = -r
+                nc += 1
+    order = np.argsort(red[:nc], kind="mergesort")
+    for k in range(nc):
+        c = cand[order[k]]
+        i = c // m
+        j = c % m
+        if rc[i] < n and cc[j] < n:
             x[i, j] = True
             rc[i] += 1
             cc[j] += 1
@@ -304,9 +290,12 @@ def solve_blocks_entropic(w, n, exactly, tau, iterations, tolerance, anneal, sta
     nb, m, _ = w.shape
     u = np.empty(m)
     v = np.empty(m)
+    ub = np.empty(m)
+    vb = np.empty(m)
     K = np.empty((m, m))
     wb = np.empty((m, m))
     red = np.empty(m * m)
+    cand = np.empty(m * m, dtype=np.int64)
     e = np.empty(m)
     alpha = np.empty(m)
     beta = np.empty(m)
@@ -329,9 +318,12 @@ def solve_blocks_entropic(w, n, exactly, tau, iterations, tolerance, anneal, sta
                 wb[i, j] = w[b, i, j] / scale
         sweeps[b] = entropic_prices(wb, n, exactly, tau, iterations, tolerance, anneal,
                                      stage_sweeps, u, v, K, e, alpha, beta)
-        bound[b] = best_response(wb, n, exactly, u, v, e) * scale
+        ub[:] = u  # the bound on improved copies: rounding on the entropic prices keeps
+        vb[:] = v  # more (best responses put many reduced scores at exactly 0, a tie)
+        bound[b] = best_response(wb, n, exactly, ub, vb, e) * scale
         xb = x[b]
-        round_greedy(wb, n, exactly, u, v, xb, rc, cc, red)
+        round_greedy(wb, n, exactly, u, v, xb, rc, cc, red, cand,
+                     ROUND_CUT * tau if sweeps[b] > 0 else np.inf)
         repairs[b] = augment(wb, n, exactly, xb, rc, cc, g_row, g_col, pred_row, pred_col,
                               seen_row, seen_col)
         s = 0.0
