@@ -2,7 +2,7 @@
 entropic OT + Dykstra, the greedy, the exact default and OR-Tools, in one process.
 
     python benchmarks/nm_entropic.py                        # 1024^2, 2:4 4:8 8:16 16:32, both modes
-    python benchmarks/nm_entropic.py --large 4096 --large-nm 8:16   # + 4096^2 at 8:16
+    python benchmarks/nm_entropic.py --sizes --large 4096         # 4096^2 at 8:16 only
     python benchmarks/nm_entropic.py --sizes 256 --repeats 1        # a quick look
 
 Scores ``s = |W|``, W i.i.d. standard normal (``--seed``). Peers, each timed from the score
@@ -168,7 +168,7 @@ def summarize(out, summary):
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1024])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[1024])
     ap.add_argument("--nm", nargs="+", default=["2:4", "4:8", "8:16", "16:32"])
     ap.add_argument("--large", type=int, nargs="*", default=[],
                     help="larger matrices, run for --large-nm only")

@@ -166,11 +166,12 @@ def entropic_blocks_torch(w: Any, n: int, exactly: bool, *, tau: float = TAU,
     device (CPU or CUDA): a bool tensor (B, m, m) on the same device, always a valid mask.
 
     Fixed sweep counts (no data-dependent stopping, so nothing waits on the device); the
-    capped scaling takes ``passes`` Newton passes per line. The rounding is the same greedy
-    on the reduced scores, one step per entry rank over all blocks at once; the blocks an
-    exact mask leaves short (rare) are repaired by the NumPy kernel on the CPU. Float32 on
-    CUDA, float64 on the CPU (half precision is widened). Written with tensor methods only:
-    this module never imports torch.
+    capped scaling takes ``passes`` Newton passes per line. The rounding is the greedy on
+    the reduced scores over every entry, one step per entry rank over all blocks at once;
+    there is no improving repair for "at most" (it keeps a little less than the NumPy path),
+    and the blocks an exact mask leaves short are solved again by the NumPy path on the CPU.
+    Float32 on CUDA (float32 input), float64 otherwise. Written with tensor methods only:
+    this module never imports torch. The CUDA branch is untested here (no GPU).
     """
     dt = w.dtype if w.is_cuda and w.element_size() == 4 else None
     w = w.detach().float() if dt is not None else w.detach().double()
