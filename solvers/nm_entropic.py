@@ -13,10 +13,14 @@ integral (the constraint matrix is totally unimodular)::
    KL projections on {X 1 = n}, {X^T 1 = n}, {X <= 1} converge to, one projection at a
    time): each row price solves ``sum_j min(1, alpha e_j) = n`` for ``alpha = exp(-u_i /
    tau)`` exactly (a capped-simplex scaling, a few passes over the row), then each column
-   likewise. "At most n" keeps prices >= 0 (``alpha <= exp(u_i / tau)``); "exactly" leaves
-   them free. The temperature is annealed from the block's largest |score| down to ``tau``
-   times it (by :data:`ANNEAL` per stage of :data:`STAGE_SWEEPS` sweeps); each stage starts
-   with one exponential per entry, the sweeps inside a stage are multiplications only.
+   likewise. For "at most n" the prices are those of the exact-n relaxation of
+   ``max(W, 0)`` (a block's zeros fill lines for free; measured, they round to 10x smaller
+   losses and converge faster than the sign-constrained ascent, which the kernel also has),
+   then shifted to ``(u + c, v - c)`` with ``c = -min u`` (the Lagrangian is unchanged) and
+   clipped at 0 for step 2. The temperature is annealed from the block's largest |score|
+   down to ``tau`` times it (by :data:`ANNEAL` per stage of :data:`STAGE_SWEEPS` sweeps);
+   each stage starts with one exponential per entry, the sweeps inside a stage are
+   multiplications only.
    Everything runs on the block divided by its largest |score|, so scores times c > 0 give
    the same mask (up to float rounding of the division, 1 ulp, which decides only exact
    near-ties).
@@ -68,6 +72,7 @@ ANNEAL = 0.3  # temperature ratio between stages
 STAGE_SWEEPS = 2  # sweeps per stage above the final temperature
 EXP_HI = 40.0  # the torch path clips exponents to [EXP_LO, EXP_HI], like the kernels
 EXP_LO = -700.0
+ROUND_CUT = 8.0  # the rounding considers entries with reduced score > -ROUND_CUT * tau
 
 
 def entropic_blocks(w: np.ndarray, n: int, exactly: bool, *, tau: float = TAU,
@@ -141,35 +146,39 @@ def entropic_solver(problem: TransposableNM, time_limit: float | None, *, tau: f
 # ------------------------------------------------------------------------ torch tensors
 
 
-def _cap_scale_lines(e: Any, n: int, amax: Any, start: Any, dim: int, passes: int) -> Any:
-    """:func:`~pruneopt.solvers.kernels.entropic_ot.cap_scale` for every line of ``e`` along
-    ``dim`` at once (tensor methods)."""
-    total = e.sum(dim=dim, keepdim=True)
-    npos = (e > 0).sum(dim=dim, keepdim=True)
-    emin = e.masked_fill(e <= 0, float("inf")).amin(dim=dim, keepdim=True)
-    a = start
-    for _ in range(passes):
-        capped = a * e >= 1.0
-        k = capped.sum(dim=dim, keepdim=True)
-        rest = e.masked_fill(capped, 0.0).sum(dim=dim, keepdim=True)
-        past = (k >= n) | (rest <= 0)
-        a = (n - k) / rest.clamp_min(1e-300)
-        a = a.where(~past, n / total.clamp_min(1e-300))
-    few = npos <= n  # n is reached only by capping every positive entry
-    a = a.where(~few, (1.0 / emin).where(npos > 0, amax))
-    return a.minimum(amax)
+def _cap_scale_lines(e: Any, n: int, dim: int) -> Any:
+    """:func:`~pruneopt.solvers.kernels.entropic_ot.cap_scale` (no upper limit) for every
+    line of ``e`` (B, m, m) along ``dim`` at once, exactly, by sorting: with the line sorted
+    decreasingly and ``S_k`` the sum of its entries from rank k on, the root is
+    ``alpha_k = (n - k) / S_k`` for the k (< n) with ``alpha_k e_(k-1) >= 1 > alpha_k e_(k)``.
+    """
+    m = e.shape[dim]
+    es = e.sort(dim=dim, descending=True).values
+    tail = es.flip(dim).cumsum(dim).flip(dim)  # S_k
+    shape = [1, 1, 1]
+    shape[dim] = m
+    k = es.new_ones(m).cumsum(0).sub(1.0).reshape(shape)
+    a = (n - k) / tail.clamp_min(1e-300)
+    prev = es.roll(1, dims=dim).where(k > 0, float("inf"))
+    ok = (a * prev >= 1.0) & (a * es < 1.0) & (k < n)
+    root = a.where(ok, float("inf")).amin(dim=dim, keepdim=True)
+    first = a.narrow(dim, 0, 1)  # float ties left no rank valid: the start from below
+    root = root.where(root < float("inf"), first)
+    npos = (es > 0).sum(dim=dim, keepdim=True)
+    emin = es.where(es > 0, float("inf")).amin(dim=dim, keepdim=True)
+    return root.where(npos > n, 1.0 / emin)  # n or fewer positive: cap them all
 
 
 def entropic_blocks_torch(w: Any, n: int, exactly: bool, *, tau: float = TAU,
-                          iterations: int = ITERATIONS, passes: int = 4) -> Any:
+                          iterations: int = ITERATIONS) -> Any:
     """The steps of :func:`entropic_blocks` on a torch tensor of blocks (B, m, m), on its
     device (CPU or CUDA): a bool tensor (B, m, m) on the same device, always a valid mask.
 
     Fixed sweep counts (no data-dependent stopping, so nothing waits on the device); the
-    capped scaling takes ``passes`` Newton passes per line. The rounding is the greedy on
+    capped scaling is solved exactly by sorting each line. The rounding is the greedy on
     the reduced scores over every entry, one step per entry rank over all blocks at once;
-    there is no improving repair for "at most" (it keeps a little less than the NumPy path),
-    and the blocks an exact mask leaves short are solved again by the NumPy path on the CPU.
+    the repair (augmenting paths, sequential) runs on the CPU for the blocks that have a row
+    and a column with room, and their masks go back to the device.
     Float32 on CUDA (float32 input), float64 otherwise. Written with tensor methods only:
     this module never imports torch. The CUDA branch is untested here (no GPU).
     """
@@ -182,30 +191,27 @@ def entropic_blocks_torch(w: Any, n: int, exactly: bool, *, tau: float = TAU,
     big = w.abs().amax(dim=(1, 2), keepdim=True)
     scale = big.where(big > 0, 1.0)
     wb = w / scale
+    wp = wb if exactly else wb.clamp_min(0.0)  # "at most": exact-n prices of max(w, 0)
     u = wb.new_zeros((nb, m, 1))
     v = wb.new_zeros((nb, 1, m))
-    inf = float("inf")
     t, done = max(1.0, tau), 0
     while done < iterations:
         final = t <= tau
-        K = ((wb - u - v) / t).clamp(lo, EXP_HI).exp()
+        K = ((wp - u - v) / t).clamp(lo, EXP_HI).exp()
         alpha, beta = u.new_ones(u.shape), v.new_ones(v.shape)
         sweeps = iterations - done if final else min(STAGE_SWEEPS, iterations - done)
-        amax_r = u.new_full(u.shape, inf) if exactly else (u / t).clamp_max(700.0).exp()
-        amax_c = v.new_full(v.shape, inf) if exactly else (v / t).clamp_max(700.0).exp()
         for _ in range(sweeps):
-            alpha = _cap_scale_lines(K * beta, n, amax_r, alpha, 2, passes)
-            beta = _cap_scale_lines(K * alpha, n, amax_c, beta, 1, passes)
+            alpha = _cap_scale_lines(K * beta, n, 2)
+            beta = _cap_scale_lines(K * alpha, n, 1)
             done += 1
         u = u - t * alpha.log()
         v = v - t * beta.log()
-        if not exactly:
-            u, v = u.clamp_min(0.0), v.clamp_min(0.0)
         if final:
             break
         t = max(tau, t * ANNEAL)
     red = (wb - u - v).reshape(nb, m * m)
-    order = red.argsort(dim=1, descending=True, stable=True)
+    vals, order = red.sort(dim=1, descending=True, stable=True)
+    cut = -ROUND_CUT * tau  # as the kernels: far-negative entries are left to the repair
     base = order.new_tensor(range(nb)).unsqueeze(1)
     ent, row, col = base * m * m + order, base * m + order // m, base * m + order % m
     rowc = order.new_zeros(nb * m)
@@ -214,17 +220,21 @@ def entropic_blocks_torch(w: Any, n: int, exactly: bool, *, tau: float = TAU,
     wf = wb.reshape(-1)
     for k in range(m * m):  # the greedy, one entry rank at a time over every block
         r, c, e = row[:, k], col[:, k], ent[:, k]
-        take = (rowc[r] < n) & (colc[c] < n)
+        take = (rowc[r] < n) & (colc[c] < n) & (vals[:, k] > cut)
         if not exactly:
             take &= wf[e] > 0
         x[e] = take
         rowc[r] += take.long()
         colc[c] += take.long()
     x = x.reshape(nb, m, m)
-    short = (x.sum(dim=2) < n).any(dim=1) if exactly else None
-    if short is not None and bool(short.any()):
-        idx = short.nonzero().flatten()
-        xs, _, _, _ = entropic_blocks(w[idx].cpu().numpy(), n, exactly, tau=tau,
-                                      iterations=iterations)
-        x[idx] = x.new_tensor(xs)
+    # the repair (augmenting paths) on the CPU, for the blocks with a row and a column
+    # that both have room (exactly: must be filled; "at most": may gain)
+    short = ((x.sum(dim=2) < n).any(dim=1) & (x.sum(dim=1) < n).any(dim=1)).nonzero().flatten()
+    if short.numel():
+        from pruneopt.solvers.kernels.entropic_ot import repair_blocks
+
+        xs = np.ascontiguousarray(x[short].cpu().numpy())
+        repair_blocks(np.ascontiguousarray(w[short].cpu().numpy(), dtype=np.float64), int(n),
+                      bool(exactly), xs)
+        x[short] = x.new_tensor(xs)
     return x

@@ -316,10 +316,22 @@ def solve_blocks_entropic(w, n, exactly, tau, iterations, tolerance, anneal, sta
         for i in range(m):
             for j in range(m):
                 wb[i, j] = w[b, i, j] / scale
-        sweeps[b] = entropic_prices(wb, n, exactly, tau, iterations, tolerance, anneal,
+        if not exactly:  # prices of the exact-n relaxation of max(w, 0) (see below)
+            for i in range(m):
+                for j in range(m):
+                    wb[i, j] = max(wb[i, j], 0.0)
+        sweeps[b] = entropic_prices(wb, n, True, tau, iterations, tolerance, anneal,
                                      stage_sweeps, u, v, K, e, alpha, beta)
-        ub[:] = u  # the bound on improved copies: rounding on the entropic prices keeps
-        vb[:] = v  # more (best responses put many reduced scores at exactly 0, a tie)
+        if not exactly:
+            for i in range(m):
+                for j in range(m):
+                    wb[i, j] = w[b, i, j] / scale
+        # "at most" needs prices >= 0: shift (u + c, v - c) leaves the Lagrangian unchanged;
+        # c = -min u makes u >= 0, and v >= 0 too when min u + min v >= 0 (else clip)
+        c = 0.0 if exactly else -u.min()
+        for i in range(m):
+            ub[i] = u[i] + c if exactly else max(u[i] + c, 0.0)
+            vb[i] = v[i] - c if exactly else max(v[i] - c, 0.0)
         bound[b] = best_response(wb, n, exactly, ub, vb, e) * scale
         xb = x[b]
         round_greedy(wb, n, exactly, u, v, xb, rc, cc, red, cand,
@@ -332,3 +344,37 @@ def solve_blocks_entropic(w, n, exactly, tau, iterations, tolerance, anneal, sta
                 if xb[i, j]:
                     s += w[b, i, j]
         kept[b] = s
+
+
+@njit(cache=True)
+def repair_blocks(w, n, exactly, x):
+    """Step 4 alone on masks ``x`` (B, m, m) of blocks ``w`` (in place): augmenting paths
+    until every line keeps n (``exactly``) or no path gains. Returns the paths applied."""
+    nb, m, _ = w.shape
+    wb = np.empty((m, m))
+    rc = np.empty(m, dtype=np.int64)
+    cc = np.empty(m, dtype=np.int64)
+    g_row = np.empty(m)
+    g_col = np.empty(m)
+    pred_row = np.empty(m, dtype=np.int64)
+    pred_col = np.empty(m, dtype=np.int64)
+    seen_row = np.empty(m, dtype=np.bool_)
+    seen_col = np.empty(m, dtype=np.bool_)
+    total = 0
+    for b in range(nb):
+        big = 0.0
+        for i in range(m):
+            for j in range(m):
+                big = max(big, abs(w[b, i, j]))
+        scale = 1.0 if big == 0.0 else big
+        rc[:] = 0
+        cc[:] = 0
+        for i in range(m):
+            for j in range(m):
+                wb[i, j] = w[b, i, j] / scale
+                if x[b, i, j]:
+                    rc[i] += 1
+                    cc[j] += 1
+        total += augment(wb, n, exactly, x[b], rc, cc, g_row, g_col, pred_row, pred_col,
+                         seen_row, seen_col)
+    return total
