@@ -1,9 +1,9 @@
 """Benchmark: the entropic OT solver for transposable N:M masks against a plain TSENOR-style
 entropic OT + Dykstra, the greedy, the exact default and OR-Tools, in one process.
 
-    python benchmarks/nm_entropic.py                        # 1024^2, 2:4 4:8 8:16 16:32, both modes
-    python benchmarks/nm_entropic.py --sizes --large 4096         # 4096^2 at 8:16 only
-    python benchmarks/nm_entropic.py --sizes 256 --repeats 1        # a quick look
+    python benchmarks/nm_entropic.py                     # 1024^2, 2:4 4:8 8:16 16:32, both modes
+    python benchmarks/nm_entropic.py --sizes --large 4096  # only 4096^2 at 8:16, 1 repeat
+    python benchmarks/nm_entropic.py --sizes 256 --repeats 1  # a quick look
 
 Scores ``s = |W|``, W i.i.d. standard normal (``--seed``). Peers, each timed from the score
 matrix to the mask, in turn within each repeat:
@@ -17,7 +17,8 @@ matrix to the mask, in turn within each repeat:
   counted;
 - ``entropic`` (``pruneopt.solve(..., solver="entropic")``, problem construction included);
 - ``entropic torch cpu``: :func:`~pruneopt.solvers.nm_entropic.entropic_blocks_torch` on a
-  float64 CPU tensor of the blocks (``--threads`` torch threads), mask unblocked;
+  float64 CPU tensor of the blocks (``--threads`` torch threads), mask unblocked (at the
+  ``--large`` sizes only with ``--large-torch``);
 - ``greedy``, the exact default (``solver=None``) and ``ortools``, through ``pruneopt.solve``.
 
 Kept score is over the exact default's proven optimum; ``bound - opt`` is the entropic
@@ -94,7 +95,7 @@ def fmt_r(v: list[float]) -> str:
     return f"{np.median(v):.2f}x [{min(v):.2f}, {max(v):.2f}]"
 
 
-def bench_case(out, s, n, m, exactly, repeats, plain_iters):
+def bench_case(out, s, n, m, exactly, repeats, plain_iters, torch_too=True):
     """One (matrix, n:m, mode): every peer ``repeats`` times in turn; the times."""
     def solve(name):
         return lambda: pruneopt.solve(TransposableNM(s, n, m, exactly=exactly), solver=name)
@@ -108,9 +109,12 @@ def bench_case(out, s, n, m, exactly, repeats, plain_iters):
              "greedy": solve("greedy"),
              f"default ({default})": solve(None),
              "ortools": solve("ortools")}
+    if not torch_too:
+        del peers["entropic torch cpu"]
     small = s[: 2 * m, : 2 * m]  # warm-up (imports, compilation), not timed
     tsenor_plain(small, n, m, iters=2)
-    entropic_torch(small, n, m, exactly)
+    if torch_too:
+        entropic_torch(small, n, m, exactly)
     for name in ("entropic", "greedy", None, "ortools"):
         pruneopt.solve(TransposableNM(small, n, m, exactly=exactly), solver=name)
     times = {k: [] for k in peers}
@@ -177,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
                     default=["at-most", "exactly"])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--large-repeats", type=int, default=1)
+    ap.add_argument("--large-torch", action="store_true",
+                    help="the torch CPU peer at the --large sizes too (slow: ~20x entropic)")
     ap.add_argument("--plain-iters", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
     ap.add_argument("--seed", type=int, default=0)
@@ -199,14 +205,15 @@ def main(argv: list[str] | None = None) -> None:
         "median [min, max] | kept / optimum | status | note |")
     out("|---|---|---|---|---|---|---|---|---|")
     summary = []
-    runs = [(size, args.nm, args.repeats) for size in args.sizes]
-    runs += [(size, args.large_nm, args.large_repeats) for size in args.large]
-    for size, nm_list, repeats in runs:
+    runs = [(size, args.nm, args.repeats, True) for size in args.sizes]
+    runs += [(size, args.large_nm, args.large_repeats, args.large_torch) for size in args.large]
+    for size, nm_list, repeats, torch_too in runs:
         s = np.abs(np.random.default_rng(args.seed).standard_normal((size, size)))
         for nm in nm_list:
             n, m = map(int, nm.split(":"))
             for mode in args.modes:
-                t = bench_case(out, s, n, m, mode == "exactly", repeats, args.plain_iters)
+                t = bench_case(out, s, n, m, mode == "exactly", repeats, args.plain_iters,
+                               torch_too)
                 summary.append((size, nm, mode.replace("-", " "), t))
     summarize(out, summary)
     if hasattr(os, "getloadavg"):
