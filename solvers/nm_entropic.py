@@ -150,7 +150,7 @@ def _cap_scale_lines(e: Any, n: int, dim: int) -> Any:
     """:func:`~pruneopt.solvers.kernels.entropic_ot.cap_scale` (no upper limit) for every
     line of ``e`` (B, m, m) along ``dim`` at once, exactly, by sorting: with the line sorted
     decreasingly and ``S_k`` the sum of its entries from rank k on, the root is
-    ``alpha_k = (n - k) / S_k`` for the k (< n) with ``alpha_k e_(k-1) >= 1 > alpha_k e_(k)``.
+    ``alpha_k = (n - k) / S_k`` for the k (< n) with ``alpha_k e_(k-1) >= 1 >= alpha_k e_(k)``.
     """
     m = e.shape[dim]
     es = e.sort(dim=dim, descending=True).values
@@ -160,7 +160,7 @@ def _cap_scale_lines(e: Any, n: int, dim: int) -> Any:
     k = es.new_ones(m).cumsum(0).sub(1.0).reshape(shape)
     a = (n - k) / tail.clamp_min(1e-300)
     prev = es.roll(1, dims=dim).where(k > 0, float("inf"))
-    ok = (a * prev >= 1.0) & (a * es < 1.0) & (k < n)
+    ok = (a * prev >= 1.0) & (a * es <= 1.0) & (k < n)  # <=: ties at a breakpoint
     root = a.where(ok, float("inf")).amin(dim=dim, keepdim=True)
     first = a.narrow(dim, 0, 1)  # float ties left no rank valid: the start from below
     root = root.where(root < float("inf"), first)
