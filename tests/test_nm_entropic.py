@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -156,3 +158,39 @@ def test_torch_blocks_valid_and_close(n, m, exactly):
             assert problem.objective(mask) >= 0.5 * exact_optimum(problem) - 1e-12
         if kind == "abs":
             assert problem.objective(mask) >= 0.97 * exact_optimum(problem)
+
+
+def _benchmark():
+    """benchmarks/nm_entropic.py as a module (benchmarks/ stays off sys.path: its
+    coverage.py would shadow the coverage package)."""
+    import importlib.util
+    import sys
+
+    bench = Path(__file__).resolve().parent.parent / "benchmarks"
+    if "_common" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("_common", bench / "_common.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["_common"] = mod
+        spec.loader.exec_module(mod)
+    spec = importlib.util.spec_from_file_location("bench_nm_entropic", bench / "nm_entropic.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_tiny_run_and_refusal(tmp_path, capsys):
+    bench = _benchmark()
+    out = tmp_path / "e.md"
+    bench.main(["--sizes", "16", "--nm", "4:8", "--repeats", "1", "--modes", "exactly",
+                "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "tsenor plain" in printed and out.read_text().strip() == printed.strip()
+    with pytest.raises(SystemExit):
+        bench.main(["--out", str(Path(__file__).resolve().parents[1] / "README.md")])
+
+
+def test_plain_tsenor_peer_keeps_at_most_n():
+    bench = _benchmark()
+    s = scores(6, (32, 32), "abs")
+    mask = bench.tsenor_plain(s, 4, 8, iters=20)
+    TransposableNM(s, 4, 8).check(mask)
