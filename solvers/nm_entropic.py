@@ -15,7 +15,7 @@ integral (the constraint matrix is totally unimodular)::
    tau)`` exactly (a capped-simplex scaling, a few passes over the row), then each column
    likewise. For "at most n" the prices are those of the exact-n relaxation of
    ``max(W, 0)`` (a block's zeros fill lines for free; measured, they round to 10x smaller
-   losses and converge faster than the sign-constrained ascent, which the kernel also has),
+   losses and converge faster than an ascent with prices kept >= 0),
    then shifted to ``(u + c, v - c)`` with ``c = -min u`` (the Lagrangian is unchanged) and
    clipped at 0 for step 2. The temperature is annealed from the block's largest |score|
    down to ``tau`` times it (by :data:`ANNEAL` per stage of :data:`STAGE_SWEEPS` sweeps);

@@ -97,10 +97,11 @@ def nth_largest(buf, n):
 
 
 @njit(cache=True)
-def entropic_prices(w, n, exactly, tau, iterations, tolerance, anneal, stage_sweeps, u, v, K, e,
-                     alpha, beta):
-    """Annealed exact coordinate ascent on the entropic dual of one block (in place on the
-    prices ``u``, ``v``); returns the number of sweeps done."""
+def entropic_prices(w, n, tau, iterations, tolerance, anneal, stage_sweeps, u, v, K, e, alpha,
+                    beta):
+    """Annealed exact coordinate ascent on the entropic dual of one block with n per row
+    and column (free prices; "at most" calls it on ``max(w, 0)``), in place on the prices
+    ``u``, ``v``; returns the number of sweeps done."""
     m = w.shape[0]
     u[:] = 0.0
     v[:] = 0.0
@@ -120,13 +121,11 @@ def entropic_prices(w, n, exactly, tau, iterations, tolerance, anneal, stage_swe
             for i in range(m):
                 for j in range(m):
                     e[j] = K[i, j] * beta[j]
-                amax = np.inf if exactly else math.exp(min(700.0, u[i] / t))
-                alpha[i] = cap_scale(e, n, amax, alpha[i])
+                alpha[i] = cap_scale(e, n, np.inf, alpha[i])
             for j in range(m):
                 for i in range(m):
                     e[i] = K[i, j] * alpha[i]
-                amax = np.inf if exactly else math.exp(min(700.0, v[j] / t))
-                beta[j] = cap_scale(e, n, amax, beta[j])
+                beta[j] = cap_scale(e, n, np.inf, beta[j])
             done += 1
             if final:  # columns hold; how far are the rows from theirs?
                 worst = 0.0
@@ -134,21 +133,14 @@ def entropic_prices(w, n, exactly, tau, iterations, tolerance, anneal, stage_swe
                     r = 0.0
                     for j in range(m):
                         r += min(1.0, alpha[i] * K[i, j] * beta[j])
-                    slack = r - n
-                    if not exactly and slack < 0.0 and u[i] - t * math.log(alpha[i]) <= 0.0:
-                        slack = 0.0  # a free row (price 0) may keep fewer
-                    worst = max(worst, abs(slack))
+                    worst = max(worst, abs(r - n))
                 if worst <= tolerance * n:
                     converged = True
                     break
         for i in range(m):
             u[i] -= t * math.log(alpha[i])
-            if not exactly and u[i] < 0.0:
-                u[i] = 0.0
         for j in range(m):
             v[j] -= t * math.log(beta[j])
-            if not exactly and v[j] < 0.0:
-                v[j] = 0.0
         if final and (converged or done >= iterations):
             break
         t = max(tau, t * anneal)
@@ -320,8 +312,8 @@ def solve_blocks_entropic(w, n, exactly, tau, iterations, tolerance, anneal, sta
             for i in range(m):
                 for j in range(m):
                     wb[i, j] = max(wb[i, j], 0.0)
-        sweeps[b] = entropic_prices(wb, n, True, tau, iterations, tolerance, anneal,
-                                     stage_sweeps, u, v, K, e, alpha, beta)
+        sweeps[b] = entropic_prices(wb, n, tau, iterations, tolerance, anneal, stage_sweeps,
+                                     u, v, K, e, alpha, beta)
         if not exactly:
             for i in range(m):
                 for j in range(m):
