@@ -30,9 +30,10 @@ from pruneopt.formulations import (
 _COVERAGE = ("highs", "cpsat", "greedy", "lp-round", "kcenter", "scipy", "pyomo")
 
 PREFERENCE: dict[type, tuple[str, ...]] = {
-    # exact first: enumeration of the block patterns (2:4), our flow, then the references
+    # exact first: enumeration of the block patterns (2:4), our flow, then the references;
+    # the entropic OT heuristic after every exact one (never the default)
     TransposableNM: ("enumerate", "flow", "ortools", "highs", "greedy", "scipy", "pyomo",
-                     "networkx"),
+                     "networkx", "entropic"),
     NMMask: ("topk", "enumerate", "highs", "scipy", "pyomo"),
     LayerBudget: ("dp", "greedy", "highs", "dp_round", "scipy", "cpsat", "pyomo"),
     MMDSelection: ("gurobi", "scip", "relax-swap", "relax-round", "greedy", "swap", "lowrank"),
