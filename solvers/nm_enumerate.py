@@ -1,30 +1,65 @@
 """Exact N:M masks by enumeration.
 
 - ``"enumerate"`` for :class:`TransposableNM` with small blocks: list every allowed m x m
-  pattern once (90 for 2:4 with exactly n; for "at most n" only the maximal patterns, 90
-  for 2:4, since with scores clipped at 0 the best subset of a maximal pattern is its
-  positive part), then one matrix product scores every pattern in every block and the best
-  is taken. Exact; time linear in the number of blocks and patterns, memory bounded by
-  chunking.
+  pattern once (90 for 2:4 with exactly n; for "at most n" the 186 maximal patterns: the
+  90 with two per row and column and 96 with seven entries; with scores clipped at 0 the
+  best subset of a maximal pattern is its positive part, and no maximal pattern can be left
+  out, since each one is the only optimum of its own 0/1 indicator), then one matrix
+  product scores every pattern in every block and the best is taken.
+
+  **Float32 scoring, proven exact.** Blocks are gathered chunk by chunk (:data:`CHUNK`
+  blocks, cache-sized) straight from the score matrix into float32, after an exact scaling
+  by a power of two that puts the largest score in [0.5, 1); one float32 matrix product
+  scores the K patterns. With ``u = 2^-24`` and ``A_b = sum |w|`` over block b (clipped
+  scores for "at most"), every float32 pattern score of block b is within
+
+      E_b = (n m + 1) u A_b + 4 n m 2^-126
+
+  of its exact value: the pattern sums at most n m nonzero terms (its products by 1 and
+  by 0 are exact, and adding an exact 0 rounds nothing), so the summation in any order
+  (BLAS blocking, FMA) errs by at most ``gamma_(nm-1) sum |w~|``, the rounding of each
+  score to float32 adds ``u |w|``, together below ``gamma_(nm) A_b <= (nm + 1) u A_b``
+  (the slack of the last step also covers the float64 arithmetic of the test below); the
+  last term covers underflow (subnormals or their flush to zero, per term and per
+  addition). If no other pattern scores within ``2 E_b`` of the float32 best, the float32
+  best is the exact best; otherwise the block is re-scored in float64
+  (``info["rescored_blocks"]`` counts them). Float64 scores are then exact up to float64
+  rounding of sums of n m terms (``gamma_(nm) A_b`` with ``u = 2^-53``, 1e-15 of the
+  block's total): for float64 data "exact" means optimal up to that, far inside the
+  project's objective tolerance (``RTOL = 1e-9`` of ``sum |s|``); for data that came as
+  float32, float16 or bfloat16, the float32 stage is exact in the same sense.
+
+  Time: one float32 matrix product per chunk and one pass over its score table; memory:
+  one chunk's table (``CHUNK x K`` float32) beside the mask.
 - ``"topk"`` for :class:`NMMask`: the top-n of each group of m (exact by definition).
 """
 
 from __future__ import annotations
 
+import math
+import time
 from functools import lru_cache
 from itertools import product
 
 import numpy as np
 
+from pruneopt.formulations.geometry import one_blas_thread
 from pruneopt.formulations.nm import NMMask, TransposableNM
-from pruneopt.solvers.nm_blocks import solve_blocks
 from pruneopt.solvers.nm_greedy import greedy_mask
+from pruneopt.solvers.nm_pattern_kernels import (
+    gather_blocks,
+    pick_patterns,
+    row_max,
+    write_patterns,
+)
 from pruneopt.solvers.registry import Result, register
 from pruneopt.solvers.starts import register_start
 
 MAX_PATTERNS = 2_000  # default limit on the patterns scored per block
 MAX_GENERATED = 100_000
-CHUNK = 1 << 22  # entries of the (blocks x patterns) score matrix held at once
+CHUNK = 4096  # blocks scored at once (a 4096 x 186 float32 table is 3 MB)
+UNIT = 2.0**-24  # float32 unit roundoff
+TINY = 2.0**-126  # smallest normal float32
 
 
 @lru_cache(maxsize=32)
@@ -61,6 +96,18 @@ def transposable_patterns(n: int, m: int, exactly: bool) -> np.ndarray:
     return pats
 
 
+def float32_error(n: int, m: int, unit: float = UNIT) -> tuple[float, float]:
+    """``(rel, absolute)``: every float32 pattern score of a block is within
+    ``rel * sum |block| + absolute`` of its exact value (module docstring; ``unit`` is the
+    unit roundoff of the product's arithmetic, 2^-24 for IEEE float32)."""
+    return (n * m + 1) * unit, 4 * n * m * TINY
+
+
+def power_of_two_scale(top: float) -> float:
+    """``2^-e`` with ``top * 2^-e`` in [0.5, 1) (1.0 for ``top == 0``): an exact rescaling."""
+    return 1.0 if top == 0 else math.ldexp(1.0, -math.frexp(top)[1])
+
+
 def _enumerable(problem: TransposableNM) -> str | None:
     if problem.m > 5 or (problem.m == 5 and not problem.exactly):
         return f"enumeration is for blocks up to 4x4 (5x5 with exactly=True), got m={problem.m}"
@@ -73,28 +120,69 @@ def _enumerable(problem: TransposableNM) -> str | None:
     return None
 
 
+def _rescore(s: np.ndarray, blocks: np.ndarray, m: int, P64: np.ndarray,
+             clip: bool) -> np.ndarray:
+    """Best pattern of the given blocks of ``s`` (R, C), scored in float64."""
+    cb = s.shape[1] // m
+    w = s.reshape(s.shape[0] // m, m, cb, m)[blocks // cb, :, blocks % cb, :]
+    if clip:
+        w = np.maximum(w, 0.0)
+    return (w.reshape(len(blocks), -1) @ P64).argmax(axis=1)
+
+
 @register("enumerate", TransposableNM, guarantee="exact", accepts=_enumerable)
 def enumerate_solver(problem: TransposableNM, time_limit: float | None) -> Result:
-    """Best of all allowed block patterns, scored by one matrix product per chunk."""
-    n, m = problem.n, problem.m
-    pats = transposable_patterns(n, m, problem.exactly)
-    w = problem.blocks()
-    if not problem.exactly:
-        w = np.maximum(w, 0.0)
-    P = pats.reshape(len(pats), -1).astype(w.dtype).T  # (m*m, K)
+    """Best of all allowed block patterns: float32 scores by one matrix product per chunk,
+    near-ties re-scored in float64 (exact; module docstring)."""
+    deadline = None if time_limit is None else time.perf_counter() + time_limit
+    n, m, ex = problem.n, problem.m, problem.exactly
+    clip = not ex
+    pats = transposable_patterns(n, m, ex)
+    K = len(pats)
+    flat = np.ascontiguousarray(pats.reshape(K, -1))
+    P32 = np.ascontiguousarray(flat.T, dtype=np.float32)  # (m*m, K)
+    P64 = np.ascontiguousarray(flat.T, dtype=np.float64)
+    s = np.ascontiguousarray(problem.scores, dtype=np.float64)
+    top = float(s.max()) if clip else float(np.abs(s).max())
+    scale = power_of_two_scale(max(top, 0.0))
+    rel, absolute = float32_error(n, m)
+    nb = problem.num_blocks
+    mask = np.empty(s.shape, dtype=bool)
+    step = min(CHUNK, nb)
+    w = np.empty((step, m * m), dtype=np.float32)
+    absum, vmax = np.empty(step), np.empty(step, dtype=np.float32)
+    idx, near = np.empty(step, dtype=np.int64), np.empty(step, dtype=bool)
+    rescored = 0
+    with one_blas_thread():  # many small products: BLAS threads only contend
+        for b0 in range(0, nb, step):
+            k = min(step, nb - b0)
+            if deadline is not None and time.perf_counter() > deadline:
+                return _stopped(problem, mask, b0, K, rescored)
+            gather_blocks(s, b0, m, scale, clip, w[:k], absum[:k])
+            S = w[:k] @ P32
+            row_max(S, vmax[:k])
+            count = pick_patterns(S, vmax[:k], absum[:k], rel, absolute, idx[:k], near[:k])
+            if count:
+                rows = np.flatnonzero(near[:k])
+                idx[rows] = _rescore(s, b0 + rows, m, P64, clip)
+                rescored += count
+            write_patterns(mask, s, flat, idx[:k], b0, m, clip)
+    info = {"patterns": K, "rescored_blocks": rescored}
+    return Result(mask, "optimal", None, info,
+                  proof="every allowed pattern of every block scored (float32 error bounded, "
+                        "near-ties re-scored in float64)")
 
-    def best(chunk: np.ndarray) -> np.ndarray:
-        return pats[(chunk.reshape(chunk.shape[0], -1) @ P).argmax(axis=1)]
 
-    x, done = solve_blocks(w, best, lambda c: greedy_mask(c, n, problem.exactly), time_limit,
-                           elems=max(m * m, CHUNK // len(pats) * m * m))
+def _stopped(problem: TransposableNM, mask: np.ndarray, b0: int, K: int,
+             rescored: int) -> Result:
+    """The time limit passed before block ``b0``: the greedy fills the rest."""
+    xb = problem.blocks(mask)
+    w = problem.blocks()[b0:]
+    xb[b0:] = greedy_mask(w, problem.n, problem.exactly)
     if not problem.exactly:
-        x = x & (problem.blocks() > 0)
-    info = {"patterns": len(pats)}
-    if not done:
-        return Result(problem.unblock(x), "time_limit", problem.row_col_bound(), info)
-    return Result(problem.unblock(x), "optimal", None, info,
-                  proof="every allowed pattern of every block scored")
+        xb[b0:] &= w > 0
+    info = {"patterns": K, "rescored_blocks": rescored, "blocks_enumerated": b0}
+    return Result(problem.unblock(xb), "time_limit", problem.row_col_bound(), info)
 
 
 @register("enumerate", NMMask, guarantee="exact")

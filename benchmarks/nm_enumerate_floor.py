@@ -1,0 +1,142 @@
+"""Benchmark: the exact 2:4 ``enumerate`` solver against its physical floor, as ratios.
+
+    python benchmarks/nm_enumerate_floor.py                       # 1024^2, 4096^2, 8192^2
+    python benchmarks/nm_enumerate_floor.py --sizes 1024 --repeats 5
+
+In one process and in each repeat, on scores ``|N(0, 1)|`` (float64, R = C = size):
+
+- **read**: one read of the matrix (``s.sum()``), the memory floor;
+- **floor numpy / floor torch**: the bare float32 product of the blocks (already laid out
+  as (blocks, 16) float32) with the K patterns, plus the argmax, in chunks of 4,096 blocks,
+  written plainly as a user would (default threads); **floor numpy 1 thread**: the same
+  with BLAS limited to one thread (many small products: on a loaded machine threads only
+  contend);
+- **old float64**: the enumeration as it was before (float64 blocks, a blocks x K score
+  table in chunks of 2^22 entries, argmax, patterns, unblock), written out here;
+- **ours**: ``pruneopt.solve(TransposableNM(s, 2, 4))`` (the default, ``enumerate``),
+  wall time including the formulation's feasibility check and re-scoring, and
+  ``sol.seconds`` (the solver alone).
+
+Each time is divided by the floor numpy time of the same repeat; the table gives the median
+[min, max] of those ratios, and the median seconds. Prints markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import Tee, machine, refuse_overwrite
+from threadpoolctl import threadpool_limits
+
+# this folder holds coverage.py: off sys.path before numba (imported by pruneopt's kernels)
+# runs `import coverage`, or it would import that script instead of the package
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+import pruneopt  # noqa: E402
+from pruneopt.formulations import TransposableNM  # noqa: E402
+from pruneopt.solvers.nm_enumerate import transposable_patterns  # noqa: E402
+
+FLOOR_CHUNK = 4096
+
+
+def floor_numpy(b32: np.ndarray, P: np.ndarray) -> np.ndarray:
+    out = np.empty(len(b32), dtype=np.int64)
+    for s in range(0, len(b32), FLOOR_CHUNK):
+        out[s:s + FLOOR_CHUNK] = (b32[s:s + FLOOR_CHUNK] @ P).argmax(axis=1)
+    return out
+
+
+def floor_torch(b32: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+    out = torch.empty(len(b32), dtype=torch.int64)
+    for s in range(0, len(b32), FLOOR_CHUNK):
+        out[s:s + FLOOR_CHUNK] = (b32[s:s + FLOOR_CHUNK] @ P).argmax(dim=1)
+    return out
+
+
+def old_float64(s: np.ndarray, pats: np.ndarray) -> np.ndarray:
+    """The float64 enumeration of the previous release, written plainly."""
+    R, C = s.shape
+    w = np.maximum(s, 0.0).reshape(R // 4, 4, C // 4, 4).transpose(0, 2, 1, 3).reshape(-1, 4, 4)
+    P = pats.reshape(len(pats), -1).astype(np.float64).T
+    step = max(1, (1 << 22) // len(pats))
+    x = np.empty(w.shape, dtype=bool)
+    for a in range(0, len(w), step):
+        c = w[a:a + step]
+        x[a:a + step] = pats[(c.reshape(len(c), -1) @ P).argmax(axis=1)]
+    mask = x.reshape(R // 4, C // 4, 4, 4).transpose(0, 2, 1, 3).reshape(R, C)
+    return mask & (s > 0)
+
+
+def timed(f, *args):
+    t0 = time.perf_counter()
+    out = f(*args)
+    return time.perf_counter() - t0, out
+
+
+def solve_default(s: np.ndarray):
+    return pruneopt.solve(TransposableNM(s, 2, 4))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 8192])
+    ap.add_argument("--repeats", type=int, default=0,
+                    help="repeats per size (default: 5 at 1024^2, 3 at 4096^2, 2 beyond)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="also write the table here (a new file)")
+    args = ap.parse_args(argv)
+    refuse_overwrite(ap.error, {"--out": args.out})
+    out = Tee()
+    pats = transposable_patterns(2, 4, False)
+    P = np.ascontiguousarray(pats.reshape(len(pats), -1).T, dtype=np.float32)
+    Pt = torch.from_numpy(P)
+    out(f"2:4 at most, {len(pats)} patterns; {machine()}; torch threads "
+        f"{torch.get_num_threads()}\n")
+    out("| size | method | seconds (median) | / floor numpy: median [min, max] |")
+    out("|---|---|---:|---|")
+    warm = np.abs(np.random.default_rng(1).standard_normal((64, 64)))
+    pruneopt.solve(TransposableNM(warm, 2, 4))  # compile / load the kernels
+    for size in args.sizes:
+        reps = args.repeats or (5 if size <= 1024 else 3 if size <= 4096 else 2)
+        s = np.abs(np.random.default_rng(args.seed).standard_normal((size, size)))
+        b32 = s.reshape(size // 4, 4, size // 4, 4).transpose(0, 2, 1, 3).reshape(-1, 16)
+        b32 = np.ascontiguousarray(b32, dtype=np.float32)
+        bt = torch.from_numpy(b32)
+        times: dict[str, list[float]] = {}
+        rescored = 0
+        for _ in range(reps):
+            row = {"read": timed(s.sum)[0],
+                   "floor numpy": timed(floor_numpy, b32, P)[0]}
+            with threadpool_limits(1, user_api="blas"):
+                row["floor numpy 1 thread"] = timed(floor_numpy, b32, P)[0]
+            row["floor torch"] = timed(floor_torch, bt, Pt)[0]
+            t_old, m_old = timed(old_float64, s, pats)
+            row["old float64"] = t_old
+            t_ours, sol = timed(solve_default, s)
+            row["ours: pruneopt.solve"] = t_ours
+            row["ours: solver alone (sol.seconds)"] = sol.seconds
+            rescored = sol.info["rescored_blocks"]
+            kept_old = float(s[m_old].sum())
+            if abs(kept_old - sol.objective) > 1e-9 * float(s.sum()):
+                raise RuntimeError(f"objectives differ: old {kept_old}, ours {sol.objective}")
+            for k, v in row.items():
+                times.setdefault(k, []).append(v)
+        floor = times["floor numpy"]
+        for k, ts in times.items():
+            r = [t / f for t, f in zip(ts, floor, strict=True)]
+            out(f"| {size}^2 | {k} | {statistics.median(ts):.4f} | "
+                f"{statistics.median(r):.2f} [{min(r):.2f}, {max(r):.2f}] |")
+        out(f"| {size}^2 | (ours: blocks re-scored in float64) | {rescored} of "
+            f"{(size // 4) ** 2} | |")
+    out.save(args.out)
+
+
+if __name__ == "__main__":
+    main()
