@@ -18,11 +18,12 @@ from numba import njit
 @njit(cache=True)
 def gather_blocks(s: np.ndarray, b0: int, m: int, scale: float, clip: bool,
                   out: np.ndarray, absum: np.ndarray) -> None:
-    """Blocks ``b0 .. b0 + len(out) - 1`` (row-major block order) of ``s`` (R, C, float64)
-    into ``out`` (k, m*m) as ``float32(scale * max(s, 0) if clip else scale * s)``, and
-    ``absum[b] = sum |scale * s|`` over the block (float64, of the clipped values)."""
+    """Blocks ``b0 .. b0 + k - 1`` (row-major block order, k = ``out.shape[1]``) of ``s``
+    (R, C, float64) into the columns of ``out`` (m*m, k, float32), entry ``(r, c)`` of block
+    ``b0 + t`` at ``out[r m + c, t] = float32(scale * max(s, 0) if clip else scale * s)``,
+    and ``absum[t] = sum |scale * s|`` over the block (float64, of the clipped values)."""
     cb = s.shape[1] // m
-    for t in range(out.shape[0]):
+    for t in range(out.shape[1]):
         b = b0 + t
         r0 = (b // cb) * m
         c0 = (b % cb) * m
@@ -33,43 +34,51 @@ def gather_blocks(s: np.ndarray, b0: int, m: int, scale: float, clip: bool,
                 if clip and v < 0.0:
                     v = 0.0
                 v *= scale
-                out[t, r * m + c] = v
+                out[r * m + c, t] = v
                 a += abs(v)
         absum[t] = a
 
 
 @njit(cache=True, fastmath=True)
-def row_max(S: np.ndarray, out: np.ndarray) -> None:
-    """``out[i] = max_k S[i, k]`` (no NaN in ``S``: fastmath lets the loop vectorize)."""
-    for i in range(S.shape[0]):
-        v = S[i, 0]
-        for k in range(1, S.shape[1]):
-            v = max(v, S[i, k])
-        out[i] = v
+def column_max(St: np.ndarray, out: np.ndarray) -> None:
+    """``out[i] = max_k St[k, i]`` (elementwise over the contiguous axis: it vectorizes;
+    no NaN in ``St``)."""
+    for i in range(St.shape[1]):
+        out[i] = St[0, i]
+    for k in range(1, St.shape[0]):
+        for i in range(St.shape[1]):
+            out[i] = max(out[i], St[k, i])
 
 
 @njit(cache=True)
-def pick_patterns(S: np.ndarray, vmax: np.ndarray, absum: np.ndarray, rel: float,
-                  absolute: float, idx: np.ndarray, near: np.ndarray) -> int:
-    """For each row i of the float32 score table ``S`` (blocks x K): ``idx[i]``, the first k
-    with ``S[i, k] == vmax[i]`` (the row maximum), and ``near[i]``, whether another pattern
-    scores within ``2 E_i`` of it, ``E_i = rel * absum[i] + absolute`` (the caller's bound
-    on the float32 error of every score of block i). Comparisons are made in float64.
-    Returns the number of near rows."""
-    count = 0
-    for i in range(S.shape[0]):
-        v = np.float64(vmax[i])
-        t = v - 2.0 * (rel * absum[i] + absolute)
-        c = 0
-        for k in range(S.shape[1]):
-            c += np.float64(S[i, k]) >= t
-        near[i] = c > 1
-        count += c > 1
-        for k in range(S.shape[1]):
-            if S[i, k] == vmax[i]:
-                idx[i] = k
-                break
-    return count
+def pick_patterns(St: np.ndarray, absum: np.ndarray, rel: float, absolute: float,
+                  vmax: np.ndarray, thr: np.ndarray, count: np.ndarray,
+                  idx: np.ndarray) -> int:
+    """Best pattern per block from the float32 score table ``St`` (K patterns x k blocks).
+
+    With ``E_i = rel * absum[i] + absolute`` (the caller's bound on the float32 error of
+    every score of block i): ``vmax[i]`` is the best float32 score, ``count[i]`` the number
+    of patterns scoring at least ``thr[i]``, a float32 at most ``vmax[i] - 2 E_i`` (it is
+    computed as ``vmax - 2 E_i - 2^-23 absum[i]`` in float64, then rounded to float32, an
+    error of at most ``2^-24 |thr| <= 2^-24 absum[i]``), and ``idx[i]`` the pattern scoring
+    ``vmax[i]`` (the sum of the indices of all that do: the right one whenever
+    ``count[i] == 1``). Returns the number of blocks with ``count > 1``, the near-ties."""
+    K, k = St.shape
+    column_max(St, vmax)
+    for i in range(k):
+        thr[i] = np.float64(vmax[i]) - 2.0 * (rel * absum[i] + absolute) - 2.0**-23 * absum[i]
+        count[i] = 0
+        idx[i] = 0
+    for p in range(K):
+        pp = np.int32(p)
+        for i in range(k):
+            v = St[p, i]
+            count[i] += np.int32(v >= thr[i])
+            idx[i] += pp * np.int32(v == vmax[i])
+    near = 0
+    for i in range(k):
+        near += count[i] > 1
+    return near
 
 
 @njit(cache=True)
