@@ -30,10 +30,11 @@ from pruneopt.formulations import (
 _COVERAGE = ("highs", "cpsat", "greedy", "lp-round", "kcenter", "scipy", "pyomo")
 
 PREFERENCE: dict[type, tuple[str, ...]] = {
-    # exact first: enumeration of the block patterns (2:4), our flow, then the references
-    TransposableNM: ("enumerate", "flow", "ortools", "highs", "greedy", "scipy", "pyomo",
-                     "networkx"),
-    NMMask: ("topk", "enumerate", "highs", "scipy", "pyomo"),
+    # exact first: enumeration of the block patterns (2:4), our flow, then the references;
+    # for scores given as a torch tensor the torch backends first (on the tensor's device)
+    TransposableNM: ("enumerate-torch", "flow-torch", "enumerate", "flow", "ortools", "highs",
+                     "greedy", "greedy-torch", "scipy", "pyomo", "networkx"),
+    NMMask: ("topk-torch", "topk", "enumerate", "enumerate-torch", "highs", "scipy", "pyomo"),
     LayerBudget: ("dp", "greedy", "highs", "dp_round", "scipy", "cpsat", "pyomo"),
     MMDSelection: ("gurobi", "scip", "relax-swap", "relax-round", "greedy", "swap", "lowrank"),
     CoverageSelection: _COVERAGE,
@@ -45,7 +46,8 @@ PREFERENCE: dict[type, tuple[str, ...]] = {
 #: The default skips a solver when the instance is not in its sweet spot: exact MIQP/ILP
 #: solves that prove small instances in seconds but can run for hours beyond; the dense MMD
 #: heuristics, whose n x n kernel and QP relaxation grow as n^2; our NumPy flow, which the
-#: certified OR-Tools wrapper beats 1.8-3.8x from 8:16 on (README, N:M performance).
+#: certified OR-Tools wrapper beats 1.8-3.8x from 8:16 on (README, N:M performance); the
+#: torch N:M backends unless the scores came as a torch tensor.
 DEFAULT_IF: dict[tuple[type, str], Callable[[Any], bool]] = {
     (MMDSelection, "gurobi"): lambda p: p.n <= 40,
     (MMDSelection, "scip"): lambda p: p.n <= 40,
@@ -55,6 +57,10 @@ DEFAULT_IF: dict[tuple[type, str], Callable[[Any], bool]] = {
        for name in ("highs", "cpsat", "scipy", "pyomo")},
     **{(cls, "lp-round"): (lambda p: p.n <= 20000) for cls in (CoverageSelection, CoverSelection)},
     (TransposableNM, "flow"): lambda p: p.m <= 8,
+    # the torch backends are the default for torch scores only (tensor in, tensor out)
+    **{(cls, name): (lambda p: p.tensor is not None)
+       for cls, name in ((TransposableNM, "enumerate-torch"), (TransposableNM, "flow-torch"),
+                         (NMMask, "topk-torch"))},
 }
 
 

@@ -107,7 +107,8 @@ def power_of_two_scale(top: float) -> float:
     return 1.0 if top == 0 else math.ldexp(1.0, -math.frexp(top)[1])
 
 
-def _enumerable(problem: TransposableNM) -> str | None:
+def enumerable(problem: TransposableNM) -> str | None:
+    """Why enumeration cannot take ``problem`` (block size, pattern count), or None."""
     if problem.m > 5 or (problem.m == 5 and not problem.exactly):
         return f"enumeration is for blocks up to 4x4 (5x5 with exactly=True), got m={problem.m}"
     try:
@@ -129,7 +130,7 @@ def _rescore(s: np.ndarray, blocks: np.ndarray, m: int, P64: np.ndarray,
     return (w.reshape(len(blocks), -1) @ P64).argmax(axis=1)
 
 
-@register("enumerate", TransposableNM, guarantee="exact", accepts=_enumerable)
+@register("enumerate", TransposableNM, guarantee="exact", accepts=enumerable)
 def enumerate_solver(problem: TransposableNM, time_limit: float | None) -> Result:
     """Best of all allowed block patterns: float32 scores by one matrix product per chunk,
     near-ties re-scored in float64 (exact; module docstring)."""

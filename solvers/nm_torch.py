@@ -1,0 +1,196 @@
+"""N:M solvers on torch tensors, on the tensor's device (CPU, CUDA, ...): shared helpers,
+exact enumeration (``"enumerate-torch"``) and the top-n of :class:`NMMask` (``"topk-torch"``).
+
+When the scores given to :class:`TransposableNM` or :class:`NMMask` are a torch tensor, the
+problem keeps it (``problem.tensor``) and the solvers named ``*-torch`` (the default for
+such problems, :mod:`pruneopt.solvers.defaults`) work on it where it lives and answer with a
+bool tensor on the same device. Given NumPy scores they run on the CPU and answer with a
+NumPy mask, so the NumPy path and its tests are the reference for both. torch is imported
+lazily, inside the solvers.
+
+``"enumerate-torch"`` is the algorithm of ``"enumerate"`` (:mod:`~pruneopt.solvers.nm_enumerate`,
+whose docstring derives the bound): the K allowed patterns scored by one float32 matrix
+product per chunk of blocks, the argmax proven by the float32 error bound
+``E_b = (n m + 1) u A_b + 4 n m 2^-126`` (``A_b = sum |block b|``), near-ties (another
+pattern within ``2 E_b``) re-scored in float64 (on the CPU for devices without float64).
+``u`` follows torch's float32 matmul precision: 2^-24 at ``"highest"`` (torch's default),
+2^-11 at ``"high"`` or with TF32 allowed on CUDA, 2^-8 at ``"medium"`` (bfloat16): a lower
+precision only re-scores more blocks, never loses exactness. The threshold test runs in
+float32: ``A_b`` summed in float32 (under-estimated by at most ``17 u A_b``) and the test's
+own roundings are covered by scoring with ``(n m + 6) u`` instead of ``(n m + 1) u``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pruneopt.formulations.nm import NMMask, TransposableNM
+from pruneopt.solvers.nm_enumerate import (
+    TINY,
+    UNIT,
+    enumerable,
+    power_of_two_scale,
+    transposable_patterns,
+)
+from pruneopt.solvers.registry import Result, register
+
+#: blocks scored at once by ``enumerate-torch``: on the CPU a cache-sized table, on an
+#: accelerator enough work per kernel launch
+CPU_CHUNK_BLOCKS = 4096
+DEVICE_CHUNK_BLOCKS = 1 << 18
+
+
+def problem_tensor(problem: TransposableNM | NMMask) -> tuple[Any, bool]:
+    """``(scores tensor, numpy_out)``: the problem's tensor (numpy_out False), or its NumPy
+    scores viewed as a CPU tensor (numpy_out True: answer with a NumPy mask)."""
+    import torch
+
+    if problem.tensor is not None:
+        return problem.tensor, False
+    return torch.from_numpy(problem.scores), True
+
+
+def answer(mask: Any, numpy_out: bool) -> Any:
+    """The mask as the problem's caller gave the scores: a NumPy array or the tensor."""
+    return mask.cpu().numpy() if numpy_out else mask
+
+
+def exact_dtype(t: Any) -> Any:
+    """float64 where the device has it (for sums that must not round), else float32."""
+    import torch
+
+    return torch.float32 if t.device.type == "mps" else torch.float64
+
+
+def to_blocks_t(a: Any, m: int) -> Any:
+    """(R, C) tensor -> (R/m * C/m, m, m) blocks in row-major block order (a copy)."""
+    R, C = a.shape
+    return a.reshape(R // m, m, C // m, m).permute(0, 2, 1, 3).reshape(-1, m, m)
+
+
+def from_blocks_t(b: Any, shape: tuple[int, int], m: int) -> Any:
+    """Inverse of :func:`to_blocks_t`."""
+    R, C = shape
+    return b.reshape(R // m, C // m, m, m).permute(0, 2, 1, 3).reshape(R, C)
+
+
+def row_col_bound_t(w: Any, n: int, exactly: bool) -> float:
+    """The row/column relaxation bound of blocks ``w`` (B, m, m): the better of each block
+    row keeping its top-n and each block column keeping its top-n (positive parts for "at
+    most"), summed in float64."""
+    w = w.to(exact_dtype(w))
+    if not exactly:
+        w = w.clamp_min(0)
+    top_r = w.topk(n, dim=2).values.sum()
+    top_c = w.topk(n, dim=1).values.sum()
+    return float(min(top_r, top_c))
+
+
+def matmul_unit(device: Any) -> float:
+    """The unit roundoff of torch's float32 matrix products on ``device`` under the current
+    precision setting (module docstring)."""
+    import torch
+
+    unit = {"highest": UNIT, "high": 2.0**-11, "medium": 2.0**-8}.get(
+        torch.get_float32_matmul_precision(), 2.0**-8)
+    if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
+        unit = max(unit, 2.0**-11)
+    return unit
+
+
+def _chunk_rows(R: int, C: int, m: int, device: Any) -> int:
+    per = CPU_CHUNK_BLOCKS if device.type == "cpu" else DEVICE_CHUNK_BLOCKS
+    return max(1, per // max(1, C // m)) * m
+
+
+def enumerate_blocks_t(band: Any, pats: Any, P32: Any, n: int, m: int, scale: float,
+                       unit: float, clip: bool) -> tuple[Any, int]:
+    """Best pattern of every block of ``band`` (h, C) tensor rows: ``(mask rows, number of
+    blocks re-scored in float64)`` (module docstring)."""
+    import torch
+
+    k_pats = pats.shape[0]
+    b = to_blocks_t(band, m).reshape(-1, m * m)
+    if clip:
+        b = b.clamp_min(0)
+    w32 = (b.to(exact_dtype(b)) * scale).float()
+    S = w32 @ P32  # (blocks, K) float32
+    vmax, idx = S.max(dim=1)
+    A = w32.abs().sum(dim=1)
+    E = (n * m + 6) * unit * A + 4 * n * m * TINY
+    near = (S >= (vmax - 2 * E)[:, None]).sum(dim=1) > 1
+    rescored = int(near.sum())
+    if rescored:
+        rows = near.nonzero().squeeze(1)
+        w64 = b[rows].to(exact_dtype(b))
+        if w64.dtype != torch.float64:  # no float64 on this device: re-score on the CPU
+            w64 = b[rows].cpu().double()
+        P64 = pats.reshape(k_pats, -1).T.to(device=w64.device, dtype=torch.float64)
+        idx[rows] = (w64 @ P64).argmax(dim=1).to(idx.device)
+    x = pats.reshape(k_pats, -1)[idx]
+    if clip:
+        x = x & (b > 0)
+    return from_blocks_t(x, tuple(band.shape), m), rescored
+
+
+@register("enumerate-torch", TransposableNM, guarantee="exact", requires=("torch",),
+          package="torch", accepts=enumerable)
+def enumerate_torch(problem: TransposableNM, time_limit: float | None) -> Result:
+    """``enumerate`` on the scores' torch device: float32 pattern scores by matrix products,
+    near-ties re-scored in float64; a bool tensor out for tensor scores."""
+    import torch
+
+    from pruneopt.solvers.nm_torch_greedy import greedy_mask_t
+
+    deadline = None if time_limit is None else time.perf_counter() + time_limit
+    t, numpy_out = problem_tensor(problem)
+    n, m, ex = problem.n, problem.m, problem.exactly
+    dev = t.device
+    pats = torch.from_numpy(transposable_patterns(n, m, ex)).to(dev)
+    P32 = pats.reshape(len(pats), -1).T.float().contiguous()
+    top = float(t.max()) if not ex else float(t.abs().max())
+    scale = power_of_two_scale(max(top, 0.0))
+    unit = matmul_unit(dev)
+    R, C = problem.shape
+    out = torch.empty((R, C), dtype=torch.bool, device=dev)
+    step = _chunk_rows(R, C, m, dev)
+    rescored, status = 0, "optimal"
+    for r0 in range(0, R, step):
+        band = t[r0:r0 + step]
+        if deadline is not None and time.perf_counter() > deadline:
+            rest = to_blocks_t(t[r0:], m)
+            x = greedy_mask_t(rest, n, ex)
+            out[r0:] = from_blocks_t(x, (R - r0, C), m)
+            status = "time_limit"
+            break
+        out[r0:r0 + step], k = enumerate_blocks_t(band, pats, P32, n, m, scale, unit, not ex)
+        rescored += k
+    info = {"patterns": len(pats), "rescored_blocks": rescored, "device": str(dev),
+            "matmul_unit": unit}
+    if status == "time_limit":
+        return Result(answer(out, numpy_out), status,
+                      row_col_bound_t(to_blocks_t(t, m), n, ex), info)
+    return Result(answer(out, numpy_out), "optimal", None, info,
+                  proof="every allowed pattern of every block scored (float32 error bounded, "
+                        "near-ties re-scored in float64)")
+
+
+@register("enumerate-torch", NMMask, guarantee="exact", requires=("torch",), package="torch")
+@register("topk-torch", NMMask, guarantee="exact", requires=("torch",), package="torch")
+def topk_torch(problem: NMMask, time_limit: float | None) -> Result:
+    """Top-n of every group of m consecutive entries on the scores' device (positive ones
+    only for "at most"); one pass (``time_limit`` cannot cut it shorter)."""
+    import torch
+
+    t, numpy_out = problem_tensor(problem)
+    g = t.reshape(-1, problem.m)
+    if g.dtype in (torch.float16, torch.bfloat16):
+        g = g.float()  # exact; topk of half types is not on every device
+    x = torch.zeros(g.shape, dtype=torch.bool, device=g.device)
+    x.scatter_(1, g.topk(problem.n, dim=1).indices, True)
+    if not problem.exactly:
+        x &= g > 0
+    return Result(answer(x.reshape(problem.shape), numpy_out), "optimal", None,
+                  {"device": str(g.device)}, proof="top-n of every group (exact by definition)")
+
