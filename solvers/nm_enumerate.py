@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from functools import lru_cache
 from itertools import product
 
@@ -155,7 +156,8 @@ def enumerate_solver(problem: TransposableNM, time_limit: float | None) -> Resul
     vmax = np.empty(step, dtype=np.float32)
     idx, count = np.empty(step, dtype=np.int32), np.empty(step, dtype=np.int32)
     rescored = 0
-    with one_blas_thread():  # many small products: BLAS threads only contend
+    # many small products: BLAS threads only contend (one chunk: not worth the switch)
+    with one_blas_thread() if nb > step else nullcontext():
         for b0 in range(0, nb, step):
             k = min(step, nb - b0)
             if deadline is not None and time.perf_counter() > deadline:

@@ -23,6 +23,8 @@ own roundings are covered by scoring with ``(n m + 6) u`` instead of ``(n m + 1)
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pruneopt.formulations.nm import NMMask, TransposableNM
@@ -49,6 +51,24 @@ def problem_tensor(problem: TransposableNM | NMMask) -> tuple[Any, bool]:
     if problem.tensor is not None:
         return problem.tensor, False
     return torch.from_numpy(problem.scores), True
+
+
+@contextmanager
+def cpu_threads(t: Any, threads: int = 1) -> Iterator[None]:
+    """On the CPU, torch's intra-op threads limited to ``threads`` while the block limited
+    (restored after): the solvers' work is many small operations per chunk, where threads
+    only contend (on this 2-core machine under load, 100-300x slower with 2 threads)."""
+    import torch
+
+    if t.device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def answer(mask: Any, numpy_out: bool) -> Any:
@@ -156,16 +176,18 @@ def enumerate_torch(problem: TransposableNM, time_limit: float | None) -> Result
     out = torch.empty((R, C), dtype=torch.bool, device=dev)
     step = _chunk_rows(R, C, m, dev)
     rescored, status = 0, "optimal"
-    for r0 in range(0, R, step):
-        band = t[r0:r0 + step]
-        if deadline is not None and time.perf_counter() > deadline:
-            rest = to_blocks_t(t[r0:], m)
-            x = greedy_mask_t(rest, n, ex)
-            out[r0:] = from_blocks_t(x, (R - r0, C), m)
-            status = "time_limit"
-            break
-        out[r0:r0 + step], k = enumerate_blocks_t(band, pats, P32, n, m, scale, unit, not ex)
-        rescored += k
+    with cpu_threads(t):
+        for r0 in range(0, R, step):
+            band = t[r0:r0 + step]
+            if deadline is not None and time.perf_counter() > deadline:
+                rest = to_blocks_t(t[r0:], m)
+                x = greedy_mask_t(rest, n, ex)
+                out[r0:] = from_blocks_t(x, (R - r0, C), m)
+                status = "time_limit"
+                break
+            out[r0:r0 + step], k = enumerate_blocks_t(band, pats, P32, n, m, scale, unit,
+                                                      not ex)
+            rescored += k
     info = {"patterns": len(pats), "rescored_blocks": rescored, "device": str(dev),
             "matmul_unit": unit}
     if status == "time_limit":
@@ -188,9 +210,10 @@ def topk_torch(problem: NMMask, time_limit: float | None) -> Result:
     if g.dtype in (torch.float16, torch.bfloat16):
         g = g.float()  # exact; topk of half types is not on every device
     x = torch.zeros(g.shape, dtype=torch.bool, device=g.device)
-    x.scatter_(1, g.topk(problem.n, dim=1).indices, True)
-    if not problem.exactly:
-        x &= g > 0
+    with cpu_threads(t):
+        x.scatter_(1, g.topk(problem.n, dim=1).indices, True)
+        if not problem.exactly:
+            x &= g > 0
     return Result(answer(x.reshape(problem.shape), numpy_out), "optimal", None,
                   {"device": str(g.device)}, proof="top-n of every group (exact by definition)")
 

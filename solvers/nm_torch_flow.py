@@ -139,17 +139,18 @@ def ssp_blocks_t(w: Any, n: int, *, exactly: bool = False) -> Any:
           package="torch")
 def flow_torch(problem: TransposableNM, time_limit: float | None) -> Result:
     """``flow`` (vectorized successive shortest paths) on the scores' torch device."""
-    from pruneopt.solvers.nm_torch import (
-        answer,
-        from_blocks_t,
-        problem_tensor,
-        row_col_bound_t,
-        to_blocks_t,
-    )
-    from pruneopt.solvers.nm_torch_greedy import chunk_blocks, greedy_mask_t
+    from pruneopt.solvers.nm_torch import cpu_threads, problem_tensor
 
     deadline = None if time_limit is None else time.perf_counter() + time_limit
     t, numpy_out = problem_tensor(problem)
+    with cpu_threads(t):
+        return _flow(problem, t, numpy_out, deadline)
+
+
+def _flow(problem: TransposableNM, t: Any, numpy_out: bool, deadline: float | None) -> Result:
+    from pruneopt.solvers.nm_torch import answer, from_blocks_t, row_col_bound_t, to_blocks_t
+    from pruneopt.solvers.nm_torch_greedy import chunk_blocks, greedy_mask_t
+
     n, m, ex = problem.n, problem.m, problem.exactly
     w = to_blocks_t(t, m)
     x = w.new_zeros(w.shape, dtype=bool)

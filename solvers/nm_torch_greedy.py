@@ -141,16 +141,18 @@ def greedy_torch(problem: TransposableNM, time_limit: float | None, *,
 
     ``time_limit``: read between chunks; once passed, the remaining chunks get the greedy
     mask without the optional completion (with it, for ``exactly=True``)."""
-    from pruneopt.solvers.nm_torch import (
-        answer,
-        from_blocks_t,
-        problem_tensor,
-        row_col_bound_t,
-        to_blocks_t,
-    )
+    from pruneopt.solvers.nm_torch import cpu_threads, problem_tensor
 
     deadline = None if time_limit is None else time.perf_counter() + time_limit
     t, numpy_out = problem_tensor(problem)
+    with cpu_threads(t):
+        return _greedy(problem, t, numpy_out, deadline, complete)
+
+
+def _greedy(problem: TransposableNM, t: Any, numpy_out: bool, deadline: float | None,
+            complete: bool) -> Result:
+    from pruneopt.solvers.nm_torch import answer, from_blocks_t, row_col_bound_t, to_blocks_t
+
     n, m, ex = problem.n, problem.m, problem.exactly
     w = to_blocks_t(t, m)
     w = w.double() if w.device.type != "mps" else w.float()
