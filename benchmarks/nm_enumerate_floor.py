@@ -8,14 +8,15 @@ In one process and in each repeat, on scores ``|N(0, 1)|`` (float64, R = C = siz
 - **read**: one read of the matrix (``s.sum()``), the memory floor;
 - **floor numpy / floor torch**: the bare float32 product of the blocks (already laid out
   as (blocks, 16) float32) with the K patterns, plus the argmax, in chunks of 4,096 blocks,
-  written plainly as a user would (default threads); **floor numpy 1 thread**: the same
-  with BLAS limited to one thread (many small products: on a loaded machine threads only
-  contend);
+  written plainly as a user would (default threads); **... 1 thread**: the same with BLAS
+  (torch: intra-op threads) limited to one thread (many small products: on a loaded
+  machine threads only contend);
 - **old float64**: the enumeration as it was before (float64 blocks, a blocks x K score
   table in chunks of 2^22 entries, argmax, patterns, unblock), written out here;
 - **ours**: ``pruneopt.solve(TransposableNM(s, 2, 4))`` (the default, ``enumerate``),
   wall time including the formulation's feasibility check and re-scoring, and
-  ``sol.seconds`` (the solver alone).
+  ``sol.seconds`` (the solver alone); **ours torch**: the same call on the scores as a
+  float32 CPU tensor (the default is then ``enumerate-torch``, a bool tensor out).
 
 Each time is divided by the floor numpy time of the same repeat; the table gives the median
 [min, max] of those ratios, and the median seconds. Prints markdown.
@@ -109,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         b32 = s.reshape(size // 4, 4, size // 4, 4).transpose(0, 2, 1, 3).reshape(-1, 16)
         b32 = np.ascontiguousarray(b32, dtype=np.float32)
         bt = torch.from_numpy(b32)
+        st = torch.from_numpy(s.astype(np.float32))
+        s32, total = st.double().numpy(), float(s.sum())
         times: dict[str, list[float]] = {}
         rescored = 0
         for _ in range(reps):
@@ -117,12 +120,20 @@ def main(argv: list[str] | None = None) -> None:
             with threadpool_limits(1, user_api="blas"):
                 row["floor numpy 1 thread"] = timed(floor_numpy, b32, P)[0]
             row["floor torch"] = timed(floor_torch, bt, Pt)[0]
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            row["floor torch 1 thread"] = timed(floor_torch, bt, Pt)[0]
+            torch.set_num_threads(threads)
             t_old, m_old = timed(old_float64, s, pats)
             row["old float64"] = t_old
             t_ours, sol = timed(solve_default, s)
             row["ours: pruneopt.solve"] = t_ours
             row["ours: solver alone (sol.seconds)"] = sol.seconds
             rescored = sol.info["rescored_blocks"]
+            t_torch, sol_t = timed(solve_default, st)
+            row["ours torch: pruneopt.solve (float32 CPU tensor)"] = t_torch
+            if abs(float(s32[sol_t.decision.numpy()].sum()) - sol_t.objective) > 1e-6 * total:
+                raise RuntimeError("the torch answer's objective does not re-score")
             kept_old = float(s[m_old].sum())
             if abs(kept_old - sol.objective) > 1e-9 * float(s.sum()):
                 raise RuntimeError(f"objectives differ: old {kept_old}, ours {sol.objective}")

@@ -131,23 +131,27 @@ def _rescore(s: np.ndarray, blocks: np.ndarray, m: int, P64: np.ndarray,
     return (w.reshape(len(blocks), -1) @ P64).argmax(axis=1)
 
 
-@register("enumerate", TransposableNM, guarantee="exact", accepts=enumerable)
-def enumerate_solver(problem: TransposableNM, time_limit: float | None) -> Result:
-    """Best of all allowed block patterns: float32 scores by one matrix product per chunk,
-    near-ties re-scored in float64 (exact; module docstring)."""
-    deadline = None if time_limit is None else time.perf_counter() + time_limit
-    n, m, ex = problem.n, problem.m, problem.exactly
-    clip = not ex
-    pats = transposable_patterns(n, m, ex)
+def enumerate_array(s: np.ndarray, n: int, m: int, exactly: bool,
+                    deadline: float | None = None) -> tuple[np.ndarray, int, int | None]:
+    """Optimal transposable mask of the scores ``s`` (R, C; float32 or float64, any
+    layout NumPy can view): ``(mask, blocks re-scored in float64, stopped_at)``.
+
+    ``stopped_at`` is None when every block was enumerated, else the first block (row-major
+    block order) left undecided because ``deadline`` (a ``time.perf_counter()`` value) had
+    passed; the mask is then only filled before it."""
+    clip = not exactly
+    pats = transposable_patterns(n, m, exactly)
     K = len(pats)
     flat = np.ascontiguousarray(pats.reshape(K, -1))
     P32 = flat.astype(np.float32)  # (K, m*m): scores are P32 @ blocks^T
     P64 = np.ascontiguousarray(flat.T, dtype=np.float64)
-    s = np.ascontiguousarray(problem.scores, dtype=np.float64)
+    if s.dtype not in (np.float32, np.float64):
+        s = s.astype(np.float64)
+    s = np.ascontiguousarray(s)
     top = float(s.max()) if clip else float(np.abs(s).max())
     scale = power_of_two_scale(max(top, 0.0))
     rel, absolute = float32_error(n, m)
-    nb = problem.num_blocks
+    nb = (s.shape[0] // m) * (s.shape[1] // m)
     mask = np.empty(s.shape, dtype=bool)
     step = min(CHUNK, nb)
     wt = np.empty((m * m, step), dtype=np.float32)
@@ -161,7 +165,7 @@ def enumerate_solver(problem: TransposableNM, time_limit: float | None) -> Resul
         for b0 in range(0, nb, step):
             k = min(step, nb - b0)
             if deadline is not None and time.perf_counter() > deadline:
-                return _stopped(problem, mask, b0, K, rescored)
+                return mask, rescored, b0
             if k < step:  # the last, shorter chunk
                 wt, St = np.empty((m * m, k), dtype=np.float32), np.empty((K, k), np.float32)
             gather_blocks(s, b0, m, scale, clip, wt, absum)
@@ -172,10 +176,26 @@ def enumerate_solver(problem: TransposableNM, time_limit: float | None) -> Resul
                 idx[rows] = _rescore(s, b0 + rows, m, P64, clip)
                 rescored += near
             write_patterns(mask, s, flat, idx[:k], b0, m, clip)
-    info = {"patterns": K, "rescored_blocks": rescored}
-    return Result(mask, "optimal", None, info,
-                  proof="every allowed pattern of every block scored (float32 error bounded, "
-                        "near-ties re-scored in float64)")
+    return mask, rescored, None
+
+
+#: the proof an "optimal" enumeration carries
+PROOF = ("every allowed pattern of every block scored (float32 error bounded, near-ties "
+         "re-scored in float64)")
+
+
+@register("enumerate", TransposableNM, guarantee="exact", accepts=enumerable)
+def enumerate_solver(problem: TransposableNM, time_limit: float | None) -> Result:
+    """Best of all allowed block patterns: float32 scores by one matrix product per chunk,
+    near-ties re-scored in float64 (exact; module docstring)."""
+    deadline = None if time_limit is None else time.perf_counter() + time_limit
+    n, m, ex = problem.n, problem.m, problem.exactly
+    mask, rescored, stopped_at = enumerate_array(problem.scores, n, m, ex, deadline)
+    K = len(transposable_patterns(n, m, ex))
+    if stopped_at is not None:
+        return _stopped(problem, mask, stopped_at, K, rescored)
+    return Result(mask, "optimal", None, {"patterns": K, "rescored_blocks": rescored},
+                  proof=PROOF)
 
 
 def _stopped(problem: TransposableNM, mask: np.ndarray, b0: int, K: int,

@@ -9,8 +9,10 @@ NumPy mask, so the NumPy path and its tests are the reference for both. torch is
 lazily, inside the solvers.
 
 ``"enumerate-torch"`` is the algorithm of ``"enumerate"`` (:mod:`~pruneopt.solvers.nm_enumerate`,
-whose docstring derives the bound): the K allowed patterns scored by one float32 matrix
-product per chunk of blocks, the argmax proven by the float32 error bound
+whose docstring derives the bound). On the CPU it runs that module's numba kernels on the
+tensor's own memory; elsewhere (:func:`enumerate_device`, also callable on the CPU) torch
+operations do it: the K allowed patterns scored by one float32 matrix product per band of
+block rows, the argmax proven by the float32 error bound
 ``E_b = (n m + 1) u A_b + 4 n m 2^-126`` (``A_b = sum |block b|``), near-ties (another
 pattern within ``2 E_b``) re-scored in float64 (on the CPU for devices without float64).
 ``u`` follows torch's float32 matmul precision: 2^-24 at ``"highest"`` (torch's default),
@@ -29,9 +31,11 @@ from typing import Any
 
 from pruneopt.formulations.nm import NMMask, TransposableNM
 from pruneopt.solvers.nm_enumerate import (
+    PROOF,
     TINY,
     UNIT,
     enumerable,
+    enumerate_array,
     power_of_two_scale,
     transposable_patterns,
 )
@@ -158,7 +162,9 @@ def enumerate_blocks_t(band: Any, pats: Any, P32: Any, n: int, m: int, scale: fl
           package="torch", accepts=enumerable)
 def enumerate_torch(problem: TransposableNM, time_limit: float | None) -> Result:
     """``enumerate`` on the scores' torch device: float32 pattern scores by matrix products,
-    near-ties re-scored in float64; a bool tensor out for tensor scores."""
+    near-ties re-scored in float64; a bool tensor out for tensor scores. On the CPU it runs
+    the NumPy/numba enumeration on the tensor's own memory (no copy for float32 and
+    float64; half types are widened to float32, exactly)."""
     import torch
 
     from pruneopt.solvers.nm_torch_greedy import greedy_mask_t
@@ -167,35 +173,52 @@ def enumerate_torch(problem: TransposableNM, time_limit: float | None) -> Result
     t, numpy_out = problem_tensor(problem)
     n, m, ex = problem.n, problem.m, problem.exactly
     dev = t.device
-    pats = torch.from_numpy(transposable_patterns(n, m, ex)).to(dev)
+    K = len(transposable_patterns(n, m, ex))
+    info: dict[str, Any] = {"patterns": K, "device": str(dev)}
+    with cpu_threads(t):
+        if dev.type == "cpu":
+            a = t if t.dtype in (torch.float32, torch.float64) else t.float()
+            mask, rescored, stopped_at = enumerate_array(a.numpy(), n, m, ex, deadline)
+            out = torch.from_numpy(mask)
+            info["matmul_unit"] = UNIT
+        else:
+            out, rescored, stopped_at = enumerate_device(t, n, m, ex, deadline)
+            info["matmul_unit"] = matmul_unit(dev)
+        info["rescored_blocks"] = rescored
+        if stopped_at is not None:  # the time limit passed: the greedy fills the rest
+            xb = to_blocks_t(out, m)
+            xb[stopped_at:] = greedy_mask_t(to_blocks_t(t, m)[stopped_at:], n, ex)
+            out = from_blocks_t(xb, problem.shape, m)
+            info["blocks_enumerated"] = stopped_at
+            return Result(answer(out, numpy_out), "time_limit",
+                          row_col_bound_t(to_blocks_t(t, m), n, ex), info)
+    return Result(answer(out, numpy_out), "optimal", None, info, proof=PROOF)
+
+
+def enumerate_device(t: Any, n: int, m: int, exactly: bool,
+                     deadline: float | None = None) -> tuple[Any, int, int | None]:
+    """The enumeration in torch operations on ``t``'s device, a band of block rows at a
+    time: ``(mask tensor, blocks re-scored in float64, stopped_at)`` as for
+    :func:`~pruneopt.solvers.nm_enumerate.enumerate_array`."""
+    import torch
+
+    dev = t.device
+    pats = torch.from_numpy(transposable_patterns(n, m, exactly)).to(dev)
     P32 = pats.reshape(len(pats), -1).T.float().contiguous()
-    top = float(t.max()) if not ex else float(t.abs().max())
+    top = float(t.max()) if not exactly else float(t.abs().max())
     scale = power_of_two_scale(max(top, 0.0))
     unit = matmul_unit(dev)
-    R, C = problem.shape
-    out = torch.empty((R, C), dtype=torch.bool, device=dev)
+    R, C = t.shape
+    out = torch.zeros((R, C), dtype=torch.bool, device=dev)
     step = _chunk_rows(R, C, m, dev)
-    rescored, status = 0, "optimal"
-    with cpu_threads(t):
-        for r0 in range(0, R, step):
-            band = t[r0:r0 + step]
-            if deadline is not None and time.perf_counter() > deadline:
-                rest = to_blocks_t(t[r0:], m)
-                x = greedy_mask_t(rest, n, ex)
-                out[r0:] = from_blocks_t(x, (R - r0, C), m)
-                status = "time_limit"
-                break
-            out[r0:r0 + step], k = enumerate_blocks_t(band, pats, P32, n, m, scale, unit,
-                                                      not ex)
-            rescored += k
-    info = {"patterns": len(pats), "rescored_blocks": rescored, "device": str(dev),
-            "matmul_unit": unit}
-    if status == "time_limit":
-        return Result(answer(out, numpy_out), status,
-                      row_col_bound_t(to_blocks_t(t, m), n, ex), info)
-    return Result(answer(out, numpy_out), "optimal", None, info,
-                  proof="every allowed pattern of every block scored (float32 error bounded, "
-                        "near-ties re-scored in float64)")
+    rescored = 0
+    for r0 in range(0, R, step):
+        if deadline is not None and time.perf_counter() > deadline:
+            return out, rescored, (r0 // m) * (C // m)
+        out[r0:r0 + step], k = enumerate_blocks_t(t[r0:r0 + step], pats, P32, n, m, scale,
+                                                  unit, not exactly)
+        rescored += k
+    return out, rescored, None
 
 
 @register("enumerate-torch", NMMask, guarantee="exact", requires=("torch",), package="torch")

@@ -145,3 +145,28 @@ def test_torch_exact_equals_numpy_at_any_scale(seed, exp, nm, exactly, kind, dty
         sol = pruneopt.solve(p, solver=name)
         assert sol.status == "optimal"
         assert sol.objective == pytest.approx(best, abs=tol), name
+
+
+@pytest.mark.parametrize("precision", ["highest", "medium"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_device_enumeration_in_torch_ops_is_exact(dtype, precision):
+    """The torch-operations path (what runs on CUDA), run here on the CPU; a lower matmul
+    precision setting only re-scores more blocks."""
+    from pruneopt.solvers.nm_torch import enumerate_device
+
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        for (n, m), kind, ex in [((2, 4), "abs", False), ((2, 4), "ties", False),
+                                 ((1, 4), "signed", True), ((3, 4), "abs", False)]:
+            t = scores(7, (8 * m, 8 * m), kind).to(dtype)
+            mask, rescored, stopped = enumerate_device(t, n, m, ex)
+            assert stopped is None and mask.dtype == torch.bool
+            p = TransposableNM(t, n, m, exactly=ex)
+            p.check(mask)
+            assert p.objective(mask) == pytest.approx(
+                reference(t, n, m, ex), abs=2**-24 * float(t.double().abs().sum()))
+            if kind == "ties":
+                assert rescored > 0
+    finally:
+        torch.set_float32_matmul_precision(before)
