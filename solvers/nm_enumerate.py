@@ -44,12 +44,12 @@ from itertools import product
 
 import numpy as np
 
-from pruneopt.formulations.geometry import one_blas_thread
 from pruneopt.formulations.nm import NMMask, TransposableNM
 from pruneopt.solvers.nm_greedy import greedy_mask
 from pruneopt.solvers.nm_pattern_kernels import (
     gather_blocks,
     pick_patterns,
+    write_pattern_words,
     write_patterns,
 )
 from pruneopt.solvers.registry import Result, register
@@ -60,6 +60,7 @@ MAX_GENERATED = 100_000
 CHUNK = 2048  # blocks scored at once (a 186 x 2048 float32 table is 1.5 MB)
 UNIT = 2.0**-24  # float32 unit roundoff
 TINY = 2.0**-126  # smallest normal float32
+WORDS = {1: np.uint8, 2: np.uint16, 4: np.uint32}  # a block row of m bools as one word
 
 
 @lru_cache(maxsize=32)
@@ -94,6 +95,19 @@ def transposable_patterns(n: int, m: int, exactly: bool) -> np.ndarray:
         free = ~pats & (rs[:, :, None] < n) & (cs[:, None, :] < n)
         pats = pats[~free.any(axis=(1, 2))]
     return pats
+
+
+@lru_cache(maxsize=1)
+def blas_controller():
+    """threadpoolctl's controller, made once (making one reads the loaded libraries: ~4 ms)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def one_blas_thread():
+    """A context limiting BLAS to one thread (many small products: threads only contend)."""
+    return blas_controller().limit(limits=1, user_api="blas")
 
 
 def float32_error(n: int, m: int, unit: float = UNIT) -> tuple[float, float]:
@@ -159,6 +173,12 @@ def enumerate_array(s: np.ndarray, n: int, m: int, exactly: bool,
     absum, thr = np.empty(step), np.empty(step, dtype=np.float32)
     vmax = np.empty(step, dtype=np.float32)
     idx, count = np.empty(step, dtype=np.int32), np.empty(step, dtype=np.int32)
+    positive = np.empty((step, m, m), dtype=bool)
+    word = WORDS.get(m)  # write a block row of m bools as one machine word
+    if word is not None:
+        pat_words = pats.view(word).reshape(K, m)
+        pos_words = positive.view(word).reshape(step, m)
+        mask_words = mask.view(word)
     rescored = 0
     # many small products: BLAS threads only contend (one chunk: not worth the switch)
     with one_blas_thread() if nb > step else nullcontext():
@@ -168,14 +188,17 @@ def enumerate_array(s: np.ndarray, n: int, m: int, exactly: bool,
                 return mask, rescored, b0
             if k < step:  # the last, shorter chunk
                 wt, St = np.empty((m * m, k), dtype=np.float32), np.empty((K, k), np.float32)
-            gather_blocks(s, b0, m, scale, clip, wt, absum)
+            gather_blocks(s, b0, m, scale, clip, wt, absum, positive)
             np.matmul(P32, wt, out=St)
             near = pick_patterns(St, absum, rel, absolute, vmax, thr, count, idx)
             if near:
                 rows = np.flatnonzero(count[:k] > 1)
                 idx[rows] = _rescore(s, b0 + rows, m, P64, clip)
                 rescored += near
-            write_patterns(mask, s, flat, idx[:k], b0, m, clip)
+            if word is not None:
+                write_pattern_words(mask_words, pos_words, pat_words, idx[:k], b0, m, clip)
+            else:
+                write_patterns(mask, positive, pats, idx[:k], b0, m, clip)
     return mask, rescored, None
 
 

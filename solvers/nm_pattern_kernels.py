@@ -17,26 +17,37 @@ from numba import njit
 
 @njit(cache=True)
 def gather_blocks(s: np.ndarray, b0: int, m: int, scale: float, clip: bool,
-                  out: np.ndarray, absum: np.ndarray) -> None:
+                  out: np.ndarray, absum: np.ndarray, positive: np.ndarray) -> None:
     """Blocks ``b0 .. b0 + k - 1`` (row-major block order, k = ``out.shape[1]``) of ``s``
-    (R, C, float64) into the columns of ``out`` (m*m, k, float32), entry ``(r, c)`` of block
-    ``b0 + t`` at ``out[r m + c, t] = float32(scale * max(s, 0) if clip else scale * s)``,
-    and ``absum[t] = sum |scale * s|`` over the block (float64, of the clipped values)."""
+    (R, C, float32 or float64) into the columns of ``out`` (m*m, k, float32), entry (r, c)
+    of block ``b0 + t`` at ``out[r m + c, t] = float32(scale * max(s, 0) if clip else
+    scale * s)``; ``absum[t] = sum |scale * s|`` over the block (float64, of the clipped
+    values) and ``positive[t, r, c] = s > 0``."""
     cb = s.shape[1] // m
-    for t in range(out.shape[1]):
-        b = b0 + t
-        r0 = (b // cb) * m
-        c0 = (b % cb) * m
-        a = 0.0
+    bi, bj = b0 // cb, b0 % cb
+    k = out.shape[1]
+    for t in range(k):
+        absum[t] = 0.0
+    t0 = 0
+    while t0 < k:  # the chunk's part of block row bi, one image row at a time (contiguous)
+        here = min(cb - bj, k - t0)
         for r in range(m):
-            for c in range(m):
-                v = s[r0 + r, c0 + c]
-                if clip and v < 0.0:
-                    v = 0.0
-                v *= scale
-                out[r * m + c, t] = v
-                a += abs(v)
-        absum[t] = a
+            row = s[bi * m + r]
+            for u in range(here):
+                c0 = (bj + u) * m
+                t = t0 + u
+                a = 0.0
+                for c in range(m):
+                    v = np.float64(row[c0 + c])
+                    positive[t, r, c] = v > 0.0
+                    if clip and v < 0.0:
+                        v = 0.0
+                    v *= scale
+                    out[r * m + c, t] = v
+                    a += abs(v)
+                absum[t] += a
+        t0 += here
+        bi, bj = bi + 1, 0
 
 
 @njit(cache=True, fastmath=True)
@@ -82,19 +93,42 @@ def pick_patterns(St: np.ndarray, absum: np.ndarray, rel: float, absolute: float
 
 
 @njit(cache=True)
-def write_patterns(mask: np.ndarray, s: np.ndarray, pats: np.ndarray, idx: np.ndarray,
-                   b0: int, m: int, positive: bool) -> None:
-    """Pattern ``pats[idx[t]]`` (K, m*m, bool) into block ``b0 + t`` of ``mask`` (R, C);
-    with ``positive``, entries whose score ``s`` is not > 0 are left out ("at most n")."""
+def write_patterns(mask: np.ndarray, positive: np.ndarray, pats: np.ndarray, idx: np.ndarray,
+                   b0: int, m: int, clip: bool) -> None:
+    """Pattern ``pats[idx[t]]`` (K, m, m; bool) into block ``b0 + t`` of ``mask`` (R, C);
+    with ``clip`` ("at most n") only where ``positive`` (k, m, m) holds."""
     cb = mask.shape[1] // m
+    bi, bj = b0 // cb, b0 % cb
     for t in range(idx.shape[0]):
-        b = b0 + t
-        r0 = (b // cb) * m
-        c0 = (b % cb) * m
         p = idx[t]
         for r in range(m):
             for c in range(m):
-                keep = pats[p, r * m + c]
-                if positive and keep:
-                    keep = s[r0 + r, c0 + c] > 0.0
-                mask[r0 + r, c0 + c] = keep
+                keep = pats[p, r, c]
+                if clip:
+                    keep = keep and positive[t, r, c]
+                mask[bi * m + r, bj * m + c] = keep
+        bj += 1
+        if bj == cb:
+            bi, bj = bi + 1, 0
+
+
+@njit(cache=True)
+def write_pattern_words(mask_words: np.ndarray, positive_words: np.ndarray,
+                        pat_words: np.ndarray, idx: np.ndarray, b0: int, m: int,
+                        clip: bool) -> None:
+    """:func:`write_patterns` with each block row of m bools read and written as one
+    machine word: ``mask_words`` is the (R, C/m) word view of the mask, ``pat_words``
+    (K, m) and ``positive_words`` (k, m) the word views of the patterns' and the
+    positivity flags' rows."""
+    cb = mask_words.shape[1]
+    bi, bj = b0 // cb, b0 % cb
+    for t in range(idx.shape[0]):
+        p = idx[t]
+        for r in range(m):
+            w = pat_words[p, r]
+            if clip:
+                w &= positive_words[t, r]
+            mask_words[bi * m + r, bj] = w
+        bj += 1
+        if bj == cb:
+            bi, bj = bi + 1, 0
