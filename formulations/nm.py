@@ -65,9 +65,21 @@ def is_tensor(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach")
 
 
-def tensor_scores(x: Any, name: str = "scores") -> Any:
-    """A torch tensor of scores, detached and checked (2-D, non-empty, real, finite), kept
-    on its device and in its float dtype (integer and bool tensors become float64)."""
+def numpy_view(t: Any) -> np.ndarray | None:
+    """A CPU tensor's memory as a NumPy array (no copy; NumPy's single-threaded loops are
+    far faster than torch's on a loaded CPU), or None (other devices, bfloat16)."""
+    if t.device.type != "cpu":
+        return None
+    try:
+        return t.numpy()
+    except (TypeError, RuntimeError):
+        return None
+
+
+def tensor_scores(x: Any, name: str = "scores") -> tuple[Any, float]:
+    """``(tensor, sum |s|)``: the scores detached and checked (2-D, non-empty, real, finite,
+    ``sum |s|`` finite in float64), kept on their device and in their float dtype (integer
+    and bool tensors become float64)."""
     t = x.detach()
     if t.is_complex():
         raise ValueError(f"{name} is complex; pass real numbers (e.g. the magnitude .abs())")
@@ -77,10 +89,19 @@ def tensor_scores(x: Any, name: str = "scores") -> Any:
         raise ValueError(f"{name} is empty; pass a non-empty 2-D array of weight scores")
     if not t.is_floating_point():
         t = t.double()
-    if not bool(t.isfinite().all()):
+    view = numpy_view(t)
+    finite = bool(np.isfinite(view).all()) if view is not None else bool(t.isfinite().all())
+    if not finite:
         bad = int((~t.isfinite()).sum())
         raise ValueError(f"{name} has {bad} NaN or infinite entries; replace them first")
-    return t
+    with np.errstate(over="ignore"):
+        if view is not None:
+            total = float(np.add.reduce(np.abs(view), axis=None, dtype=np.float64))
+        else:
+            total = float(t.double().abs().sum())
+    if not math.isfinite(total):
+        finite_scale(as_array(t, name), name)  # raises, with the message
+    return t, total
 
 
 class _MaskProblem(Formulation):
@@ -94,14 +115,9 @@ class _MaskProblem(Formulation):
         self.n, self.m = validate_nm(n, m)
         self.exactly = bool(exactly)
         if is_tensor(scores):
-            self.tensor = tensor_scores(scores)
+            self.tensor, self._scale = tensor_scores(scores)
             self._numpy: np.ndarray | None = None
             self._shape = tuple(int(d) for d in self.tensor.shape)
-            with np.errstate(over="ignore"):
-                total = float(self.tensor.double().abs().sum())
-            if not math.isfinite(total):
-                finite_scale(self.scores, "scores")  # raises, with the message
-            self._scale = total
             return
         self.tensor = None
         self._numpy = as_array(scores, "scores", ndim=2)
@@ -129,12 +145,14 @@ class _MaskProblem(Formulation):
         """Kept score: sum of ``scores`` where the mask is true (a bool tensor is summed on
         the scores' device, in float64)."""
         mask = self._as_mask(decision)
+        if is_tensor(mask) and self.tensor is not None and mask.device.type != "cpu":
+            return float((self.tensor.double() * mask.to(self.tensor.device)).sum())
         if is_tensor(mask):
-            t = self.tensor if self.tensor is not None else self.scores
-            if not is_tensor(t):  # a tensor mask for NumPy scores
-                return float((t * mask.cpu().numpy()).sum())
-            return float((t.double() * mask.to(t.device)).sum())
-        return float((self.scores * mask).sum())  # faster than s[mask].sum()
+            mask = mask.cpu().numpy()
+        s = numpy_view(self.tensor) if self.tensor is not None else None
+        s = self.scores if s is None else s
+        # faster than s[mask].sum(); float64 products and sum whatever the scores' dtype
+        return float(np.multiply(s, mask, dtype=np.float64).sum())
 
     def _as_mask(self, decision: Any) -> Any:
         """The decision as a bool mask of the problem's shape: a tensor stays a tensor."""
@@ -167,7 +185,10 @@ def line_counts(mask: Any, axis: int) -> Any:
     machine word and their set bits counted (each True is the byte 0x01): 100x faster than
     a reduction over so short an axis."""
     if is_tensor(mask):
-        return mask.sum(dim=axis)
+        view = numpy_view(mask)
+        if view is None:
+            return mask.sum(dim=axis)
+        mask = view
     size = mask.shape[axis]
     word = _WORDS.get(size)
     if (axis in (-1, mask.ndim - 1) and word is not None and mask.flags.c_contiguous
