@@ -65,6 +65,16 @@ def is_tensor(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach")
 
 
+#: entries per band of rows in the formulations' own passes over the scores
+BAND_ENTRIES = 1 << 20
+
+
+def row_bands(shape: tuple[int, ...]) -> list[slice]:
+    """Slices of rows of about :data:`BAND_ENTRIES` entries covering a 2-D ``shape``."""
+    step = max(1, BAND_ENTRIES // max(1, shape[1]))
+    return [slice(r, r + step) for r in range(0, shape[0], step)]
+
+
 def numpy_view(t: Any) -> np.ndarray | None:
     """A CPU tensor's memory as a NumPy array (no copy; NumPy's single-threaded loops are
     far faster than torch's on a loaded CPU), or None (other devices, bfloat16)."""
@@ -96,7 +106,8 @@ def tensor_scores(x: Any, name: str = "scores") -> tuple[Any, float]:
         raise ValueError(f"{name} has {bad} NaN or infinite entries; replace them first")
     with np.errstate(over="ignore"):
         if view is not None:
-            total = float(np.add.reduce(np.abs(view), axis=None, dtype=np.float64))
+            total = sum(float(np.abs(view[r]).sum(dtype=np.float64))
+                        for r in row_bands(view.shape))
         else:
             total = float(t.double().abs().sum())
     if not math.isfinite(total):
@@ -124,7 +135,9 @@ class _MaskProblem(Formulation):
         if self._numpy.size == 0:
             raise ValueError("scores is empty; pass a non-empty 2-D array of weight scores")
         self._shape = self._numpy.shape
-        self._scale = finite_scale(self._numpy, "scores")
+        with np.errstate(over="ignore"):
+            total = sum(float(np.abs(self._numpy[r]).sum()) for r in row_bands(self._shape))
+        self._scale = total if math.isfinite(total) else finite_scale(self._numpy, "scores")
 
     @property
     def scores(self) -> np.ndarray:
@@ -151,8 +164,10 @@ class _MaskProblem(Formulation):
             mask = mask.cpu().numpy()
         s = numpy_view(self.tensor) if self.tensor is not None else None
         s = self.scores if s is None else s
-        # faster than s[mask].sum(); float64 products and sum whatever the scores' dtype
-        return float(np.multiply(s, mask, dtype=np.float64).sum())
+        # faster than s[mask].sum(); float64 products and sums whatever the scores' dtype,
+        # in bands of rows (no temporary the size of the matrix)
+        return float(sum(np.multiply(s[r], mask[r], dtype=np.float64).sum()
+                         for r in row_bands(s.shape)))
 
     def _as_mask(self, decision: Any) -> Any:
         """The decision as a bool mask of the problem's shape: a tensor stays a tensor."""
