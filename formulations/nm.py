@@ -166,6 +166,8 @@ class _MaskProblem(Formulation):
         s = self.scores if s is None else s
         # faster than s[mask].sum(); float64 products and sums whatever the scores' dtype,
         # in bands of rows (no temporary the size of the matrix)
+        if s.dtype == np.float64:
+            return float(sum((s[r] * mask[r]).sum() for r in row_bands(s.shape)))
         return float(sum(np.multiply(s[r], mask[r], dtype=np.float64).sum()
                          for r in row_bands(s.shape)))
 
