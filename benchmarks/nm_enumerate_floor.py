@@ -2,6 +2,7 @@
 
     python benchmarks/nm_enumerate_floor.py                       # 1024^2, 4096^2, 8192^2
     python benchmarks/nm_enumerate_floor.py --sizes 1024 --repeats 5
+    python benchmarks/nm_enumerate_floor.py --sizes 1024 --torch-flow   # flow vs flow-torch
 
 In one process and in each repeat, on scores ``|N(0, 1)|`` (float64, R = C = size):
 
@@ -86,6 +87,49 @@ def solve_default(s: np.ndarray):
     return pruneopt.solve(TransposableNM(s, 2, 4))
 
 
+def torch_flow(args, nms: list[str], out) -> None:
+    """`flow-torch` / `flow` and torch-operations flow / `flow` (``flow_device``, what runs
+    on accelerators, here on the CPU), ratios within a repeat, "at most" and exactly."""
+    from pruneopt.solvers.nm_torch import cpu_threads
+    from pruneopt.solvers.nm_torch_flow import flow_device
+
+    def torch_ops(t, n, m, exactly):
+        with cpu_threads(t):
+            return flow_device(t, n, m, exactly)[0]
+
+    out(f"flow-torch (float64 CPU tensor) against flow (NumPy); {machine()}\n")
+    out("| size | n:m | mode | flow s | flow-torch s | flow-torch / flow: median [min, max] "
+        "| torch ops s | torch ops / flow |")
+    out("|---|---|---|---:|---:|---|---:|---|")
+    for size in args.sizes:
+        s = np.abs(np.random.default_rng(args.seed).standard_normal((size, size)))
+        t = torch.from_numpy(s)
+        for nm in nms:
+            n, m = map(int, nm.split(":"))
+            for exactly in (False, True):
+                tf, tt, to = [], [], []
+                for _ in range(args.repeats or 3):
+                    a, x = timed(pruneopt.solve, TransposableNM(s, n, m, exactly=exactly),
+                                 "flow")
+                    b, y = timed(pruneopt.solve, TransposableNM(t, n, m, exactly=exactly),
+                                 "flow-torch")
+                    if abs(x.objective - y.objective) > 1e-9 * float(s.sum()):
+                        raise RuntimeError(f"objectives differ: {x.objective}, {y.objective}")
+                    c, z = timed(torch_ops, t, n, m, exactly)
+                    if abs(float(s[z.numpy()].sum()) - x.objective) > 1e-9 * float(s.sum()):
+                        raise RuntimeError("the torch-operations flow missed the optimum")
+                    tf.append(a)
+                    tt.append(b)
+                    to.append(c)
+                r = [b / a for a, b in zip(tf, tt, strict=True)]
+                q = [c / a for a, c in zip(tf, to, strict=True)]
+                out(f"| {size}^2 | {nm} | {'exactly' if exactly else 'at most'} | "
+                    f"{statistics.median(tf):.3f} | {statistics.median(tt):.3f} | "
+                    f"{statistics.median(r):.2f} [{min(r):.2f}, {max(r):.2f}] | "
+                    f"{statistics.median(to):.3f} | {statistics.median(q):.2f} "
+                    f"[{min(q):.2f}, {max(q):.2f}] |")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 8192])
@@ -93,9 +137,16 @@ def main(argv: list[str] | None = None) -> None:
                     help="repeats per size (default: 5 at 1024^2, 3 at 4096^2, 2 beyond)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="also write the table here (a new file)")
+    ap.add_argument("--torch-flow", nargs="*", default=None, metavar="N:M",
+                    help="instead: time `flow` (NumPy) against `flow-torch` on the same "
+                         "scores as a float64 CPU tensor, at these n:m (default 4:8 8:16)")
     args = ap.parse_args(argv)
     refuse_overwrite(ap.error, {"--out": args.out})
     out = Tee()
+    if args.torch_flow is not None:
+        torch_flow(args, args.torch_flow or ["4:8", "8:16"], out)
+        out.save(args.out)
+        return
     pats = transposable_patterns(2, 4, False)
     P = np.ascontiguousarray(pats.reshape(len(pats), -1).T, dtype=np.float32)
     Pt = torch.from_numpy(P)

@@ -1,5 +1,9 @@
 """Exact transposable N:M masks by min-cost flow on torch tensors (``"flow-torch"``).
 
+On the CPU ``flow-torch`` hands the tensor's memory to the registered NumPy ``flow`` (no copy
+for float64) and answers with a tensor: torch's small operations are slower there. On
+other devices it runs :func:`flow_device`, described below.
+
 The successive-shortest-path algorithm of ``"flow"`` (:mod:`pruneopt.solvers.nm_flow`),
 vectorized over every block with torch operations so that it runs on the scores' device.
 Start: each block row keeps its top-n (for "at most n": its top-n positive scores, scores
@@ -138,20 +142,49 @@ def ssp_blocks_t(w: Any, n: int, *, exactly: bool = False) -> Any:
 @register("flow-torch", TransposableNM, guarantee="exact", requires=("torch",),
           package="torch")
 def flow_torch(problem: TransposableNM, time_limit: float | None) -> Result:
-    """``flow`` (vectorized successive shortest paths) on the scores' torch device."""
-    from pruneopt.solvers.nm_torch import cpu_threads, problem_tensor
+    """``flow`` on the scores' torch device: on the CPU the registered NumPy ``flow`` on the
+    tensor's memory (faster there than torch operations, README), answering with a bool
+    tensor; elsewhere :func:`flow_device`."""
+    import torch
+
+    from pruneopt.solvers.nm_torch import (
+        answer,
+        cpu_threads,
+        problem_tensor,
+        row_col_bound_t,
+        to_blocks_t,
+    )
+    from pruneopt.solvers.registry import get_solver
 
     deadline = None if time_limit is None else time.perf_counter() + time_limit
     t, numpy_out = problem_tensor(problem)
+    n, m, ex = problem.n, problem.m, problem.exactly
+    if t.device.type == "cpu":
+        a = t if t.dtype in (torch.float32, torch.float64) else t.float()
+        sub = problem if numpy_out else TransposableNM(a.numpy(), n, m, exactly=ex)
+        res = get_solver(sub, "flow").impl(sub, time_limit)
+        mask = res.decision if numpy_out else torch.from_numpy(res.decision)
+        return Result(mask, res.status, res.bound, {**res.info, "device": "cpu", "via": "flow"},
+                      proof=res.proof)
     with cpu_threads(t):
-        return _flow(problem, t, numpy_out, deadline)
+        x, late = flow_device(t, n, m, ex, deadline)
+    info = {"device": str(t.device)}
+    if late:
+        info["stopped_early"] = True
+        return Result(answer(x, numpy_out), "time_limit",
+                      row_col_bound_t(to_blocks_t(t, m), n, ex), info)
+    return Result(answer(x, numpy_out), "optimal", None, info,
+                  proof="successive shortest paths (no negative cycle)")
 
 
-def _flow(problem: TransposableNM, t: Any, numpy_out: bool, deadline: float | None) -> Result:
-    from pruneopt.solvers.nm_torch import answer, from_blocks_t, row_col_bound_t, to_blocks_t
+def flow_device(t: Any, n: int, m: int, exactly: bool,
+                deadline: float | None = None) -> tuple[Any, bool]:
+    """The flow in torch operations on ``t``'s device (also callable on the CPU):
+    ``(mask tensor, stopped)``; once ``deadline`` has passed, the remaining chunks of blocks
+    get the greedy mask and ``stopped`` is True."""
+    from pruneopt.solvers.nm_torch import from_blocks_t, to_blocks_t
     from pruneopt.solvers.nm_torch_greedy import chunk_blocks, greedy_mask_t
 
-    n, m, ex = problem.n, problem.m, problem.exactly
     w = to_blocks_t(t, m)
     x = w.new_zeros(w.shape, dtype=bool)
     step = chunk_blocks(w)
@@ -159,11 +192,6 @@ def _flow(problem: TransposableNM, t: Any, numpy_out: bool, deadline: float | No
     for b0 in range(0, w.shape[0], step):
         late = late or (deadline is not None and time.perf_counter() > deadline)
         wc = w[b0:b0 + step]
-        x[b0:b0 + step] = greedy_mask_t(wc, n, ex) if late else ssp_blocks_t(wc, n, exactly=ex)
-    mask = answer(from_blocks_t(x, problem.shape, m), numpy_out)
-    info = {"device": str(w.device)}
-    if late:
-        info["stopped_early"] = True
-        return Result(mask, "time_limit", row_col_bound_t(w, n, ex), info)
-    return Result(mask, "optimal", None, info,
-                  proof="successive shortest paths (no negative cycle)")
+        x[b0:b0 + step] = greedy_mask_t(wc, n, exactly) if late else ssp_blocks_t(
+            wc, n, exactly=exactly)
+    return from_blocks_t(x, tuple(t.shape), m), late

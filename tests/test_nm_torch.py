@@ -170,3 +170,20 @@ def test_device_enumeration_in_torch_ops_is_exact(dtype, precision):
                 assert rescored > 0
     finally:
         torch.set_float32_matmul_precision(before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("exactly", [False, True])
+def test_device_flow_in_torch_ops_is_exact(dtype, exactly):
+    """The torch-operations flow (what runs on CUDA), run here on the CPU."""
+    from pruneopt.solvers.nm_torch_flow import flow_device
+
+    for (n, m), kind in [((2, 4), "ties"), ((1, 4), "signed"), ((4, 8), "abs"),
+                         ((2, 8), "signed"), ((8, 16), "abs")]:
+        t = scores(n + m, (4 * m, 4 * m), kind).to(dtype)
+        mask, stopped = flow_device(t, n, m, exactly)
+        assert not stopped and mask.dtype == torch.bool
+        p = TransposableNM(t, n, m, exactly=exactly)
+        p.check(mask)
+        assert p.objective(mask) == pytest.approx(
+            reference(t, n, m, exactly), abs=2**-24 * float(t.double().abs().sum()))
