@@ -30,7 +30,7 @@
   float32, float16 or bfloat16, the float32 stage is exact in the same sense.
 
   Time: one float32 matrix product per chunk and one pass over its score table; memory:
-  one chunk's table (``CHUNK x K`` float32) beside the mask.
+  one chunk's table (``K x CHUNK`` float32) beside the mask.
 - ``"topk"`` for :class:`NMMask`: the top-n of each group of m (exact by definition).
 """
 
