@@ -31,10 +31,11 @@ _COVERAGE = ("highs", "cpsat", "greedy", "lp-round", "kcenter", "scipy", "pyomo"
 
 PREFERENCE: dict[type, tuple[str, ...]] = {
     # exact first: enumeration of the block patterns (2:4), our flow, then the references;
+    # for scores given as a torch tensor the torch backends first (on the tensor's device);
     # the entropic OT heuristic after every exact one (never the default)
-    TransposableNM: ("enumerate", "flow", "ortools", "highs", "greedy", "scipy", "pyomo",
-                     "networkx", "entropic"),
-    NMMask: ("topk", "enumerate", "highs", "scipy", "pyomo"),
+    TransposableNM: ("enumerate-torch", "flow-torch", "enumerate", "flow", "ortools", "highs",
+                     "greedy", "greedy-torch", "scipy", "pyomo", "networkx", "entropic"),
+    NMMask: ("topk-torch", "topk", "enumerate", "enumerate-torch", "highs", "scipy", "pyomo"),
     LayerBudget: ("dp", "greedy", "highs", "dp_round", "scipy", "cpsat", "pyomo"),
     MMDSelection: ("gurobi", "scip", "relax-swap", "relax-round", "greedy", "swap", "lowrank"),
     CoverageSelection: _COVERAGE,
@@ -45,7 +46,8 @@ PREFERENCE: dict[type, tuple[str, ...]] = {
 
 #: The default skips a solver when the instance is not in its sweet spot: exact MIQP/ILP
 #: solves that prove small instances in seconds but can run for hours beyond; the dense MMD
-#: heuristics, whose n x n kernel and QP relaxation grow as n^2.
+#: heuristics, whose n x n kernel and QP relaxation grow as n^2; the torch N:M backends
+#: unless the scores came as a torch tensor.
 DEFAULT_IF: dict[tuple[type, str], Callable[[Any], bool]] = {
     (MMDSelection, "gurobi"): lambda p: p.n <= 40,
     (MMDSelection, "scip"): lambda p: p.n <= 40,
@@ -54,6 +56,10 @@ DEFAULT_IF: dict[tuple[type, str], Callable[[Any], bool]] = {
     **{(cls, name): (lambda p: p.n <= 2000) for cls in (CoverageSelection, CoverSelection)
        for name in ("highs", "cpsat", "scipy", "pyomo")},
     **{(cls, "lp-round"): (lambda p: p.n <= 20000) for cls in (CoverageSelection, CoverSelection)},
+    # the torch backends are the default for torch scores only (tensor in, tensor out)
+    **{(cls, name): (lambda p: p.tensor is not None)
+       for cls, name in ((TransposableNM, "enumerate-torch"), (TransposableNM, "flow-torch"),
+                         (NMMask, "topk-torch"))},
 }
 
 

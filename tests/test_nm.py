@@ -134,7 +134,8 @@ def test_nm_mask_topk_and_torch_input_are_not_modified():
     before = w.clone()
     p = NMMask(w.abs(), 2, 4)
     sol = pruneopt.solve(p)
-    assert sol.solver == "topk"
+    assert sol.solver == "topk-torch"  # tensor scores: the torch backend, a bool tensor out
+    assert sol.decision.dtype == torch.bool
     assert (sol.decision.reshape(-1, 4).sum(1) == 2).all()
     assert torch.equal(w, before)
     assert sol.objective == pytest.approx(float(w.abs().reshape(-1, 4).topk(2).values.sum()))
