@@ -46,12 +46,6 @@ import numpy as np
 
 from pruneopt.formulations.nm import NMMask, TransposableNM
 from pruneopt.solvers.nm_greedy import greedy_mask
-from pruneopt.solvers.nm_pattern_kernels import (
-    gather_blocks,
-    pick_patterns,
-    write_pattern_words,
-    write_patterns,
-)
 from pruneopt.solvers.registry import Result, register
 from pruneopt.solvers.starts import register_start
 
@@ -153,6 +147,13 @@ def enumerate_array(s: np.ndarray, n: int, m: int, exactly: bool,
     ``stopped_at`` is None when every block was enumerated, else the first block (row-major
     block order) left undecided because ``deadline`` (a ``time.perf_counter()`` value) had
     passed; the mask is then only filled before it."""
+    from pruneopt.solvers.nm_pattern_kernels import (  # numba: loaded on the first solve
+        gather_blocks,
+        pick_patterns,
+        write_pattern_words,
+        write_patterns,
+    )
+
     clip = not exactly
     pats = transposable_patterns(n, m, exactly)
     K = len(pats)
