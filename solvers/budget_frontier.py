@@ -1,0 +1,265 @@
+"""Compiled kernels (numba) of the exact LayerBudget solver: flat tables, hulls, LP, frontier.
+
+A table of ``L`` layers is held flat: layer ``l``'s levels are ``[off[l], off[l+1])`` of the
+arrays ``d`` (extra cost over the layer's cheapest level, in the unit of the costs) and ``e``
+(error, in the unit of the errors). After :func:`pareto_levels` every layer's levels are
+sorted by ``d`` ascending with ``e`` strictly descending (dominated levels removed).
+
+- :func:`pareto_levels`: per layer, sort by (cost, error) and keep the Pareto levels.
+- :func:`hull_steps`: the lower convex hull of each layer's points and its steps
+  ``(dd, de)`` between consecutive hull vertices (slopes ``de/dd`` strictly increasing).
+- :func:`lp_greedy`: hull steps of all layers by slope; the LP relaxation of the
+  multiple-choice knapsack takes them in that order while they fit (Sinha & Zoltners 1979),
+  the critical step fractionally; the integer greedy skips a layer after its first step that
+  does not fit.
+- :func:`layer_min`: ``min_k e[l][k] + lam d[l][k]`` per layer (the Lagrangian terms).
+- :func:`extend`: one step of the exact Pareto-frontier DP. A state is the (cost ``D``,
+  error ``E``) of a choice for the layers done so far; a new layer's alive levels are added
+  to every state, and a candidate survives only if it fits (``D <= R``), is not dominated
+  (another state has no more cost and no more error) and its lower bound
+  ``E + f(R - D)`` is below the threshold, where ``f(r)`` is the LP relaxation of the layers
+  still to do at capacity ``r`` (exact, read from a Fenwick tree of their hull steps in
+  slope order, O(log n) per state). The smallest bound of a pruned candidate is returned:
+  it is a proven lower bound on every answer through a pruned state.
+
+The functions are plain Python until :func:`compiled` is called: it compiles them with
+``numba.njit(cache=True)`` in place (once per process; the machine code is cached on disk), so
+that ``import pruneopt`` does not pay numba's import (about half a second) unless this solver
+runs.
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+
+
+def pareto_levels(off, c, e):
+    """(off2, d, e2, idx, cmin): per layer the Pareto levels by cost ascending (errors
+    strictly descending), their extra cost ``d = c - min c``, original indices ``idx``."""
+    L = off.size - 1
+    n = c.size
+    d_out = np.empty(n)
+    e_out = np.empty(n)
+    idx = np.empty(n, dtype=np.int64)
+    off2 = np.zeros(L + 1, dtype=np.int64)
+    cmin = np.empty(L)
+    m = 0
+    for li in range(L):
+        a, b = off[li], off[li + 1]
+        cs = c[a:b]
+        es = e[a:b]
+        o1 = np.argsort(es, kind="mergesort")
+        o2 = np.argsort(cs[o1], kind="mergesort")
+        order = o1[o2]
+        c0 = cs[order[0]]
+        cmin[li] = c0
+        best = np.inf
+        for j in range(order.size):
+            k = order[j]
+            if es[k] < best:
+                best = es[k]
+                d_out[m] = cs[k] - c0
+                e_out[m] = es[k]
+                idx[m] = k
+                m += 1
+        off2[li + 1] = m
+    return off2, d_out[:m].copy(), e_out[:m].copy(), idx[:m].copy(), cmin
+
+
+def hull_steps(off, d, e, alive):
+    """Hull steps of every layer's alive levels: (layer, from, to, dd, de) arrays, steps of
+    one layer consecutive and by increasing slope; ``from``/``to`` are flat level indices.
+    The first alive level of a layer must be its cheapest (``d`` ascending)."""
+    L = off.size - 1
+    n = d.size
+    s_l = np.empty(n, dtype=np.int64)
+    s_a = np.empty(n, dtype=np.int64)
+    s_b = np.empty(n, dtype=np.int64)
+    hull = np.empty(n, dtype=np.int64)
+    m = 0
+    for li in range(L):
+        h = 0
+        for k in range(off[li], off[li + 1]):
+            if not alive[k]:
+                continue
+            while h >= 2:
+                i = hull[h - 2]
+                j = hull[h - 1]
+                # drop j if it lies on or above the segment i -> k
+                if (e[j] - e[i]) * (d[k] - d[i]) >= (e[k] - e[i]) * (d[j] - d[i]):
+                    h -= 1
+                else:
+                    break
+            hull[h] = k
+            h += 1
+        for t in range(h - 1):
+            s_l[m] = li
+            s_a[m] = hull[t]
+            s_b[m] = hull[t + 1]
+            m += 1
+    s_l, s_a, s_b = s_l[:m].copy(), s_a[:m].copy(), s_b[:m].copy()
+    return s_l, s_a, s_b, d[s_b] - d[s_a], e[s_b] - e[s_a]
+
+
+def lp_greedy(L, first, s_l, s_b, dd, de, order, R):
+    """LP relaxation and integer greedy over hull steps taken in ``order`` (slope ascending).
+
+    ``first[l]``: layer l's cheapest level (flat index). Returns (choice, crit, frac) with
+    ``choice[l]`` the greedy's flat level per layer (within ``R``), ``crit`` the position in
+    ``order`` of the first step that does not fit (``-1`` if all fit) and ``frac`` the
+    fraction of it the LP takes."""
+    choice = first.copy()
+    used = 0.0
+    crit = -1
+    frac = 0.0
+    blocked = np.zeros(L, dtype=np.bool_)
+    for p in range(order.size):
+        t = order[p]
+        li = s_l[t]
+        if crit < 0:
+            if used + dd[t] <= R:
+                used += dd[t]
+                choice[li] = s_b[t]
+                continue
+            crit = p
+            frac = (R - used) / dd[t]
+            blocked[li] = True
+            continue
+        if blocked[li]:
+            continue
+        if used + dd[t] <= R:
+            used += dd[t]
+            choice[li] = s_b[t]
+        else:
+            blocked[li] = True
+    return choice, crit, frac
+
+
+def layer_min(off, d, e, alive, lam):
+    """Per layer ``min_k e + lam d`` over the alive levels (``inf`` if none is alive)."""
+    L = off.size - 1
+    out = np.full(L, np.inf)
+    for li in range(L):
+        for k in range(off[li], off[li + 1]):
+            if alive[k]:
+                v = e[k] + lam * d[k]
+                if v < out[li]:
+                    out[li] = v
+    return out
+
+
+def fenwick_build(vals):
+    """A Fenwick (binary indexed) tree of ``vals`` (1-based nodes, ``tree[0]`` unused)."""
+    n = vals.size
+    tree = np.zeros(n + 1)
+    for i in range(n):
+        tree[i + 1] += vals[i]
+        j = (i + 1) + ((i + 1) & -(i + 1))
+        if j <= n:
+            tree[j] += tree[i + 1]
+    return tree
+
+
+def fenwick_add(tree, i, v):
+    """Add ``v`` at position ``i`` (0-based)."""
+    n = tree.size - 1
+    j = i + 1
+    while j <= n:
+        tree[j] += v
+        j += j & -j
+
+
+def lp_rest(tree_d, tree_e, slope, present, r):
+    """The LP relaxation of the remaining layers' hull steps at capacity ``r``, relative to
+    their cheapest levels: the largest prefix (in slope order) of present steps that fits,
+    plus the next present step fractionally. A lower bound (exact up to rounding)."""
+    n = tree_d.size - 1
+    pos = 0
+    rem = r
+    acc = 0.0
+    step = 1
+    while step * 2 <= n:
+        step *= 2
+    while step > 0:
+        q = pos + step
+        if q <= n and tree_d[q] <= rem:
+            pos = q
+            rem -= tree_d[q]
+            acc += tree_e[q]
+        step //= 2
+    # the next present step, taken fractionally (its slope is the most negative left)
+    while pos < n and not present[pos]:
+        pos += 1
+    if pos < n and rem > 0.0:
+        acc += rem * slope[pos]
+    return acc
+
+
+def extend(D, E, dk, ek, R, tree_d, tree_e, slope, present, thr):
+    """Add one layer (alive levels ``dk`` ascending, ``ek``) to the frontier ``(D, E)``.
+
+    Returns (D', E', parent, choice, min_pruned): the surviving states sorted by cost with
+    errors strictly descending, each state's parent index and level position, and the least
+    bound of a candidate dropped by the bound (``inf`` if none). Errors are relative to the
+    cheapest levels (of the layers done and to do); ``thr`` is the pruning threshold."""
+    S = D.size
+    m = dk.size
+    cap = S * m
+    cD = np.empty(cap)
+    cE = np.empty(cap)
+    cP = np.empty(cap, dtype=np.int64)
+    cK = np.empty(cap, dtype=np.int64)
+    n = 0
+    min_pruned = np.inf
+    for k in range(m):
+        for s in range(S):
+            x = D[s] + dk[k]
+            if x > R:
+                break  # D ascending: the rest of this level's candidates do not fit
+            y = E[s] + ek[k]
+            b = y + lp_rest(tree_d, tree_e, slope, present, R - x)
+            if b >= thr:
+                if b < min_pruned:
+                    min_pruned = b
+                continue
+            cD[n] = x
+            cE[n] = y
+            cP[n] = s
+            cK[n] = k
+            n += 1
+    cD, cE, cP, cK = cD[:n], cE[:n], cP[:n], cK[:n]
+    o1 = np.argsort(cE, kind="mergesort")
+    o2 = np.argsort(cD[o1], kind="mergesort")
+    order = o1[o2]
+    keep = np.empty(n, dtype=np.int64)
+    h = 0
+    best = np.inf
+    for j in range(n):
+        t = order[j]
+        if cE[t] < best:
+            best = cE[t]
+            keep[h] = t
+            h += 1
+    keep = keep[:h]
+    return cD[keep], cE[keep], cP[keep], cK[keep], min_pruned
+
+
+#: the kernels, callees before callers (numba resolves a callee when its caller compiles)
+KERNELS = ("pareto_levels", "hull_steps", "lp_greedy", "layer_min", "fenwick_build",
+           "fenwick_add", "lp_rest", "extend")
+
+
+def compiled() -> types.ModuleType:
+    """This module with every kernel compiled by numba (compiles, or loads the cache, once)."""
+    import sys
+
+    module = sys.modules[__name__]
+    if not getattr(module, "is_compiled", False):
+        from numba import njit
+
+        for name in KERNELS:
+            setattr(module, name, njit(cache=True)(getattr(module, name)))
+        module.is_compiled = True
+    return module
