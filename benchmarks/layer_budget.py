@@ -113,6 +113,64 @@ def heavy_tailed_table(seed: int, speedup: float, L: int = 50, K: int = 20) -> L
     return LayerBudget(costs, errors, sum(float(c[0]) for c in costs) / speedup)
 
 
+def random_nonconvex_table(L: int, K: int, seed: int, speedup: float) -> LayerBudget:
+    """``nonconvex``: :func:`fine_nonconvex_table`'s staircase times and bumpy, noisy errors
+    (many levels off the convex hull) at ``L`` layers x ``K`` levels."""
+    return fine_nonconvex_table(seed, speedup, L=L, K=K)
+
+
+def uncorrelated_table(L: int, K: int, seed: int, speedup: float) -> LayerBudget:
+    """``uncorrelated``: costs uniform in [0, 1] and errors uniform in [0, 1], independent:
+    no structure at all (most levels dominated, the rest far from convex)."""
+    rng = np.random.default_rng(seed)
+    C = rng.uniform(0, 1, (L, K))
+    E = rng.uniform(0, 1, (L, K))
+    return LayerBudget(C, E, float(C.max(axis=1).sum()) / (1 + speedup))
+
+
+def ties_table(L: int, K: int, seed: int, speedup: float) -> LayerBudget:
+    """``ties``: integer costs and errors (0..K), 10 distinct layer profiles each repeated
+    ``L/10`` times: exact duplicates, equal slopes and many optima of equal error."""
+    rng = np.random.default_rng(seed)
+    k = np.arange(K)
+    profiles = []
+    for _ in range(10):
+        c = np.round((K - k) * rng.uniform(0.5, 1.5)).astype(float)
+        e = np.round(k ** 2 / K * rng.uniform(0.5, 2.0)).astype(float)
+        profiles.append((c, e))
+    rows = [profiles[i % 10] for i in range(L)]
+    C = np.array([r[0] for r in rows])
+    E = np.array([r[1] for r in rows])
+    return LayerBudget(C, E, float(np.floor(C[:, 0].sum() / speedup)))
+
+
+def minilm_tiled_table(L: int, seed: int, speedup: float) -> LayerBudget:
+    """``minilm``: the measured MiniLM SPDY table's 12 units (11-12 levels) tiled to ``L``
+    layers, each copy's times and errors scaled by independent log-normal factors (sigma
+    0.1, as if other layers of the same kinds) plus 1% noise per level."""
+    import json
+
+    d = json.loads(MINILM_TABLE.read_text())
+    rng = np.random.default_rng(seed)
+    costs, errors = [], []
+    for i in range(L):
+        t = np.asarray(d["times"][i % 12])
+        e = np.asarray(d["errors"][i % 12])
+        costs.append(t * rng.lognormal(0, 0.1) * (1 + rng.normal(0, 0.01, t.size)))
+        errors.append(np.maximum(e * rng.lognormal(0, 0.1) * (1 + rng.normal(0, 0.01, e.size)),
+                                 0))
+    return LayerBudget(costs, errors, sum(float(c[0]) for c in costs) / speedup)
+
+
+FAMILIES = {
+    "convex": lambda L, K, sd, sp: synthetic_table(L, K, sd, sp),
+    "nonconvex": random_nonconvex_table,
+    "uncorrelated": uncorrelated_table,
+    "ties": ties_table,
+    "minilm": lambda L, K, sd, sp: minilm_tiled_table(L, sd, sp),
+}
+
+
 def shape_tables(shape: str, seeds: int, L: int = 200, K: int = 40):
     """(label, LayerBudget) pairs of one shape."""
     if shape == "minilm":

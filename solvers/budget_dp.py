@@ -357,8 +357,9 @@ class Flat:
         return (self.idx[flat_choice]).astype(np.int64)
 
 
-def lp_bound(flat: Flat, alive: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """(greedy flat choice per layer, LP bound, critical slope lam) over the alive levels.
+def lp_bound(flat: Flat, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(greedy flat choice per layer, the LP's integer part, LP bound, critical slope lam)
+    over the alive levels.
 
     The bound is the Lagrangian ``sum_l min_k (e + lam d) - lam R``, valid for every
     ``lam >= 0`` whatever rounding went into finding ``lam``."""
@@ -368,10 +369,10 @@ def lp_bound(flat: Flat, alive: np.ndarray) -> tuple[np.ndarray, float, float]:
     first = flat.off[:-1].copy()
     s_l, _, s_b, dd, de = kernels.hull_steps(flat.off, flat.d, flat.e, alive)
     order = np.argsort(de / dd, kind="stable")
-    choice, crit, _ = kernels.lp_greedy(L, first, s_l, s_b, dd, de, order, flat.R)
+    choice, anchor, crit, _ = kernels.lp_greedy(L, first, s_l, s_b, dd, de, order, flat.R)
     lam = 0.0 if crit < 0 else float(-de[order[crit]] / dd[order[crit]])
     lb = float(math.fsum(kernels.layer_min(flat.off, flat.d, flat.e, alive, lam))) - lam * flat.R
-    return choice, lb, lam
+    return choice, anchor, lb, lam
 
 
 def frontier_search(flat: Flat, alive: np.ndarray, thr: float, deadline: float | None,
@@ -442,12 +443,44 @@ def frontier_search(flat: Flat, alive: np.ndarray, thr: float, deadline: float |
             return "states", None, min_pruned, peak
         if deadline is not None and time.perf_counter() > deadline:
             return "time", None, min_pruned, peak
+    if not free.size and e0 >= thr:  # nothing to choose, and the only answer is no better
+        return "done", None, e0, peak
     choice = first.copy()
     s = int(np.argmin(E))
     for t in range(free.size - 1, -1, -1):
         choice[free[t]] = choices[t][s]
         s = int(parents[t][s])
     return "done", choice, min_pruned, peak
+
+
+class Proof:
+    """What a bound must beat to matter, and what a pruned bound proves.
+
+    ``value`` is the incumbent's error. A candidate is pruned when its bound reaches
+    :meth:`threshold`: ``value`` less half the relative gap tolerance, or, when every error
+    is an integer, ``value - 1/2`` (a better answer errs at most ``value - 1``). A pruned
+    bound ``b`` proves ``optimum >= b - margin`` (``margin``: rounding of the sums behind
+    it), rounded up to an integer when the errors are integers."""
+
+    def __init__(self, problem: LayerBudget, flat: Flat, lam: float) -> None:
+        self.scale = problem.objective_scale()
+        e = flat.e
+        self.integral = bool(np.all(e == np.round(e)) and np.abs(e).max() < 2.0 ** 52)
+        L = problem.n_layers
+        # every sum behind a bound has terms bounded by these totals
+        mag = self.scale + abs(lam) * float(flat.d[flat.off[1:] - 1].sum())
+        self.margin = 8 * np.finfo(float).eps * (L + 64) * mag
+
+    def threshold(self, value: float) -> float:
+        gap = 0.5 * GAP_RTOL * max(self.scale, abs(value))
+        return value - max(gap, 0.5) if self.integral else value - gap
+
+    def bound(self, b: float) -> float:
+        b -= self.margin
+        return float(np.ceil(b)) if self.integral and np.isfinite(b) else b
+
+    def closed(self, ub: float, lb: float) -> bool:
+        return ub <= lb or gap_closed(ub, lb, self.scale)
 
 
 def solve_exact(problem: LayerBudget, time_limit: float | None = None, *, buckets: int = 10000,
@@ -458,53 +491,58 @@ def solve_exact(problem: LayerBudget, time_limit: float | None = None, *, bucket
     search; when it passes, the best answer so far comes back with ``"time_limit"`` and the
     best bound."""
     kernels = budget_frontier.compiled()
-
     t0 = time.perf_counter()
     deadline = None if time_limit is None else t0 + time_limit
     if not certify:
         return rounded_dp(problem, buckets, deadline)
     flat = Flat.of(problem)
+    L = problem.n_layers
     alive = np.ones(flat.d.size, dtype=np.bool_)
-    choice, lb, lam = lp_bound(flat, alive)
+    choice, anchor, lp, lam = lp_bound(flat, alive)
+    proof = Proof(problem, flat, lam)
+    lb = proof.bound(lp)
     best = flat.levels(choice)
     ub = problem.objective(best)
-    scale = problem.objective_scale()
-    L = problem.n_layers
-    info: dict[str, Any] = {"lp_bound": lb, "greedy": ub, "lambda": lam,
+    info: dict[str, Any] = {"lp_bound": lp, "greedy": ub, "lambda": lam,
                             "levels_in": int(problem.levels.sum()),
                             "levels_pareto": int(flat.d.size)}
-    if gap_closed(ub, lb, scale):
+    if proof.closed(ub, lb):
         return Result(best, "optimal", min(lb, ub), info, proof="LP bound meets the answer")
-    # rounding in the sums behind every bound below: a few ulps per term
-    mag = scale + abs(lam) * float(np.abs(flat.d).max(initial=0.0)) * L + abs(ub)
-    margin = 8 * np.finfo(float).eps * (L + 64) * mag
-    # reduced costs: an answer through level k errs at least lb + rc[k]
+    # reduced costs: an answer through level k errs at least lp + rc[k]
     vmin = kernels.layer_min(flat.off, flat.d, flat.e, alive, lam)
     rc = flat.e + lam * flat.d - vmin[flat.layer]
     value = float(math.fsum(flat.e[choice]))
-    # the core: the layers whose second-best level is nearest in reduced cost, the others
-    # held at the greedy's level; its exact optimum is a (much) better answer to start from
+    # the cores (Pisinger's, for the multiple-choice knapsack): the layers whose other levels
+    # are nearest in reduced cost to the LP's, the others held at the LP's integer part; each
+    # core's exact optimum below the incumbent is a better incumbent
+    held = np.zeros(flat.d.size, dtype=bool)
+    held[anchor] = True
+    # a better answer trades capacity: some layers move up from the LP's level, others down;
+    # a core takes the layers nearest in reduced cost in each direction, half and half
+    up = flat.d > flat.d[anchor][flat.layer]
+    score = np.zeros(L)
     for size in CORE_SIZES:
-        thr = value - 0.5 * GAP_RTOL * max(scale, abs(value))
-        alive = lb + rc < thr
-        other = rc.copy()
-        other[choice] = np.inf
-        score = np.minimum.reduceat(np.where(alive, other, np.inf), flat.off[:-1])
+        thr = proof.threshold(value)
+        alive = lp + rc < thr
+        near = [np.minimum.reduceat(np.where(alive & ~held & side, rc, np.inf), flat.off[:-1])
+                for side in (up, ~up)]
+        score = np.minimum(*near)
         core = np.zeros(L, dtype=bool)
-        core[np.argsort(score, kind="stable")[:size]] = True
+        for sc in near:
+            core[np.argsort(sc, kind="stable")[: (size + 1) // 2]] = True
         core &= np.isfinite(score)
-        in_core = (alive & core[flat.layer]) | np.isin(np.arange(flat.d.size), choice)
-        status, fc, _, _ = frontier_search(flat, in_core, thr, deadline, max_states, score)
-        if fc is not None:
+        status, fc, _, _ = frontier_search(flat, (alive & core[flat.layer]) | held, thr,
+                                           deadline, max_states, score)
+        if fc is not None and float(math.fsum(flat.e[fc])) < value:
             choice, value = fc, float(math.fsum(flat.e[fc]))
         if status != "done" or core.sum() == np.isfinite(score).sum():
             break
     best = flat.levels(choice)
     ub = problem.objective(best)
     info["core"] = ub
-    thr = value - 0.5 * GAP_RTOL * max(scale, abs(value))
-    alive = lb + rc < thr
-    pruned = float((lb + rc[~alive]).min(initial=np.inf))
+    thr = proof.threshold(value)
+    alive = lp + rc < thr
+    pruned = float((lp + rc[~alive]).min(initial=np.inf))
     info["levels_after_elimination"] = int(alive.sum())
     status, fchoice, mp, peak = frontier_search(flat, alive, thr, deadline, max_states, score)
     info["search_states"] = peak
@@ -514,10 +552,10 @@ def solve_exact(problem: LayerBudget, time_limit: float | None = None, *, bucket
             lv = flat.levels(fchoice)
             if problem.fits(lv) and problem.objective(lv) < ub:
                 ub, best = problem.objective(lv), lv
-        bound = min(ub, pruned - margin)
-        if gap_closed(ub, bound, scale):
+        bound = min(ub, proof.bound(pruned))
+        if proof.closed(ub, bound):
             return Result(best, "optimal", bound, info, proof="Pareto frontier search")
-        return Result(best, "feasible", max(lb, bound) if bound <= ub else lb, info)
+        return Result(best, "feasible", max(lb, bound), info)
     if status == "time":
         return Result(best, "time_limit", lb, info)
     # too many states: let HiGHS prove it on the reduced table

@@ -106,11 +106,13 @@ def hull_steps(off, d, e, alive):
 def lp_greedy(L, first, s_l, s_b, dd, de, order, R):
     """LP relaxation and integer greedy over hull steps taken in ``order`` (slope ascending).
 
-    ``first[l]``: layer l's cheapest level (flat index). Returns (choice, crit, frac) with
-    ``choice[l]`` the greedy's flat level per layer (within ``R``), ``crit`` the position in
+    ``first[l]``: layer l's cheapest level (flat index). Returns (choice, anchor, crit, frac)
+    with ``choice[l]`` the greedy's flat level per layer (within ``R``), ``anchor`` the LP's
+    integer part (the steps before the critical one), ``crit`` the position in
     ``order`` of the first step that does not fit (``-1`` if all fit) and ``frac`` the
     fraction of it the LP takes."""
     choice = first.copy()
+    anchor = choice
     used = 0.0
     crit = -1
     frac = 0.0
@@ -125,6 +127,7 @@ def lp_greedy(L, first, s_l, s_b, dd, de, order, R):
                 continue
             crit = p
             frac = (R - used) / dd[t]
+            anchor = choice.copy()
             blocked[li] = True
             continue
         if blocked[li]:
@@ -134,7 +137,9 @@ def lp_greedy(L, first, s_l, s_b, dd, de, order, R):
             choice[li] = s_b[t]
         else:
             blocked[li] = True
-    return choice, crit, frac
+    if crit < 0:
+        anchor = choice.copy()
+    return choice, anchor, crit, frac
 
 
 def layer_min(off, d, e, alive, lam):
@@ -198,52 +203,79 @@ def lp_rest(tree_d, tree_e, slope, present, r):
 
 
 def extend(D, E, dk, ek, R, tree_d, tree_e, slope, present, thr):
-    """Add one layer (alive levels ``dk`` ascending, ``ek``) to the frontier ``(D, E)``.
+    """Add one layer (alive levels ``dk`` ascending, ``ek`` descending) to the frontier
+    ``(D, E)`` (``D`` ascending, ``E`` strictly descending).
 
-    Returns (D', E', parent, choice, min_pruned): the surviving states sorted by cost with
-    errors strictly descending, each state's parent index and level position, and the least
-    bound of a candidate dropped by the bound (``inf`` if none). Errors are relative to the
-    cheapest levels (of the layers done and to do); ``thr`` is the pruning threshold."""
+    The frontier shifted by each level is merged in, one level at a time (two-pointer merge
+    keeping only non-dominated states, O(states) per level); then every state's bound
+    ``E + f(R - D)`` is checked against ``thr``. Returns (D', E', parent, choice,
+    min_pruned): the surviving states, each one's parent index and level position, and the
+    least bound of a state dropped by the bound (``inf`` if none). A dominated state's bound
+    is at least its dominator's (``f`` decreases with capacity), so dropping it first is
+    safe. Errors are relative to the cheapest levels (of the layers done and to do)."""
     S = D.size
     m = dk.size
-    cap = S * m
-    cD = np.empty(cap)
-    cE = np.empty(cap)
-    cP = np.empty(cap, dtype=np.int64)
-    cK = np.empty(cap, dtype=np.int64)
-    n = 0
-    min_pruned = np.inf
-    for k in range(m):
-        for s in range(S):
-            x = D[s] + dk[k]
-            if x > R:
-                break  # D ascending: the rest of this level's candidates do not fit
-            y = E[s] + ek[k]
-            b = y + lp_rest(tree_d, tree_e, slope, present, R - x)
-            if b >= thr:
-                if b < min_pruned:
-                    min_pruned = b
-                continue
-            cD[n] = x
-            cE[n] = y
-            cP[n] = s
-            cK[n] = k
-            n += 1
-    cD, cE, cP, cK = cD[:n], cE[:n], cP[:n], cK[:n]
-    o1 = np.argsort(cE, kind="mergesort")
-    o2 = np.argsort(cD[o1], kind="mergesort")
-    order = o1[o2]
+    # level 0 (d = 0): the frontier itself
+    aD = D + dk[0]
+    aE = E + ek[0]
+    aP = np.arange(S)
+    aK = np.zeros(S, dtype=np.int64)
+    for k in range(1, m):
+        nb = 0
+        while nb < S and D[nb] + dk[k] <= R:
+            nb += 1
+        na = aD.size
+        cap = na + nb
+        oD = np.empty(cap)
+        oE = np.empty(cap)
+        oP = np.empty(cap, dtype=np.int64)
+        oK = np.empty(cap, dtype=np.int64)
+        i = 0
+        j = 0
+        h = 0
+        best = np.inf
+        while i < na or j < nb:
+            if j >= nb:
+                take_a = True
+            elif i >= na:
+                take_a = False
+            else:
+                bd = D[j] + dk[k]
+                take_a = aD[i] < bd or (aD[i] == bd and aE[i] <= E[j] + ek[k])
+            if take_a:
+                x = aD[i]
+                y = aE[i]
+                p = aP[i]
+                q = aK[i]
+                i += 1
+            else:
+                x = D[j] + dk[k]
+                y = E[j] + ek[k]
+                p = j
+                q = k
+                j += 1
+            if y < best:
+                best = y
+                oD[h] = x
+                oE[h] = y
+                oP[h] = p
+                oK[h] = q
+                h += 1
+        aD, aE, aP, aK = oD[:h], oE[:h], oP[:h], oK[:h]
+    n = aD.size
     keep = np.empty(n, dtype=np.int64)
     h = 0
-    best = np.inf
-    for j in range(n):
-        t = order[j]
-        if cE[t] < best:
-            best = cE[t]
+    min_pruned = np.inf
+    for t in range(n):
+        b = aE[t] + lp_rest(tree_d, tree_e, slope, present, R - aD[t])
+        if b >= thr:
+            if b < min_pruned:
+                min_pruned = b
+        else:
             keep[h] = t
             h += 1
     keep = keep[:h]
-    return cD[keep], cE[keep], cP[keep], cK[keep], min_pruned
+    return aD[keep], aE[keep], aP[keep], aK[keep], min_pruned
 
 
 #: the kernels, callees before callers (numba resolves a callee when its caller compiles)

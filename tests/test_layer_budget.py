@@ -184,7 +184,7 @@ def test_frontier_search_exact_on_small_tables():
         p = random_table(500 + seed, max_layers=6, max_levels=4)
         flat = Flat.of(p)
         alive = np.ones(flat.d.size, dtype=bool)
-        choice, lb, _ = lp_bound(flat, alive)
+        choice, _, lb, _ = lp_bound(flat, alive)
         ub = float(flat.e[choice].sum())
         status, fc, pruned, _ = frontier_search(flat, alive, ub - 1e-9, None, 10**6)
         assert status == "done"
