@@ -38,6 +38,7 @@ Run:  nice python benchmarks/layer_budget.py [--part shapes] [--shape-seeds 20] 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -280,9 +281,131 @@ def solvers_part(out, sizes, seeds, time_limit):
         out(f"| {size} | {label} | {t:.3f} | {r:.2f} | {gs} | {u:.4f} | {bgs} | {sts} |")
 
 
+def highs_direct(p: LayerBudget, time_limit: float) -> tuple[str, float, float | None, float]:
+    """The multiple-choice MILP passed to HiGHS through highspy, as its users write it
+    (binaries ``x[l,k]``, one row per layer, one budget row; HiGHS's default options, so its
+    relative MIP gap tolerance is 1e-4). (status, seconds, objective or None, mip gap)."""
+    import highspy
+
+    t0 = time.perf_counter()
+    L, n = p.n_layers, int(p.levels.sum())
+    layer = np.repeat(np.arange(L), p.levels)
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", float(time_limit))
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = n, L + 1
+    lp.col_cost_ = np.concatenate(p.errors)
+    lp.col_lower_, lp.col_upper_ = np.zeros(n), np.ones(n)
+    lp.row_lower_ = np.concatenate([np.ones(L), [-highspy.kHighsInf]])
+    lp.row_upper_ = np.concatenate([np.ones(L), [p.budget]])
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = np.arange(0, 2 * n + 1, 2)
+    lp.a_matrix_.index_ = np.stack([layer, np.full(n, L)], axis=1).ravel()
+    lp.a_matrix_.value_ = np.stack([np.ones(n), np.concatenate(p.costs)], axis=1).ravel()
+    lp.integrality_ = [highspy.HighsVarType.kInteger] * n
+    h.passModel(lp)
+    h.run()
+    status = h.modelStatusToString(h.getModelStatus())
+    info = h.getInfo()
+    obj = None
+    if info.primal_solution_status == 2:  # a feasible solution
+        x = np.asarray(h.getSolution().col_value)
+        obj = p.objective(np.array([int(np.argmax(x[a:b])) for a, b in
+                                    zip(np.r_[0, np.cumsum(p.levels)[:-1]],
+                                        np.cumsum(p.levels), strict=True)]))
+    return status, time.perf_counter() - t0, obj, float(info.mip_gap)
+
+
+def read_floor(p: LayerBudget) -> float:
+    """Seconds to read the table once (each layer's least cost and least error): what any
+    exact solver must at least do, since every level can matter."""
+    t0 = time.perf_counter()
+    off = np.r_[0, np.cumsum(p.levels)[:-1]]
+    np.minimum.reduceat(np.concatenate(p.costs), off)
+    np.minimum.reduceat(np.concatenate(p.errors), off)
+    return time.perf_counter() - t0
+
+
+def fit_exponent(Ls, ts) -> float:
+    """Least-squares slope of log t over log L."""
+    return float(np.polyfit(np.log(Ls), np.log(ts), 1)[0])
+
+
+def scaling_part(out, families, sizes, K, seeds, highs_max, time_limit):
+    """``dp`` vs ``greedy`` vs HiGHS (highspy, direct) over L; ratios per table."""
+    warm = synthetic_table(50, 20, 0, 1.5)
+    pruneopt.solve(warm, solver="dp")  # numba: compile or load the cache before timing
+    out(f"\n`dp` (exact) against `greedy` (LP rounded, heuristic) and HiGHS called directly "
+        f"(highspy, default options, seed 0 of each size up to {highs_max} layers, time limit "
+        f"{time_limit:g} s); {seeds} tables per row (speedups {SPEEDUPS[:seeds]}); "
+        f"{K} levels (minilm: the measured 11-12). Ratios are per table, median [min-max]; "
+        f"read = one pass over the table (each layer's least cost and error).\n")
+    out("| family | layers | dp median s [range] | dp status | dp / greedy | greedy gap % max "
+        "| dp / read | dp / HiGHS (seed 0) | HiGHS status, gap |")
+    out("|---|---:|---|---|---|---:|---|---:|---|")
+    fits = {}
+    for fam in families:
+        med = []
+        for L in sizes:
+            ts, rg, rr, gaps, sts, hs = [], [], [], [], defaultdict(int), "-"
+            rh = "-"
+            for seed in range(seeds):
+                p = FAMILIES[fam](L, K, seed, SPEEDUPS[seed % len(SPEEDUPS)])
+                floor = min(read_floor(p) for _ in range(3))
+                sol = pruneopt.solve(p, solver="dp", time_limit=time_limit)
+                g = pruneopt.solve(p, solver="greedy")
+                ts.append(sol.seconds)
+                sts[sol.status] += 1
+                rg.append(sol.seconds / g.seconds)
+                rr.append(sol.seconds / floor)
+                gaps.append(100 * (g.objective - sol.objective) / max(abs(sol.objective), 1e-300))
+                assert p.cost(sol.decision) <= p.budget + p.tolerance
+                if seed == 0 and L <= highs_max:
+                    st, hsec, hobj, hgap = highs_direct(p, time_limit)
+                    rh = f"{sol.seconds / hsec:.3f}"
+                    worse = "" if hobj is None else (
+                        f", obj {100 * (hobj - sol.objective) / abs(sol.objective):+.4f} %")
+                    hs = f"{st} in {hsec:.1f} s, gap {hgap:.1e}{worse}"
+                    if hobj is not None:
+                        assert hobj >= sol.objective - 1e-9 * max(1.0, abs(sol.objective))
+            med.append(float(np.median(ts)))
+
+            def r(v):
+                return f"{np.median(v):.2f} [{min(v):.2f}-{max(v):.2f}]"
+
+            stat = ", ".join(f"{k} {v}" for k, v in sts.items())
+            out(f"| {fam} | {L} | {np.median(ts):.3f} [{min(ts):.3f}-{max(ts):.3f}] | {stat} | "
+                f"{r(rg)} | {max(gaps):.4f} | {r(rr)} | {rh} | {hs} |")
+        fits[fam] = med
+    ref = fit_exponent(sizes, [L * np.log(L) for L in sizes])
+    out(f"\nScaling exponent b of the median `dp` time, t ~ L^b over L = "
+        f"{', '.join(map(str, sizes))} (L log L itself fits b = {ref:.2f} over this range):\n")
+    out("| family | " + " | ".join(f"median s at {L}" for L in sizes) + " | b |")
+    out("|---|" + "---:|" * (len(sizes) + 1))
+    for fam, med in fits.items():
+        out(f"| {fam} | " + " | ".join(f"{t:.3f}" for t in med)
+            + f" | {fit_exponent(sizes, med):.2f} |")
+    pooled = np.median(np.array(list(fits.values())), axis=0)
+    out("| all (median of families) | " + " | ".join(f"{t:.3f}" for t in pooled)
+        + f" | {fit_exponent(sizes, pooled):.2f} |")
+
+
 def main(argv: list[str] | None = None) -> None:
+    # numba (the dp's kernels) imports `coverage` if it can: keep this folder, which holds a
+    # coverage.py benchmark, off the path (as benchmarks/coverage.py does)
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [q for q in sys.path if Path(q or ".").resolve() != here]
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", choices=["solvers", "shapes", "both"], default="both")
+    ap.add_argument("--part", choices=["scaling", "solvers", "shapes", "both", "all"],
+                    default="scaling", help="both: solvers and shapes; all: the three")
+    ap.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
+    ap.add_argument("--layers", default="500,1000,2000,5000,10000",
+                    help="layer counts of the scaling part")
+    ap.add_argument("--levels", type=int, default=100, help="levels per layer (scaling part)")
+    ap.add_argument("--scaling-seeds", type=int, default=3)
+    ap.add_argument("--highs-max-layers", type=int, default=2000,
+                    help="run HiGHS (seed 0) up to this many layers (scaling part)")
     ap.add_argument("--sizes", default="50x40,200x40,1000x100")
     ap.add_argument("--seeds", type=int, default=3, help="tables per size (solvers part)")
     ap.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
@@ -294,10 +417,13 @@ def main(argv: list[str] | None = None) -> None:
     _common.refuse_overwrite(ap.error, {"--out": args.out}, inputs=[MINILM_TABLE])
     out = _common.Tee()
     out(f"{_common.machine()}; pruneopt from {pruneopt.__file__}")
-    if args.part in ("shapes", "both"):
+    if args.part in ("scaling", "all"):
+        scaling_part(out, args.families, [int(v) for v in args.layers.split(",")],
+                     args.levels, args.scaling_seeds, args.highs_max_layers, args.time_limit)
+    if args.part in ("shapes", "both", "all"):
         L, K = (int(v) for v in args.convex_size.lower().split("x"))
         shapes_part(out, args.shapes, args.shape_seeds, args.time_limit, L, K)
-    if args.part in ("solvers", "both"):
+    if args.part in ("solvers", "both", "all"):
         solvers_part(out, args.sizes, args.seeds, args.time_limit)
     out.save(args.out)
 
