@@ -27,20 +27,42 @@ least ``LB(lam) + rc[l][k]`` with ``rc[l][k] = e[l][k] + lam d[l][k] - min_j (e[
 d[l][j])``. Levels with ``LB + rc > UB`` (the best answer known) cannot be in any better answer
 and are removed; the optimum stays in the reduced table.
 
+**Exact search** (``"dp"``): a Pareto-frontier dynamic program over the layers that keep
+more than one level after elimination, in exact floating-point arithmetic (no buckets). A
+state is the (extra cost ``D``, error ``E``) of a choice for the layers done so far; adding a
+layer merges the frontier shifted by each of its levels and drops states that do not fit
+(``D > R``), that are dominated (another has no more cost and no more error) or whose bound
+``E + f(R - D)`` reaches the threshold, where ``f(r)`` is the LP relaxation of the layers still
+to do at capacity ``r`` (read exactly from a Fenwick tree of their hull steps in slope order).
+Every answer is either kept to the end or passes through a dropped state or level, whose
+bound is then a lower bound on its error: the least such bound, less the rounding of the
+sums behind it (:class:`Proof`), is the proven bound ``sol.bound``. The threshold is the
+incumbent less half the relative gap tolerance ``GAP_RTOL`` of the objective's scale (or less
+1/2 when every error is an integer: a better answer is then at least 1 better), so ties with
+the incumbent are not enumerated.
+
+**Cores** (Pisinger 1995, for the multiple-choice knapsack): the exact search is cheap when
+the incumbent is nearly optimal, because the reduced-cost elimination then leaves few
+levels. Before it, the same search runs on growing cores (:data:`CORE_SIZES` layers) with
+every other layer held at the LP's integer part (the hull steps before the critical one): half
+the core are the layers whose nearest level above the LP's is cheapest in reduced cost, half
+those whose nearest level below is; each core's optimum that beats the incumbent replaces it.
+
 Solvers registered here:
 
-- ``"dp"`` (exact, the default): LP bound and greedy answer, elimination, bucket DP up
-  (answer) and down (bound) on the reduced table; when the bound meets the answer (relative
-  ``1e-9``) the answer is proven optimal. Otherwise :func:`pareto_search` (exact: partial
-  answers layer by layer, keeping only (cost, error)-Pareto states whose summed reduced cost
-  stays within ``answer - bound``) finds the optimum of the reduced table, which is the
-  optimum of the whole table. If that would need more than ``max_states`` states, or 80% of
-  ``time_limit`` has passed, HiGHS solves the reduced table as a MILP (warm-started,
-  feasibility tolerance ``1e-9``) instead. ``certify=False`` stops after the DP and returns
-  ``"feasible"`` with the proven bound. ``time_limit`` is checked between phases and
-  between the layers of each DP (the slack is one layer of one DP).
+- ``"dp"`` (exact, the default): LP bound and greedy answer; cores; reduced-cost
+  elimination with the final incumbent; exact search (above). Proven optimal when the bound
+  meets the answer within ``GAP_RTOL`` (``sol.bound`` is then the proven bound). If the
+  frontier exceeds ``max_states`` states, HiGHS solves the reduced table as a MILP (warm
+  started) instead. ``time_limit`` is checked between the layers of every search; when it
+  passes the best answer so far comes back as ``"time_limit"`` with the LP bound.
+  ``certify=False`` skips the search: LP bound, elimination and SPDY's bucket DP on the
+  reduced table (``buckets`` buckets, rounding up for the answer, down for a bound), giving
+  ``"feasible"`` unless the bounds meet.
 - ``"dp_round"`` (heuristic): SPDY's plain bucket DP on the full table, rounding up for the
   answer and down for the bound; ``"optimal"`` only when the two meet.
+
+Kernels are compiled with numba (:mod:`~pruneopt.solvers.budget_frontier`) on first use.
 """
 
 from __future__ import annotations
@@ -382,9 +404,10 @@ def frontier_search(flat: Flat, alive: np.ndarray, thr: float, deadline: float |
 
     Layers with one alive level are fixed; the others are added one by one to the frontier
     (:func:`budget_frontier.extend`), every candidate bounded by its error plus the exact LP
-    relaxation of the layers still to do. Returns (status, flat choice or None, least pruned
-    bound, peak states): ``"done"`` (the choice is the best alive-only answer below ``thr``,
-    or None if none exists: every pruned answer has error >= the returned bound),
+    relaxation of the layers still to do, in order of ``priority`` (ascending; default: layer
+    order). Returns (status, flat choice or None, least pruned bound, peak states):
+    ``"done"`` (the choice is the best alive-only answer below ``thr``, or None if none
+    exists: every pruned answer has error >= the returned bound),
     ``"states"`` (over ``max_states``) or ``"time"`` (past ``deadline``)."""
     kernels = budget_frontier.compiled()
 
@@ -404,7 +427,7 @@ def frontier_search(flat: Flat, alive: np.ndarray, thr: float, deadline: float |
     free = np.flatnonzero(n_alive > 1)
     s_l, _, _, dd, de = kernels.hull_steps(off, d, e, alive)
     steps_of = np.split(np.arange(s_l.size), np.searchsorted(s_l, free[1:])) if free.size else []
-    if priority is not None and ORDER == "priority":
+    if priority is not None:  # the most uncertain layers first
         o = np.argsort(priority[free], kind="stable")
         free = free[o]
         steps_of = [steps_of[i] for i in o]
@@ -417,7 +440,6 @@ def frontier_search(flat: Flat, alive: np.ndarray, thr: float, deadline: float |
     tree_e = kernels.fenwick_build(de_r)
     present = np.ones(rank_order.size, dtype=np.bool_)
     steps_of = [rank[q] for q in steps_of]
-    # most uncertain layers first: the least reduced cost of a level other than the best
     D = np.zeros(1)
     E = np.zeros(1)
     parents, choices = [], []
@@ -622,7 +644,6 @@ def rounded_dp(problem: LayerBudget, buckets: int, deadline: float | None) -> Re
 
 #: layers in the cores tried before the exact search (see :func:`solve_exact`)
 CORE_SIZES = (8, 32, 128, 512)
-ORDER = "priority"
 
 BUCKETS = Integer(1, 10_000_000)
 
