@@ -643,7 +643,7 @@ def rounded_dp(problem: LayerBudget, buckets: int, deadline: float | None) -> Re
 
 
 #: layers in the cores tried before the exact search (see :func:`solve_exact`)
-CORE_SIZES = (8, 32, 128, 512)
+CORE_SIZES = (16, 64, 256, 1024)
 
 BUCKETS = Integer(1, 10_000_000)
 

@@ -50,14 +50,19 @@ def pareto_levels(off, c, e):
         a, b = off[li], off[li + 1]
         cs = c[a:b]
         es = e[a:b]
-        o1 = np.argsort(es, kind="mergesort")
-        o2 = np.argsort(cs[o1], kind="mergesort")
-        order = o1[o2]
+        order = np.argsort(cs, kind="mergesort")
         c0 = cs[order[0]]
         cmin[li] = c0
         best = np.inf
-        for j in range(order.size):
+        j = 0
+        while j < order.size:
+            # the run of levels of equal cost: its least error (the first on ties)
             k = order[j]
+            j += 1
+            while j < order.size and cs[order[j]] == cs[k]:
+                if es[order[j]] < es[k]:
+                    k = order[j]
+                j += 1
             if es[k] < best:
                 best = es[k]
                 d_out[m] = cs[k] - c0
