@@ -1,6 +1,18 @@
 """Benchmark: LayerBudget solvers on several shapes of table; prints markdown tables.
 
-Two parts (``--part``, default both):
+Three parts (``--part``: ``scaling``, the default; ``solvers``; ``shapes``; ``both`` for the
+last two; ``all``):
+
+**scaling** (``--layers``, default ``500,1000,2000,5000,10000``; ``--levels`` 100;
+``--scaling-seeds`` 3 tables per size, speedups cycling through ``SPEEDUPS``): the exact
+``dp`` against ``greedy`` and against HiGHS called directly through highspy on the
+multiple-choice MILP (:func:`highs_direct`, default options, the seed-0 table of each size up
+to ``--highs-max-layers``), in the same process, table by table, on the ``FAMILIES``
+(``convex``, ``nonconvex``, ``uncorrelated``, ``ties``, ``minilm``: see each generator). Per
+row: median and range of ``dp``'s seconds, its statuses, the ratios ``dp / greedy``,
+``dp / read`` (one pass over the table, the floor of any exact solver) and ``dp / HiGHS``
+(median [min-max]), the greedy's worst gap; then the exponent ``b`` of ``t ~ L^b`` fitted to
+the median times per family (and what ``L log L`` itself fits over the same sizes).
 
 **solvers** (``--sizes``, default ``50x40,200x40,1000x100``): every registered solver on the
 ``convex`` synthetic tables below, ``--seeds`` tables per size. For every solver: median
@@ -32,7 +44,7 @@ HiGHS), per shape of table; ``--shape-seeds`` tables per shape (seed s has speed
   ``benchmarks/spdy_minilm_table.json`` (12 units, 11-12 levels, CPU timings with their
   noise) at speedup targets 1.25, 1.5, 2, 3, 4 (one table, five budgets).
 
-Run:  nice python benchmarks/layer_budget.py [--part shapes] [--shape-seeds 20] [--out F]
+Run:  nice python benchmarks/layer_budget.py [--highs-max-layers 5000] [--part both] [--out F]
 """
 
 from __future__ import annotations
