@@ -648,7 +648,8 @@ CORE_SIZES = (16, 64, 256, 1024)
 BUCKETS = Integer(1, 10_000_000)
 
 
-@register("dp", LayerBudget, guarantee="exact", requires=("highspy",), package="highspy",
+@register("dp", LayerBudget, guarantee="exact", requires=("numba", "highspy"),
+          package="numba highspy",
           options={"buckets": BUCKETS, "certify": Boolean(), "max_states": Integer(1, None)})
 def dp_solver(problem: LayerBudget, time_limit: float | None, *, buckets: int = 10000,
               certify: bool = True, max_states: int = 2_000_000) -> Result:

@@ -30,6 +30,8 @@ runs.
 
 from __future__ import annotations
 
+import sys
+import threading
 import types
 
 import numpy as np
@@ -288,15 +290,18 @@ KERNELS = ("pareto_levels", "hull_steps", "lp_greedy", "layer_min", "fenwick_bui
            "fenwick_add", "lp_rest", "extend")
 
 
+COMPILE_LOCK = threading.Lock()
+
+
 def compiled() -> types.ModuleType:
-    """This module with every kernel compiled by numba (compiles, or loads the cache, once)."""
-    import sys
-
+    """This module with every kernel compiled by numba (compiles, or loads the cache, once;
+    safe to call from several threads)."""
     module = sys.modules[__name__]
-    if not getattr(module, "is_compiled", False):
-        from numba import njit
+    with COMPILE_LOCK:
+        if not getattr(module, "is_compiled", False):
+            from numba import njit
 
-        for name in KERNELS:
-            setattr(module, name, njit(cache=True)(getattr(module, name)))
-        module.is_compiled = True
+            for name in KERNELS:
+                setattr(module, name, njit(cache=True)(getattr(module, name)))
+            module.is_compiled = True
     return module

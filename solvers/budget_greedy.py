@@ -19,7 +19,7 @@ from pruneopt.solvers.budget_dp import Flat, Proof, lp_bound
 from pruneopt.solvers.registry import Result, register
 
 
-@register("greedy", LayerBudget, guarantee="heuristic")
+@register("greedy", LayerBudget, guarantee="heuristic", requires=("numba",), package="numba")
 def greedy_solver(problem: LayerBudget, time_limit: float | None) -> Result:
     """Convex-hull greedy (LP relaxation rounded down), with the LP bound."""
     flat = Flat.of(problem)
