@@ -8,7 +8,8 @@ last two; ``all``):
 ``dp`` against ``greedy`` and against HiGHS called directly through highspy on the
 multiple-choice MILP (:func:`highs_direct`, default options, the seed-0 table of each size up
 to ``--highs-max-layers``), in the same process, table by table, on the ``FAMILIES``
-(``convex``, ``nonconvex``, ``uncorrelated``, ``ties``, ``minilm``: see each generator). Per
+(``convex``, ``nonconvex``, ``uncorrelated``, ``ties``, ``minilm``, ``linear``: see each
+generator). Per
 row: median and range of ``dp``'s seconds, its statuses, the ratios ``dp / greedy``,
 ``dp / read`` (one pass over the table, the floor of any exact solver) and ``dp / HiGHS``
 (median [min-max]), the greedy's worst gap; then the exponent ``b`` of ``t ~ L^b`` fitted to
@@ -157,6 +158,16 @@ def ties_table(L: int, K: int, seed: int, speedup: float) -> LayerBudget:
     return LayerBudget(C, E, float(np.floor(C[:, 0].sum() / speedup)))
 
 
+def linear_table(L: int, K: int, seed: int, speedup: float) -> LayerBudget:
+    """``linear``: errors almost proportional to costs (``e = -a c + N(0, 1e-6)``, ``a`` in
+    [0.9, 1.1] per layer, costs uniform in [0, 1]): the strongly correlated knapsack, hard for
+    bounds (nearly every level is on, or within noise of, the convex hull)."""
+    rng = np.random.default_rng(seed)
+    C = np.sort(rng.uniform(0, 1, (L, K)), axis=1)
+    E = -C * rng.uniform(0.9, 1.1, (L, 1)) + rng.normal(0, 1e-6, (L, K))
+    return LayerBudget(C, E, float(C.mean(axis=1).sum()) / speedup * 1.25)
+
+
 def minilm_tiled_table(L: int, seed: int, speedup: float) -> LayerBudget:
     """``minilm``: the measured MiniLM SPDY table's 12 units (11-12 levels) tiled to ``L``
     layers, each copy's times and errors scaled by independent log-normal factors (sigma
@@ -181,6 +192,7 @@ FAMILIES = {
     "uncorrelated": uncorrelated_table,
     "ties": ties_table,
     "minilm": lambda L, K, sd, sp: minilm_tiled_table(L, sd, sp),
+    "linear": linear_table,
 }
 
 
