@@ -1,6 +1,19 @@
 """Benchmark: LayerBudget solvers on several shapes of table; prints markdown tables.
 
-Two parts (``--part``, default both):
+Three parts (``--part``: ``scaling``, the default; ``solvers``; ``shapes``; ``both`` for the
+last two; ``all``):
+
+**scaling** (``--layers``, default ``500,1000,2000,5000,10000``; ``--levels`` 100;
+``--scaling-seeds`` 3 tables per size, speedups cycling through ``SPEEDUPS``): the exact
+``dp`` against ``greedy`` and against HiGHS called directly through highspy on the
+multiple-choice MILP (:func:`highs_direct`, default options, the seed-0 table of each size up
+to ``--highs-max-layers``), in the same process, table by table, on the ``FAMILIES``
+(``convex``, ``nonconvex``, ``uncorrelated``, ``ties``, ``minilm``, ``linear``: see each
+generator). Per
+row: median and range of ``dp``'s seconds, its statuses, the ratios ``dp / greedy``,
+``dp / read`` (one pass over the table, the floor of any exact solver) and ``dp / HiGHS``
+(median [min-max]), the greedy's worst gap; then the exponent ``b`` of ``t ~ L^b`` fitted to
+the median times per family (and what ``L log L`` itself fits over the same sizes).
 
 **solvers** (``--sizes``, default ``50x40,200x40,1000x100``): every registered solver on the
 ``convex`` synthetic tables below, ``--seeds`` tables per size. For every solver: median
@@ -32,12 +45,13 @@ HiGHS), per shape of table; ``--shape-seeds`` tables per shape (seed s has speed
   ``benchmarks/spdy_minilm_table.json`` (12 units, 11-12 levels, CPU timings with their
   noise) at speedup targets 1.25, 1.5, 2, 3, 4 (one table, five budgets).
 
-Run:  nice python benchmarks/layer_budget.py [--part shapes] [--shape-seeds 20] [--out F]
+Run:  nice python benchmarks/layer_budget.py [--highs-max-layers 5000] [--part both] [--out F]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -111,6 +125,75 @@ def heavy_tailed_table(seed: int, speedup: float, L: int = 50, K: int = 20) -> L
         costs.append(np.maximum(c, 0))
         errors.append(np.maximum(e, 0))
     return LayerBudget(costs, errors, sum(float(c[0]) for c in costs) / speedup)
+
+
+def random_nonconvex_table(L: int, K: int, seed: int, speedup: float) -> LayerBudget:
+    """``nonconvex``: :func:`fine_nonconvex_table`'s staircase times and bumpy, noisy errors
+    (many levels off the convex hull) at ``L`` layers x ``K`` levels."""
+    return fine_nonconvex_table(seed, speedup, L=L, K=K)
+
+
+def uncorrelated_table(L: int, K: int, seed: int, speedup: float) -> LayerBudget:
+    """``uncorrelated``: costs uniform in [0, 1] and errors uniform in [0, 1], independent:
+    no structure at all (most levels dominated, the rest far from convex)."""
+    rng = np.random.default_rng(seed)
+    C = rng.uniform(0, 1, (L, K))
+    E = rng.uniform(0, 1, (L, K))
+    return LayerBudget(C, E, float(C.max(axis=1).sum()) / (1 + speedup))
+
+
+def ties_table(L: int, K: int, seed: int, speedup: float) -> LayerBudget:
+    """``ties``: integer costs and errors (0..K), 10 distinct layer profiles each repeated
+    ``L/10`` times: exact duplicates, equal slopes and many optima of equal error."""
+    rng = np.random.default_rng(seed)
+    k = np.arange(K)
+    profiles = []
+    for _ in range(10):
+        c = np.round((K - k) * rng.uniform(0.5, 1.5)).astype(float)
+        e = np.round(k ** 2 / K * rng.uniform(0.5, 2.0)).astype(float)
+        profiles.append((c, e))
+    rows = [profiles[i % 10] for i in range(L)]
+    C = np.array([r[0] for r in rows])
+    E = np.array([r[1] for r in rows])
+    return LayerBudget(C, E, float(np.floor(C[:, 0].sum() / speedup)))
+
+
+def linear_table(L: int, K: int, seed: int, speedup: float) -> LayerBudget:
+    """``linear``: errors almost proportional to costs (``e = -a c + N(0, 1e-6)``, ``a`` in
+    [0.9, 1.1] per layer, costs uniform in [0, 1]): the strongly correlated knapsack, hard for
+    bounds (nearly every level is on, or within noise of, the convex hull)."""
+    rng = np.random.default_rng(seed)
+    C = np.sort(rng.uniform(0, 1, (L, K)), axis=1)
+    E = -C * rng.uniform(0.9, 1.1, (L, 1)) + rng.normal(0, 1e-6, (L, K))
+    return LayerBudget(C, E, float(C.mean(axis=1).sum()) / speedup * 1.25)
+
+
+def minilm_tiled_table(L: int, seed: int, speedup: float) -> LayerBudget:
+    """``minilm``: the measured MiniLM SPDY table's 12 units (11-12 levels) tiled to ``L``
+    layers, each copy's times and errors scaled by independent log-normal factors (sigma
+    0.1, as if other layers of the same kinds) plus 1% noise per level."""
+    import json
+
+    d = json.loads(MINILM_TABLE.read_text())
+    rng = np.random.default_rng(seed)
+    costs, errors = [], []
+    for i in range(L):
+        t = np.asarray(d["times"][i % 12])
+        e = np.asarray(d["errors"][i % 12])
+        costs.append(t * rng.lognormal(0, 0.1) * (1 + rng.normal(0, 0.01, t.size)))
+        errors.append(np.maximum(e * rng.lognormal(0, 0.1) * (1 + rng.normal(0, 0.01, e.size)),
+                                 0))
+    return LayerBudget(costs, errors, sum(float(c[0]) for c in costs) / speedup)
+
+
+FAMILIES = {
+    "convex": lambda L, K, sd, sp: synthetic_table(L, K, sd, sp),
+    "nonconvex": random_nonconvex_table,
+    "uncorrelated": uncorrelated_table,
+    "ties": ties_table,
+    "minilm": lambda L, K, sd, sp: minilm_tiled_table(L, sd, sp),
+    "linear": linear_table,
+}
 
 
 def shape_tables(shape: str, seeds: int, L: int = 200, K: int = 40):
@@ -222,9 +305,131 @@ def solvers_part(out, sizes, seeds, time_limit):
         out(f"| {size} | {label} | {t:.3f} | {r:.2f} | {gs} | {u:.4f} | {bgs} | {sts} |")
 
 
+def highs_direct(p: LayerBudget, time_limit: float) -> tuple[str, float, float | None, float]:
+    """The multiple-choice MILP passed to HiGHS through highspy, as its users write it
+    (binaries ``x[l,k]``, one row per layer, one budget row; HiGHS's default options, so its
+    relative MIP gap tolerance is 1e-4). (status, seconds, objective or None, mip gap)."""
+    import highspy
+
+    t0 = time.perf_counter()
+    L, n = p.n_layers, int(p.levels.sum())
+    layer = np.repeat(np.arange(L), p.levels)
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", float(time_limit))
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = n, L + 1
+    lp.col_cost_ = np.concatenate(p.errors)
+    lp.col_lower_, lp.col_upper_ = np.zeros(n), np.ones(n)
+    lp.row_lower_ = np.concatenate([np.ones(L), [-highspy.kHighsInf]])
+    lp.row_upper_ = np.concatenate([np.ones(L), [p.budget]])
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = np.arange(0, 2 * n + 1, 2)
+    lp.a_matrix_.index_ = np.stack([layer, np.full(n, L)], axis=1).ravel()
+    lp.a_matrix_.value_ = np.stack([np.ones(n), np.concatenate(p.costs)], axis=1).ravel()
+    lp.integrality_ = [highspy.HighsVarType.kInteger] * n
+    h.passModel(lp)
+    h.run()
+    status = h.modelStatusToString(h.getModelStatus())
+    info = h.getInfo()
+    obj = None
+    if info.primal_solution_status == 2:  # a feasible solution
+        x = np.asarray(h.getSolution().col_value)
+        obj = p.objective(np.array([int(np.argmax(x[a:b])) for a, b in
+                                    zip(np.r_[0, np.cumsum(p.levels)[:-1]],
+                                        np.cumsum(p.levels), strict=True)]))
+    return status, time.perf_counter() - t0, obj, float(info.mip_gap)
+
+
+def read_floor(p: LayerBudget) -> float:
+    """Seconds to read the table once (each layer's least cost and least error): what any
+    exact solver must at least do, since every level can matter."""
+    t0 = time.perf_counter()
+    off = np.r_[0, np.cumsum(p.levels)[:-1]]
+    np.minimum.reduceat(np.concatenate(p.costs), off)
+    np.minimum.reduceat(np.concatenate(p.errors), off)
+    return time.perf_counter() - t0
+
+
+def fit_exponent(Ls, ts) -> float:
+    """Least-squares slope of log t over log L."""
+    return float(np.polyfit(np.log(Ls), np.log(ts), 1)[0])
+
+
+def scaling_part(out, families, sizes, K, seeds, highs_max, time_limit):
+    """``dp`` vs ``greedy`` vs HiGHS (highspy, direct) over L; ratios per table."""
+    warm = synthetic_table(50, 20, 0, 1.5)
+    pruneopt.solve(warm, solver="dp")  # numba: compile or load the cache before timing
+    out(f"\n`dp` (exact) against `greedy` (LP rounded, heuristic) and HiGHS called directly "
+        f"(highspy, default options, seed 0 of each size up to {highs_max} layers, time limit "
+        f"{time_limit:g} s); {seeds} tables per row (speedups {SPEEDUPS[:seeds]}); "
+        f"{K} levels (minilm: the measured 11-12). Ratios are per table, median [min-max]; "
+        f"read = one pass over the table (each layer's least cost and error).\n")
+    out("| family | layers | dp median s [range] | dp status | dp / greedy | greedy gap % max "
+        "| dp / read | dp / HiGHS (seed 0) | HiGHS status, gap |")
+    out("|---|---:|---|---|---|---:|---|---:|---|")
+    fits = {}
+    for fam in families:
+        med = []
+        for L in sizes:
+            ts, rg, rr, gaps, sts, hs = [], [], [], [], defaultdict(int), "-"
+            rh = "-"
+            for seed in range(seeds):
+                p = FAMILIES[fam](L, K, seed, SPEEDUPS[seed % len(SPEEDUPS)])
+                floor = min(read_floor(p) for _ in range(3))
+                sol = pruneopt.solve(p, solver="dp", time_limit=time_limit)
+                g = pruneopt.solve(p, solver="greedy")
+                ts.append(sol.seconds)
+                sts[sol.status] += 1
+                rg.append(sol.seconds / g.seconds)
+                rr.append(sol.seconds / floor)
+                gaps.append(100 * (g.objective - sol.objective) / max(abs(sol.objective), 1e-300))
+                assert p.cost(sol.decision) <= p.budget + p.tolerance
+                if seed == 0 and L <= highs_max:
+                    st, hsec, hobj, hgap = highs_direct(p, time_limit)
+                    rh = f"{sol.seconds / hsec:.3f}"
+                    worse = "" if hobj is None else (
+                        f", obj {100 * (hobj - sol.objective) / abs(sol.objective):+.4f} %")
+                    hs = f"{st} in {hsec:.1f} s, gap {hgap:.1e}{worse}"
+                    if hobj is not None:
+                        assert hobj >= sol.objective - 1e-9 * max(1.0, abs(sol.objective))
+            med.append(float(np.median(ts)))
+
+            def r(v):
+                return f"{np.median(v):.2f} [{min(v):.2f}-{max(v):.2f}]"
+
+            stat = ", ".join(f"{k} {v}" for k, v in sts.items())
+            out(f"| {fam} | {L} | {np.median(ts):.3f} [{min(ts):.3f}-{max(ts):.3f}] | {stat} | "
+                f"{r(rg)} | {max(gaps):.4f} | {r(rr)} | {rh} | {hs} |")
+        fits[fam] = med
+    ref = fit_exponent(sizes, [L * np.log(L) for L in sizes])
+    out(f"\nScaling exponent b of the median `dp` time, t ~ L^b over L = "
+        f"{', '.join(map(str, sizes))} (L log L itself fits b = {ref:.2f} over this range):\n")
+    out("| family | " + " | ".join(f"median s at {L}" for L in sizes) + " | b |")
+    out("|---|" + "---:|" * (len(sizes) + 1))
+    for fam, med in fits.items():
+        out(f"| {fam} | " + " | ".join(f"{t:.3f}" for t in med)
+            + f" | {fit_exponent(sizes, med):.2f} |")
+    pooled = np.median(np.array(list(fits.values())), axis=0)
+    out("| all (median of families) | " + " | ".join(f"{t:.3f}" for t in pooled)
+        + f" | {fit_exponent(sizes, pooled):.2f} |")
+
+
 def main(argv: list[str] | None = None) -> None:
+    # numba (the dp's kernels) imports `coverage` if it can: keep this folder, which holds a
+    # coverage.py benchmark, off the path (as benchmarks/coverage.py does)
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [q for q in sys.path if Path(q or ".").resolve() != here]
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", choices=["solvers", "shapes", "both"], default="both")
+    ap.add_argument("--part", choices=["scaling", "solvers", "shapes", "both", "all"],
+                    default="scaling", help="both: solvers and shapes; all: the three")
+    ap.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
+    ap.add_argument("--layers", default="500,1000,2000,5000,10000",
+                    help="layer counts of the scaling part")
+    ap.add_argument("--levels", type=int, default=100, help="levels per layer (scaling part)")
+    ap.add_argument("--scaling-seeds", type=int, default=3)
+    ap.add_argument("--highs-max-layers", type=int, default=2000,
+                    help="run HiGHS (seed 0) up to this many layers (scaling part)")
     ap.add_argument("--sizes", default="50x40,200x40,1000x100")
     ap.add_argument("--seeds", type=int, default=3, help="tables per size (solvers part)")
     ap.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
@@ -236,10 +441,13 @@ def main(argv: list[str] | None = None) -> None:
     _common.refuse_overwrite(ap.error, {"--out": args.out}, inputs=[MINILM_TABLE])
     out = _common.Tee()
     out(f"{_common.machine()}; pruneopt from {pruneopt.__file__}")
-    if args.part in ("shapes", "both"):
+    if args.part in ("scaling", "all"):
+        scaling_part(out, args.families, [int(v) for v in args.layers.split(",")],
+                     args.levels, args.scaling_seeds, args.highs_max_layers, args.time_limit)
+    if args.part in ("shapes", "both", "all"):
         L, K = (int(v) for v in args.convex_size.lower().split("x"))
         shapes_part(out, args.shapes, args.shape_seeds, args.time_limit, L, K)
-    if args.part in ("solvers", "both"):
+    if args.part in ("solvers", "both", "all"):
         solvers_part(out, args.sizes, args.seeds, args.time_limit)
     out.save(args.out)
 

@@ -27,24 +27,47 @@ least ``LB(lam) + rc[l][k]`` with ``rc[l][k] = e[l][k] + lam d[l][k] - min_j (e[
 d[l][j])``. Levels with ``LB + rc > UB`` (the best answer known) cannot be in any better answer
 and are removed; the optimum stays in the reduced table.
 
+**Exact search** (``"dp"``): a Pareto-frontier dynamic program over the layers that keep
+more than one level after elimination, in exact floating-point arithmetic (no buckets). A
+state is the (extra cost ``D``, error ``E``) of a choice for the layers done so far; adding a
+layer merges the frontier shifted by each of its levels and drops states that do not fit
+(``D > R``), that are dominated (another has no more cost and no more error) or whose bound
+``E + f(R - D)`` reaches the threshold, where ``f(r)`` is the LP relaxation of the layers still
+to do at capacity ``r`` (read exactly from a Fenwick tree of their hull steps in slope order).
+Every answer is either kept to the end or passes through a dropped state or level, whose
+bound is then a lower bound on its error: the least such bound, less the rounding of the
+sums behind it (:class:`Proof`), is the proven bound ``sol.bound``. The threshold is the
+incumbent less half the relative gap tolerance ``GAP_RTOL`` of the objective's scale (or less
+1/2 when every error is an integer: a better answer is then at least 1 better), so ties with
+the incumbent are not enumerated.
+
+**Cores** (Pisinger 1995, for the multiple-choice knapsack): the exact search is cheap when
+the incumbent is nearly optimal, because the reduced-cost elimination then leaves few
+levels. Before it, the same search runs on growing cores (:data:`CORE_SIZES` layers) with
+every other layer held at the LP's integer part (the hull steps before the critical one): half
+the core are the layers whose nearest level above the LP's is cheapest in reduced cost, half
+those whose nearest level below is; each core's optimum that beats the incumbent replaces it.
+
 Solvers registered here:
 
-- ``"dp"`` (exact, the default): LP bound and greedy answer, elimination, bucket DP up
-  (answer) and down (bound) on the reduced table; when the bound meets the answer (relative
-  ``1e-9``) the answer is proven optimal. Otherwise :func:`pareto_search` (exact: partial
-  answers layer by layer, keeping only (cost, error)-Pareto states whose summed reduced cost
-  stays within ``answer - bound``) finds the optimum of the reduced table, which is the
-  optimum of the whole table. If that would need more than ``max_states`` states, or 80% of
-  ``time_limit`` has passed, HiGHS solves the reduced table as a MILP (warm-started,
-  feasibility tolerance ``1e-9``) instead. ``certify=False`` stops after the DP and returns
-  ``"feasible"`` with the proven bound. ``time_limit`` is checked between phases and
-  between the layers of each DP (the slack is one layer of one DP).
+- ``"dp"`` (exact, the default): LP bound and greedy answer; cores; reduced-cost
+  elimination with the final incumbent; exact search (above). Proven optimal when the bound
+  meets the answer within ``GAP_RTOL`` (``sol.bound`` is then the proven bound). If the
+  frontier exceeds ``max_states`` states, HiGHS solves the reduced table as a MILP (warm
+  started) instead. ``time_limit`` is checked between the layers of every search; when it
+  passes the best answer so far comes back as ``"time_limit"`` with the LP bound.
+  ``certify=False`` skips the search: LP bound, elimination and SPDY's bucket DP on the
+  reduced table (``buckets`` buckets, rounding up for the answer, down for a bound), giving
+  ``"feasible"`` unless the bounds meet.
 - ``"dp_round"`` (heuristic): SPDY's plain bucket DP on the full table, rounding up for the
   answer and down for the bound; ``"optimal"`` only when the two meet.
+
+Kernels are compiled with numba (:mod:`~pruneopt.solvers.budget_frontier`) on first use.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +75,7 @@ from typing import Any
 import numpy as np
 
 from pruneopt.formulations.layer_budget import LayerBudget
+from pruneopt.solvers import budget_frontier
 from pruneopt.solvers.options import Boolean, Integer
 from pruneopt.solvers.registry import Result, register
 from pruneopt.solvers.starts import register_start
@@ -269,60 +293,6 @@ def extra_cost(red: Reduced, pos: np.ndarray) -> float:
     return float(sum(float(d[p]) for d, p in zip(red.d, pos, strict=True)))
 
 
-def pareto_search(red: Reduced, lam: float, lb: float, ub: float,
-                  max_states: int = 2_000_000,
-                  deadline: float | None = None) -> tuple[np.ndarray | None, int]:
-    """Exact search over partial answers, layer by layer; (positions or None, peak states).
-
-    A state is the (cost, error) of a choice for the layers so far. States over the budget,
-    states dominated by another (no more cost and no more error), and states whose summed
-    reduced cost exceeds ``ub - lb`` (they cannot complete below ``ub``) are dropped; what
-    is left at the end contains an optimal answer. Exact up to floating-point summation.
-    ``None`` when more than ``max_states`` states would be needed or ``time.perf_counter()``
-    passes ``deadline``.
-    """
-    slack = ub - lb + GAP_RTOL * max(red.scale, abs(ub))
-    cost = np.zeros(1)
-    err = np.zeros(1)
-    rcs = np.zeros(1)
-    parents: list[np.ndarray] = []
-    choice: list[np.ndarray] = []
-    peak = 1
-    for d, e in zip(red.d, red.e, strict=True):
-        K = d.size
-        if K == 1:  # a fixed layer (its only level costs 0 extra): shift the errors only
-            err = err + e[0]
-            parents.append(np.arange(cost.size))
-            choice.append(np.zeros(cost.size, dtype=np.int64))
-            continue
-        v = e + lam * d
-        rc = v - v.min()
-        if cost.size * K > max_states:
-            return None, cost.size * K
-        if deadline is not None and time.perf_counter() > deadline:
-            return None, peak
-        C = (cost[:, None] + d[None, :]).ravel()
-        E = (err[:, None] + e[None, :]).ravel()
-        Q = (rcs[:, None] + rc[None, :]).ravel()
-        ok = np.flatnonzero((Q <= slack) & (C <= red.R))
-        order = ok[np.lexsort((E[ok], C[ok]))]
-        Eo = E[order]
-        prev = np.minimum.accumulate(np.concatenate([[np.inf], Eo[:-1]]))
-        order = order[Eo < prev]
-        cost, err, rcs = C[order], E[order], Q[order]
-        parents.append(order // K)
-        choice.append(order % K)
-        peak = max(peak, cost.size)
-    if cost.size == 0:  # cannot happen when ub is the value of a feasible answer
-        return None, peak
-    s = int(np.argmin(err))
-    pos = np.zeros(len(red.d), dtype=np.int64)
-    for li in range(len(red.d) - 1, -1, -1):
-        pos[li] = choice[li][s]
-        s = int(parents[li][s])
-    return pos, peak
-
-
 def milp_reduced(red: Reduced, time_limit: float | None, start: np.ndarray | None = None,
                  slack: float = 0.0) -> tuple[str, np.ndarray | None, float | None]:
     """Solve the table ``red`` exactly with HiGHS; (status, positions, dual bound).
@@ -372,60 +342,272 @@ def gap_closed(ub: float, lb: float, scale: float) -> bool:
     return ub - lb <= GAP_RTOL * max(scale, abs(ub))
 
 
+@dataclass
+class Flat:
+    """A LayerBudget table held flat after :func:`budget_frontier.pareto_levels`: layer ``l``'s
+    Pareto levels are ``[off[l], off[l+1])`` of ``d`` (extra cost over its cheapest level),
+    ``e`` (error) and ``idx`` (original level index); ``R`` is the budget for the extra cost
+    (``B - base + tolerance / 2``, the MILP export's capacity), ``base`` the summed cheapest
+    costs."""
+
+    off: np.ndarray
+    d: np.ndarray
+    e: np.ndarray
+    idx: np.ndarray
+    R: float
+    base: float
+
+    @classmethod
+    def of(cls, problem: LayerBudget) -> Flat:
+        kernels = budget_frontier.compiled()
+
+        off = np.concatenate([[0], np.cumsum(problem.levels)]).astype(np.int64)
+        c = np.concatenate(problem.costs).astype(np.float64)
+        e = np.concatenate(problem.errors).astype(np.float64)
+        off2, d, e2, idx, cmin = kernels.pareto_levels(off, c, e)
+        base = float(math.fsum(cmin))
+        R = max(problem.budget - base + 0.5 * problem.tolerance, 0.0)
+        return cls(off2, d, e2, idx, R, base)
+
+    @property
+    def layer(self) -> np.ndarray:
+        """The layer of every flat level."""
+        return np.repeat(np.arange(self.off.size - 1), np.diff(self.off))
+
+    def levels(self, flat_choice: np.ndarray) -> np.ndarray:
+        """Original level per layer from one flat level index per layer."""
+        return (self.idx[flat_choice]).astype(np.int64)
+
+
+def lp_bound(flat: Flat, alive: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(greedy flat choice per layer, the LP's integer part, LP bound, critical slope lam)
+    over the alive levels.
+
+    The bound is the Lagrangian ``sum_l min_k (e + lam d) - lam R``, valid for every
+    ``lam >= 0`` whatever rounding went into finding ``lam``."""
+    kernels = budget_frontier.compiled()
+
+    L = flat.off.size - 1
+    first = flat.off[:-1].copy()
+    s_l, _, s_b, dd, de = kernels.hull_steps(flat.off, flat.d, flat.e, alive)
+    order = np.argsort(de / dd, kind="stable")
+    choice, anchor, crit, _ = kernels.lp_greedy(L, first, s_l, s_b, dd, de, order, flat.R)
+    lam = 0.0 if crit < 0 else float(-de[order[crit]] / dd[order[crit]])
+    lb = float(math.fsum(kernels.layer_min(flat.off, flat.d, flat.e, alive, lam))) - lam * flat.R
+    return choice, anchor, lb, lam
+
+
+def frontier_search(flat: Flat, alive: np.ndarray, thr: float, deadline: float | None,
+                    max_states: int, priority: np.ndarray | None = None,
+                    ) -> tuple[str, np.ndarray | None, float, int]:
+    """Exact Pareto-frontier DP over the alive levels for an answer of error below ``thr``.
+
+    Layers with one alive level are fixed; the others are added one by one to the frontier
+    (:func:`budget_frontier.extend`), every candidate bounded by its error plus the exact LP
+    relaxation of the layers still to do, in order of ``priority`` (ascending; default: layer
+    order). Returns (status, flat choice or None, least pruned bound, peak states):
+    ``"done"`` (the choice is the best alive-only answer below ``thr``, or None if none
+    exists: every pruned answer has error >= the returned bound),
+    ``"states"`` (over ``max_states``) or ``"time"`` (past ``deadline``)."""
+    kernels = budget_frontier.compiled()
+
+    off, d, e = flat.off, flat.d, flat.e
+    L = off.size - 1
+    layer = flat.layer
+    n_alive = np.bincount(layer[alive], minlength=L)
+    if np.any(n_alive == 0):
+        return "done", None, np.inf, 0
+    first = np.full(L, -1, dtype=np.int64)
+    rev = np.flatnonzero(alive)[::-1]
+    first[layer[rev]] = rev  # the cheapest alive level of every layer
+    R = flat.R - float(math.fsum(d[first]))
+    e0 = float(math.fsum(e[first]))
+    if R < 0:
+        return "done", None, np.inf, 0
+    free = np.flatnonzero(n_alive > 1)
+    s_l, _, _, dd, de = kernels.hull_steps(off, d, e, alive)
+    steps_of = np.split(np.arange(s_l.size), np.searchsorted(s_l, free[1:])) if free.size else []
+    if priority is not None:  # the most uncertain layers first
+        o = np.argsort(priority[free], kind="stable")
+        free = free[o]
+        steps_of = [steps_of[i] for i in o]
+    slope = de / dd
+    rank_order = np.argsort(slope, kind="stable")
+    rank = np.empty_like(rank_order)
+    rank[rank_order] = np.arange(rank_order.size)
+    dd_r, de_r, slope_r = dd[rank_order], de[rank_order], slope[rank_order]
+    tree_d = kernels.fenwick_build(dd_r)
+    tree_e = kernels.fenwick_build(de_r)
+    present = np.ones(rank_order.size, dtype=np.bool_)
+    steps_of = [rank[q] for q in steps_of]
+    D = np.zeros(1)
+    E = np.zeros(1)
+    parents, choices = [], []
+    min_pruned = np.inf
+    peak = 1
+    for t, li in enumerate(free):
+        for q in steps_of[t]:
+            kernels.fenwick_add(tree_d, q, -dd_r[q])
+            kernels.fenwick_add(tree_e, q, -de_r[q])
+            present[q] = False
+        ks = np.flatnonzero(alive[off[li]: off[li + 1]]) + off[li]
+        dk = d[ks] - d[first[li]]
+        ek = e[ks] - e[first[li]]
+        D, E, P, K, mp = kernels.extend(D, E, dk, ek, R, tree_d, tree_e, slope_r, present,
+                                        thr - e0)
+        min_pruned = min(min_pruned, mp + e0)
+        parents.append(P)
+        choices.append(ks[K])
+        peak = max(peak, D.size)
+        if D.size == 0:
+            return "done", None, min_pruned, peak
+        if D.size > max_states:
+            return "states", None, min_pruned, peak
+        if deadline is not None and time.perf_counter() > deadline:
+            return "time", None, min_pruned, peak
+    if not free.size and e0 >= thr:  # nothing to choose, and the only answer is no better
+        return "done", None, e0, peak
+    choice = first.copy()
+    s = int(np.argmin(E))
+    for t in range(free.size - 1, -1, -1):
+        choice[free[t]] = choices[t][s]
+        s = int(parents[t][s])
+    return "done", choice, min_pruned, peak
+
+
+class Proof:
+    """What a bound must beat to matter, and what a pruned bound proves.
+
+    ``value`` is the incumbent's error. A candidate is pruned when its bound reaches
+    :meth:`threshold`: ``value`` less half the relative gap tolerance, or, when every error
+    is an integer, ``value - 1/2`` (a better answer errs at most ``value - 1``). A pruned
+    bound ``b`` proves ``optimum >= b - margin`` (``margin``: rounding of the sums behind
+    it), rounded up to an integer when the errors are integers."""
+
+    def __init__(self, problem: LayerBudget, flat: Flat, lam: float) -> None:
+        self.scale = problem.objective_scale()
+        e = flat.e
+        self.integral = bool(np.all(e == np.round(e)) and np.abs(e).max() < 2.0 ** 52)
+        L = problem.n_layers
+        # every sum behind a bound has terms bounded by these totals
+        mag = self.scale + abs(lam) * float(flat.d[flat.off[1:] - 1].sum())
+        self.margin = 8 * np.finfo(float).eps * (L + 64) * mag
+
+    def threshold(self, value: float) -> float:
+        gap = 0.5 * GAP_RTOL * max(self.scale, abs(value))
+        return value - max(gap, 0.5) if self.integral else value - gap
+
+    def bound(self, b: float) -> float:
+        b -= self.margin
+        return float(np.ceil(b)) if self.integral and np.isfinite(b) else b
+
+    def closed(self, ub: float, lb: float) -> bool:
+        return ub <= lb or gap_closed(ub, lb, self.scale)
+
+
 def solve_exact(problem: LayerBudget, time_limit: float | None = None, *, buckets: int = 10000,
                 certify: bool = True, max_states: int = 2_000_000) -> Result:
     """The ``"dp"`` pipeline (see the module docstring); returns a :class:`Result`.
 
-    ``time_limit`` is checked between the phases and between the layers of each DP; when
-    it passes, the best answer so far comes back with ``"time_limit"`` and the best bound.
-    """
+    ``time_limit`` is checked between the phases and between the layers of the frontier
+    search; when it passes, the best answer so far comes back with ``"time_limit"`` and the
+    best bound."""
+    kernels = budget_frontier.compiled()
     t0 = time.perf_counter()
     deadline = None if time_limit is None else t0 + time_limit
-    red0 = reduce(problem)
-    pos, lb, lam, ginfo = lp_greedy(red0)
-    ub = value_of(red0, pos)
-    best = levels_of(red0, pos)
-    info: dict[str, Any] = {"lp_bound": lb, "greedy": ub, "levels_in": int(problem.levels.sum()),
-                            "levels_pareto": int(sum(d.size for d in red0.d))}
-    if gap_closed(ub, lb, red0.scale):
-        return Result(best, "optimal", min(lb, ub), info, proof="LP bound meets the answer")
-    try:
-        red, dropped = eliminate(red0, lam, lb, ub)
-        info["levels_after_elimination"] = int(sum(d.size for d in red.d))
-        pos_up, _ = bucket_dp(red, buckets, "up", deadline)
-        v_up = value_of(red, pos_up)
-        if v_up < ub and problem.fits(levels_of(red, pos_up)):
-            ub, best = v_up, levels_of(red, pos_up)
-        _, v_dn = bucket_dp(red, buckets, "down", deadline)
-    except TimeoutError:
-        return Result(best, "time_limit", lb, info)
-    lb = max(lb, min(v_dn, ub))
-    info.update({"dp_up": v_up, "dp_down_bound": v_dn, "buckets": buckets})
-    if gap_closed(ub, lb, red0.scale):
-        return Result(best, "optimal", min(lb, ub), info, proof="DP lower bound meets the answer")
     if not certify:
-        return Result(best, "feasible", lb, info)
-    red2, _ = eliminate(red0, lam, lagrangian_bound(red0, lam), ub)
-    info["levels_for_search"] = int(sum(d.size for d in red2.d))
-    search_deadline = None if time_limit is None else t0 + 0.8 * time_limit
-    spos, peak = pareto_search(red2, lam, lagrangian_bound(red2, lam), ub, max_states,
-                               search_deadline)
+        return rounded_dp(problem, buckets, deadline)
+    flat = Flat.of(problem)
+    L = problem.n_layers
+    alive = np.ones(flat.d.size, dtype=np.bool_)
+    choice, anchor, lp, lam = lp_bound(flat, alive)
+    proof = Proof(problem, flat, lam)
+    lb = proof.bound(lp)
+    best = flat.levels(choice)
+    ub = problem.objective(best)
+    info: dict[str, Any] = {"lp_bound": lp, "greedy": ub, "lambda": lam,
+                            "levels_in": int(problem.levels.sum()),
+                            "levels_pareto": int(flat.d.size)}
+    if proof.closed(ub, lb):
+        return Result(best, "optimal", min(lb, ub), info, proof="LP bound meets the answer")
+    # reduced costs: an answer through level k errs at least lp + rc[k]
+    vmin = kernels.layer_min(flat.off, flat.d, flat.e, alive, lam)
+    rc = flat.e + lam * flat.d - vmin[flat.layer]
+    value = float(math.fsum(flat.e[choice]))
+    # the cores (Pisinger's, for the multiple-choice knapsack): the layers whose other levels
+    # are nearest in reduced cost to the LP's, the others held at the LP's integer part; each
+    # core's exact optimum below the incumbent is a better incumbent
+    held = np.zeros(flat.d.size, dtype=bool)
+    held[anchor] = True
+    # a better answer trades capacity: some layers move up from the LP's level, others down;
+    # a core takes the layers nearest in reduced cost in each direction, half and half
+    up = flat.d > flat.d[anchor][flat.layer]
+    score = np.zeros(L)
+    for size in CORE_SIZES:
+        thr = proof.threshold(value)
+        alive = lp + rc < thr
+        near = [np.minimum.reduceat(np.where(alive & ~held & side, rc, np.inf), flat.off[:-1])
+                for side in (up, ~up)]
+        score = np.minimum(*near)
+        core = np.zeros(L, dtype=bool)
+        for sc in near:
+            core[np.argsort(sc, kind="stable")[: (size + 1) // 2]] = True
+        core &= np.isfinite(score)
+        status, fc, _, _ = frontier_search(flat, (alive & core[flat.layer]) | held, thr,
+                                           deadline, max_states, score)
+        if fc is not None and float(math.fsum(flat.e[fc])) < value:
+            choice, value = fc, float(math.fsum(flat.e[fc]))
+        if status != "done" or core.sum() == np.isfinite(score).sum():
+            break
+    best = flat.levels(choice)
+    ub = problem.objective(best)
+    info["core"] = ub
+    thr = proof.threshold(value)
+    alive = lp + rc < thr
+    pruned = float((lp + rc[~alive]).min(initial=np.inf))
+    info["levels_after_elimination"] = int(alive.sum())
+    status, fchoice, mp, peak = frontier_search(flat, alive, thr, deadline, max_states, score)
     info["search_states"] = peak
-    if spos is not None:
-        lv = levels_of(red2, spos)
-        if problem.objective(lv) < ub and problem.fits(lv):
-            ub, best = problem.objective(lv), lv
-        return Result(best, "optimal", ub, info, proof="exhaustive Pareto search")
-    # too many states (or out of time): let HiGHS prove it on the reduced table
+    pruned = min(pruned, mp)
+    if status == "done":
+        if fchoice is not None:
+            lv = flat.levels(fchoice)
+            if problem.fits(lv) and problem.objective(lv) < ub:
+                ub, best = problem.objective(lv), lv
+        bound = min(ub, proof.bound(pruned))
+        if proof.closed(ub, bound):
+            return Result(best, "optimal", bound, info, proof="Pareto frontier search")
+        return Result(best, "feasible", max(lb, bound), info)
+    if status == "time":
+        return Result(best, "time_limit", lb, info)
+    # too many states: let HiGHS prove it on the reduced table
+    return milp_fallback(problem, flat, alive, best, ub, lb, info, deadline)
+
+
+def milp_fallback(problem: LayerBudget, flat: Flat, alive: np.ndarray, best: np.ndarray,
+                  ub: float, lb: float, info: dict[str, Any], deadline: float | None) -> Result:
+    """HiGHS on the alive levels (the reduced table), warm-started from ``best``."""
     left = None if deadline is None else deadline - time.perf_counter()
     if left is not None and left <= 0:
         return Result(best, "time_limit", lb, info)
+    idx, ds, es = [], [], []
+    base = flat.base
+    R = flat.R - 0.5 * problem.tolerance
+    for a, b in zip(flat.off[:-1], flat.off[1:], strict=True):
+        ks = np.flatnonzero(alive[a:b]) + a
+        shift = float(flat.d[ks[0]])
+        base += shift
+        R -= shift
+        idx.append(flat.idx[ks])
+        ds.append(flat.d[ks] - shift)
+        es.append(flat.e[ks])
+    red = Reduced(idx, ds, es, max(R, 0.0), base, problem.objective_scale())
     start = np.array([int(np.flatnonzero(i == k)[0]) if np.any(i == k) else 0
-                      for i, k in zip(red2.idx, best, strict=True)])
-    status, mpos, mbound = milp_reduced(red2, left, start, slack=0.5 * problem.tolerance)
+                      for i, k in zip(red.idx, best, strict=True)])
+    status, mpos, mbound = milp_reduced(red, left, start, slack=0.5 * problem.tolerance)
     info["milp_status"] = status
     if mpos is not None:
-        lv = levels_of(red2, mpos)
+        lv = levels_of(red, mpos)
         if problem.fits(lv) and problem.objective(lv) < ub:
             ub, best = problem.objective(lv), lv
     if mbound is not None:
@@ -435,10 +617,39 @@ def solve_exact(problem: LayerBudget, time_limit: float | None = None, *, bucket
     return Result(best, "time_limit" if status == "time_limit" else "feasible", lb, info)
 
 
+def rounded_dp(problem: LayerBudget, buckets: int, deadline: float | None) -> Result:
+    """``certify=False``: LP bound, elimination and SPDY's bucket DP (up: answer, down:
+    bound) on the reduced table; ``"optimal"`` only when the bounds meet."""
+    red0 = reduce(problem)
+    pos, lb, lam, _ = lp_greedy(red0)
+    ub = value_of(red0, pos)
+    best = levels_of(red0, pos)
+    info: dict[str, Any] = {"lp_bound": lb, "greedy": ub}
+    if gap_closed(ub, lb, red0.scale):
+        return Result(best, "optimal", min(lb, ub), info, proof="LP bound meets the answer")
+    try:
+        red, _ = eliminate(red0, lam, lb, ub)
+        pos_up, v_up = bucket_dp(red, buckets, "up", deadline)
+        if v_up < ub and problem.fits(levels_of(red, pos_up)):
+            ub, best = v_up, levels_of(red, pos_up)
+        _, v_dn = bucket_dp(red, buckets, "down", deadline)
+    except TimeoutError:
+        return Result(best, "time_limit", lb, info)
+    lb = max(lb, min(v_dn, ub))
+    info.update({"dp_up": v_up, "dp_down_bound": v_dn, "buckets": buckets})
+    if gap_closed(ub, lb, red0.scale):
+        return Result(best, "optimal", min(lb, ub), info, proof="DP lower bound meets the answer")
+    return Result(best, "feasible", lb, info)
+
+
+#: layers in the cores tried before the exact search (see :func:`solve_exact`)
+CORE_SIZES = (16, 64, 256, 1024)
+
 BUCKETS = Integer(1, 10_000_000)
 
 
-@register("dp", LayerBudget, guarantee="exact", requires=("highspy",), package="highspy",
+@register("dp", LayerBudget, guarantee="exact", requires=("numba", "highspy"),
+          package="numba highspy",
           options={"buckets": BUCKETS, "certify": Boolean(), "max_states": Integer(1, None)})
 def dp_solver(problem: LayerBudget, time_limit: float | None, *, buckets: int = 10000,
               certify: bool = True, max_states: int = 2_000_000) -> Result:

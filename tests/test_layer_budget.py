@@ -8,7 +8,7 @@ from cases_layer_budget import brute_layer_budget, random_table
 
 import pruneopt
 from pruneopt.formulations import LayerBudget
-from pruneopt.solvers.budget_dp import bucket_dp, levels_of, lp_greedy, pareto_search, reduce
+from pruneopt.solvers.budget_dp import Flat, bucket_dp, frontier_search, levels_of, lp_bound, reduce
 
 
 def _table(L, K, seed, speedup=1.5):
@@ -177,15 +177,20 @@ def test_search_falls_back_to_milp_when_too_many_states():
     assert b.objective == pytest.approx(a.objective, rel=1e-9)
 
 
-def test_pareto_search_exact_on_small_tables():
+def test_frontier_search_exact_on_small_tables():
+    # the search alone, from the greedy's answer: it finds every better answer (or proves
+    # there is none), whatever the incumbent
     for seed in range(10):
         p = random_table(500 + seed, max_layers=6, max_levels=4)
-        red = reduce(p)
-        pos, lb, lam, _ = lp_greedy(red)
-        ub = sum(float(e[q]) for e, q in zip(red.e, pos, strict=True))
-        spos, _ = pareto_search(red, lam, lb, ub)
-        val = sum(float(e[q]) for e, q in zip(red.e, spos, strict=True))
-        assert val == pytest.approx(brute_layer_budget(p), abs=1e-9)
+        flat = Flat.of(p)
+        alive = np.ones(flat.d.size, dtype=bool)
+        choice, _, lb, _ = lp_bound(flat, alive)
+        ub = float(flat.e[choice].sum())
+        status, fc, pruned, _ = frontier_search(flat, alive, ub - 1e-9, None, 10**6)
+        assert status == "done"
+        best = ub if fc is None else float(flat.e[fc].sum())
+        assert best == pytest.approx(brute_layer_budget(p), abs=1e-9)
+        assert min(best, pruned) <= brute_layer_budget(p) + 1e-9
 
 
 def test_cpsat_exact_on_integer_tables_and_honest_on_real_ones():
