@@ -36,6 +36,8 @@ import types
 
 import numpy as np
 
+from pruneopt.solvers.jit import load_numba
+
 
 def pareto_levels(off, c, e):
     """(off2, d, e2, idx, cmin): per layer the Pareto levels by cost ascending (errors
@@ -299,8 +301,7 @@ def compiled() -> types.ModuleType:
     module = sys.modules[__name__]
     with COMPILE_LOCK:
         if not getattr(module, "is_compiled", False):
-            from numba import njit
-
+            njit = load_numba().njit
             for name in KERNELS:
                 setattr(module, name, njit(cache=True)(getattr(module, name)))
             module.is_compiled = True

@@ -12,7 +12,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+
+from pruneopt.solvers.jit import load_numba
+
+njit = load_numba().njit
 
 EXP_HI = 40.0  # exponents are clipped to [EXP_LO, EXP_HI] (min(1, .) saturates above)
 EXP_LO = -700.0

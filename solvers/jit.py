@@ -1,4 +1,9 @@
-"""numba for the ``*_kernels`` modules, imported only when they are (on a solver's first run).
+"""numba for the compiled kernels, imported only when a solver first runs.
+
+Kernel modules (``*_kernels``, which the registry does not import) take numba from
+:func:`load_numba`; modules imported with the registry compile their functions on the
+first call instead (:func:`compile_on_first_call`). Either way ``import pruneopt`` does not
+import numba (about 0.3 s).
 
 numba probes the ``coverage`` package when it is imported, and fails with an AttributeError
 (not the ImportError it handles) when a plain module of that name shadows the package, as
@@ -9,9 +14,12 @@ installed"; the module is put back afterwards.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import sys
+import threading
+from collections.abc import Callable
 from types import ModuleType
 
 
@@ -42,3 +50,25 @@ def load_numba() -> ModuleType:
             sys.modules.pop("coverage", None)
         else:
             sys.modules["coverage"] = saved
+
+
+def compile_on_first_call(**options: object) -> Callable[[Callable], Callable]:
+    """Decorator: the function compiled by ``numba.njit(cache=True, **options)`` at its first
+    call (the machine code is cached on disk next to the module), so that defining it does
+    not import numba."""
+
+    def decorate(fn: Callable) -> Callable:
+        compiled: list[Callable] = []
+        lock = threading.Lock()
+
+        @functools.wraps(fn)
+        def call(*args):
+            if not compiled:
+                with lock:
+                    if not compiled:
+                        compiled.append(load_numba().njit(cache=True, **options)(fn))
+            return compiled[0](*args)
+
+        return call
+
+    return decorate

@@ -14,32 +14,17 @@ h_j = C_j G u (units of the kernel), and with kappa_j = k(s_j, s_j), nu_j = ||ph
 polish, with A, R and the pair matrix from the exact kernel.
 
 Each function is compiled by ``numba.njit(cache=True, fastmath=True)`` on its first call
-(:func:`jit`), so ``import pruneopt`` does not import numba (0.2 s, and numba imports a
-module named ``coverage``, which a script folder holding a ``coverage.py`` would shadow).
+(:func:`pruneopt.solvers.jit.compile_on_first_call`), so ``import pruneopt`` does not import
+numba.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-
 import numpy as np
 
+from pruneopt.solvers.jit import compile_on_first_call
 
-def jit(fn: Callable) -> Callable:
-    """``fn`` compiled with ``numba.njit(cache=True, fastmath=True)`` at its first call
-    (cached on disk next to this module)."""
-    compiled: list[Callable] = []
-
-    @functools.wraps(fn)
-    def call(*args):
-        if not compiled:
-            from numba import njit
-
-            compiled.append(njit(cache=True, fastmath=True)(fn))
-        return compiled[0](*args)
-
-    return call
+jit = compile_on_first_call(fastmath=True)
 
 
 @jit

@@ -12,7 +12,10 @@ same units as the scaled scores.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from pruneopt.solvers.jit import load_numba
+
+njit = load_numba().njit
 
 
 @njit(cache=True)
