@@ -21,8 +21,8 @@
 
 from __future__ import annotations
 
-import heapq
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,8 +30,9 @@ import numpy as np
 from pruneopt.formulations.base import RTOL
 from pruneopt.formulations.coverage import CoverageSelection, CoverSelection, RadiusCover
 from pruneopt.formulations.geometry import one_blas_thread
+from pruneopt.solvers.coverage_kernels import lagrangian_steps, lazy_greedy
 from pruneopt.solvers.highs import run_highs
-from pruneopt.solvers.options import PROGRESS, SEED, Boolean, Integer, OneOf
+from pruneopt.solvers.options import PROGRESS, SEED, Boolean, Integer, OneOf, Real
 from pruneopt.solvers.registry import Result, package_installed, register
 from pruneopt.solvers.starts import register_start
 
@@ -121,14 +122,62 @@ def _progress(total: int, progress: bool, desc: str):
     return tqdm(total=total, desc=desc, unit="pt")
 
 
-def greedy_max_coverage(problem: CoverageSelection, *, method: str = "incremental",
+@dataclass
+class GreedyRun:
+    """One compiled lazy-greedy run: the picks in order, the step at which each point was
+    first covered (``keep + 1`` if never), the covered weight, the best checkpoint bound
+    (``f(S_t) + top-k stale gains``) and its step, and the work in graph entries of the
+    selection and of the checkpoint bounds."""
+
+    order: np.ndarray
+    cover_step: np.ndarray
+    covered: float
+    tick_bound: float
+    tick: int
+    selection_work: int
+    bound_work: int
+
+
+def lazy_run(problem: CoverageSelection, initial: Any = None, checkpoints: int = 24) -> GreedyRun:
+    """The lazy greedy of :func:`~pruneopt.solvers.coverage_kernels.lazy_greedy` on the
+    problem's graph (``initial`` points first)."""
+    g = problem.graph
+    k = problem.keep
+    init = np.zeros(0, dtype=np.int64) if initial is None else np.asarray(
+        list(initial), dtype=np.int64)
+    ticks = np.array(sorted(_checkpoints(k, checkpoints)) if checkpoints > 0 else [],
+                     dtype=np.int64)
+    order, cover_step, covered, tb, work = lazy_greedy(
+        g.indptr, g.indices, problem.weights, k, 1e-12 * problem.total_weight, init, ticks)
+    best = int(np.argmin(tb)) if len(tb) and np.isfinite(tb).any() else -1
+    tick_work = int(sum(problem.n for b in tb if np.isfinite(b)))
+    return GreedyRun(order=order, cover_step=cover_step, covered=float(covered),
+                     tick_bound=float(tb[best]) if best >= 0 else np.inf,
+                     tick=int(ticks[best]) if best >= 0 else 0,
+                     selection_work=int(work) - tick_work, bound_work=tick_work)
+
+
+def greedy_max_coverage(problem: CoverageSelection, *, method: str = "lazy",
                         initial: Any = None, checkpoints: int = 24,
                         progress: bool = False) -> tuple[np.ndarray, float, dict[str, Any]]:
     """Greedy max coverage. Returns (selected indices, upper bound on the optimum, info).
 
+    ``method="lazy"`` (default): the compiled lazy greedy (:func:`lazy_run`), bound
+    ``min(f(S_t) + top-k stale gains at checkpoints, f(S) + top-k exact final gains)``.
+    ``method="incremental"``: the NumPy reference (every gain kept exact by sparse updates;
+    the same picks), bound from exact gains at the checkpoints.
     ``initial``: indices to start from (they count against the budget; LP rounding uses it).
     """
-    if method not in ("incremental", "lazy"):
+    if method == "lazy":
+        run = lazy_run(problem, initial, checkpoints)
+        w_unc = problem.weights * (run.cover_step > problem.keep)
+        bound = min(problem.total_weight, run.tick_bound,
+                    run.covered + _topk_sum(_rowsum(problem, w_unc), problem.keep))
+        if initial is None:
+            bound = min(bound, run.covered * E_RATIO)
+        info: dict[str, Any] = {"method": method, "approximation_ratio": E_RATIO}
+        return np.sort(run.order), max(bound, run.covered), info
+    if method != "incremental":
         raise ValueError(f"method must be 'incremental' or 'lazy', got {method!r}")
     k = problem.keep
     st = _Greedy(problem)
@@ -137,52 +186,22 @@ def greedy_max_coverage(problem: CoverageSelection, *, method: str = "incrementa
     for j in [] if initial is None else list(initial):
         st.add(int(j))
     bar = _progress(k, progress, "greedy coverage")
-    heap: list[tuple[float, int]] = []
-    if method == "lazy":
-        heap = [(-float(gj), j) for j, gj in enumerate(st.gains) if gj > 0]
-        heapq.heapify(heap)
-        evals = 0
     while len(st.selected) < k:
-        t = len(st.selected)
-        if t in ticks and method == "incremental":
+        if len(st.selected) in ticks:
             bound = min(bound, st.covered + _topk_sum(st.gains, k))
-        if method == "incremental":
-            j, gj = st.best()
-            if gj <= st.eps:
-                break
-        else:
-            j = -1
-            while heap:
-                negg, cand = heapq.heappop(heap)
-                nb = st.indices[st.indptr[cand]:st.indptr[cand + 1]]
-                cur = float(st.w[nb][st.uncovered[nb]].sum())
-                evals += 1
-                if cur <= st.eps:
-                    continue
-                if not heap or (-cur, cand) <= heap[0]:
-                    j = cand
-                    break
-                heapq.heappush(heap, (-cur, cand))
-            if j < 0:
-                break
-            if t in ticks:  # stale heap values are upper bounds on the current gains
-                stale = np.array([-h[0] for h in heap] + [cur])
-                bound = min(bound, st.covered + _topk_sum(stale, k))
+        j, gj = st.best()
+        if gj <= st.eps:
+            break
         st.add(j)
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
-    if method == "lazy":
-        st.gains = _rowsum(problem, st.w * st.uncovered)
-    t = len(st.selected)
     bound = min(bound, st.covered + _topk_sum(st.gains, k))
     if initial is None:  # the (1 - 1/e) factor holds for the greedy from the empty set
         bound = min(bound, st.covered * E_RATIO)
     bound = max(bound, st.covered)
-    info: dict[str, Any] = {"method": method, "approximation_ratio": E_RATIO}
-    if method == "lazy":
-        info["gain_evaluations"] = evals
+    info = {"method": method, "approximation_ratio": E_RATIO}
     return np.array(sorted(st.selected), dtype=np.int64), bound, info
 
 
@@ -192,37 +211,18 @@ def lagrangian_bound(problem: CoverageSelection, lower: float, mu: np.ndarray | 
 
     For any multipliers ``0 <= mu <= w``:
     ``OPT <= L(mu) = sum_i (w_i - mu_i) + (sum of the k largest entries of G mu)``. Its
-    minimum over ``mu`` equals the LP bound; a few projected-subgradient steps (Polyak step
+    minimum over ``mu`` equals the LP bound; projected-subgradient steps (Polyak step
     towards ``lower``, a known objective) from ``mu`` (default ``w``) get most of the way,
-    at O(nnz) per step. Returns (the best bound seen, its multipliers).
+    at O(nnz) per step (:func:`~pruneopt.solvers.coverage_kernels.lagrangian_steps`).
+    Returns (the best bound seen, its multipliers).
     """
     g = problem.graph
     w = problem.weights
-    k = problem.keep
-    mu = w.copy() if mu is None else np.clip(mu, 0.0, w)
-    best, best_mu = np.inf, mu
-    theta, stall = 1.0, 0
-    for _ in range(max(1, iters)):
-        gains = _rowsum(problem, mu)
-        top = np.argpartition(gains, len(gains) - k)[len(gains) - k:] if k < len(gains) \
-            else np.arange(len(gains))
-        val = float((w - mu).sum() + gains[top].sum())
-        if val < best - 1e-12 * problem.total_weight:
-            best, best_mu, stall = val, mu, 0
-        else:
-            stall += 1
-            if stall >= 4:
-                theta, stall = theta / 2, 0
-        cols, _ = _gather(g.indptr, g.indices, top.astype(np.int64))
-        sub = np.bincount(cols, minlength=problem.n) - 1.0
-        # projected: only directions that can move inside the box
-        sub[(mu <= 0) & (sub > 0)] = 0.0
-        sub[(mu >= w) & (sub < 0)] = 0.0
-        norm = float(np.einsum("i,i->", sub, sub))  # no BLAS call: threads only contend
-        if norm == 0 or theta < 1e-3 or best - lower <= RTOL * problem.total_weight:
-            break
-        mu = np.clip(mu - theta * (val - lower) / norm * sub, 0.0, w)
-    return best, best_mu
+    mu = w.copy() if mu is None else np.asarray(mu, dtype=np.float64).copy()
+    best, best_mu, _, _ = lagrangian_steps(g.indptr, g.indices, w, problem.keep, mu,
+                                           float(lower), int(iters),
+                                           RTOL * problem.total_weight)
+    return float(best), best_mu
 
 
 def finish_max(problem: CoverageSelection, sel: np.ndarray, bound: float,
@@ -305,22 +305,57 @@ def finish_min(problem: CoverSelection, sel: np.ndarray, lower: float,
 
 @register("greedy", CoverageSelection, guarantee="approximation", ratio=E_RATIO,
           options={"method": OneOf("incremental", "lazy"), "lp_bound": Boolean(allow_none=True),
-                   "bound_iters": Integer(0, None), "progress": PROGRESS})
+                   "bound_iters": Integer(0, None),
+                   "bound_budget": Real(0.0, None, allow_none=True), "progress": PROGRESS})
 def greedy_solver(problem: CoverageSelection, time_limit: float | None, *,
-                  method: str = "incremental", lp_bound: bool | None = None,
-                  bound_iters: int = 100, progress: bool = False) -> Result:
+                  method: str = "lazy", lp_bound: bool | None = None,
+                  bound_iters: int = 100, bound_budget: float | None = 1.0,
+                  progress: bool = False) -> Result:
     """Greedy max coverage, (1 - 1/e)-approximate, with a data-dependent upper bound.
 
-    ``bound_iters``: projected-subgradient steps of :func:`lagrangian_bound` (O(nnz) each;
-    0 skips it). ``lp_bound``: also solve the LP relaxation (HiGHS) for the LP bound;
-    ``None`` does so only where it is cheap (at most ``LP_BOUND_MAX_NNZ`` graph entries).
+    The bound: ``f/(1 - 1/e)``, ``f(S_t) + top-k gains`` at checkpoints and at the end, then
+    projected-subgradient steps of the Lagrangian dual warm-started at the best of those
+    (the multipliers ``mu = w * [i uncovered at step t]`` give exactly ``f(S_t) + top-k
+    exact gains``). ``bound_budget``: the bound's work (graph entries touched, checkpoints
+    and final gains included) is at most this multiple of the selection's, which caps the
+    Lagrangian steps; ``None`` runs all ``bound_iters`` (at most; 0 skips them).
+    ``lp_bound``: also solve the LP relaxation (HiGHS); ``None`` does so only where it is
+    cheap (at most ``LP_BOUND_MAX_NNZ`` graph entries). ``info`` reports
+    ``lagrangian_steps``, ``selection_work`` and ``bound_work``.
     """
-    sel, bound, info = greedy_max_coverage(problem, method=method, progress=progress)
+    info: dict[str, Any] = {"method": method, "approximation_ratio": E_RATIO}
+    if method == "incremental":
+        sel, bound, info = greedy_max_coverage(problem, method=method, progress=progress)
+        mu = None
+        sel_work, bound_work = None, 0
+    else:
+        run = lazy_run(problem)
+        sel = np.sort(run.order)
+        g = problem.graph
+        w = problem.weights
+        final_mu = w * (run.cover_step > problem.keep)
+        final = run.covered + _topk_sum(_rowsum(problem, final_mu), problem.keep)
+        sel_work, bound_work = run.selection_work, run.bound_work + g.nnz + problem.n
+        bound = min(problem.total_weight, run.covered * E_RATIO, run.tick_bound, final)
+        # warm start: the multipliers of the best data-dependent bound
+        mu = final_mu if final <= run.tick_bound else w * (run.cover_step >= run.tick)
     obj = problem.objective(sel)
-    if bound_iters > 0 and bound > obj:
-        lag, _ = lagrangian_bound(problem, obj, iters=bound_iters)
-        info["lagrangian_bound"] = lag
+    iters = bound_iters
+    if bound_budget is not None and sel_work is not None:
+        per_step = 2 * (problem.graph.nnz + problem.n)
+        iters = min(iters, int(max(0.0, bound_budget * sel_work - bound_work) // per_step))
+    if iters > 0 and bound > obj:
+        g = problem.graph
+        lag, _, steps, work = lagrangian_steps(
+            g.indptr, g.indices, problem.weights, problem.keep,
+            problem.weights.copy() if mu is None else mu, float(obj), int(iters),
+            RTOL * problem.total_weight)
+        info["lagrangian_bound"] = float(lag)
+        info["lagrangian_steps"] = int(steps)
+        bound_work += int(work)
         bound = min(bound, lag + 1e-12 * problem.total_weight)
+    if sel_work is not None:
+        info["selection_work"], info["bound_work"] = int(sel_work), int(bound_work)
     if lp_bound is None:
         lp_bound = problem.graph.nnz <= LP_BOUND_MAX_NNZ and package_installed("highspy")
     if lp_bound and bound > problem.objective(sel):
