@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -206,7 +207,8 @@ def greedy_max_coverage(problem: CoverageSelection, *, method: str = "lazy",
 
 
 def lagrangian_bound(problem: CoverageSelection, lower: float, mu: np.ndarray | None = None,
-                     iters: int = 50) -> tuple[float, np.ndarray]:
+                     iters: int = 50, seconds: float | None = None) -> tuple[float, np.ndarray,
+                                                                            int]:
     """Upper bound on max coverage by Lagrangian relaxation of ``y_i <= sum_{N(i)} x_j``.
 
     For any multipliers ``0 <= mu <= w``:
@@ -214,15 +216,47 @@ def lagrangian_bound(problem: CoverageSelection, lower: float, mu: np.ndarray | 
     minimum over ``mu`` equals the LP bound; projected-subgradient steps (Polyak step
     towards ``lower``, a known objective) from ``mu`` (default ``w``) get most of the way,
     at O(nnz) per step (:func:`~pruneopt.solvers.coverage_kernels.lagrangian_steps`).
-    Returns (the best bound seen, its multipliers).
+    At most ``iters`` steps, and when ``seconds`` is given, no new batch of steps once that
+    much time is spent (the first step always runs). Returns (the best bound seen, its
+    multipliers, the number of steps).
     """
     g = problem.graph
     w = problem.weights
-    mu = w.copy() if mu is None else np.asarray(mu, dtype=np.float64).copy()
-    best, best_mu, _, _ = lagrangian_steps(g.indptr, g.indices, w, problem.keep, mu,
-                                           float(lower), int(iters),
-                                           RTOL * problem.total_weight)
-    return float(best), best_mu
+    cur = w.copy() if mu is None else np.clip(np.asarray(mu, dtype=np.float64), 0.0, w)
+    best_mu = cur.copy()
+    state = np.array([np.inf, 1.0, 0.0])
+    gap = RTOL * problem.total_weight
+    start = time.perf_counter()
+    done, batch = 0, 1
+    while done < max(1, iters):
+        t = time.perf_counter()
+        steps, finished = lagrangian_steps(g.indptr, g.indices, w, problem.keep, cur, best_mu,
+                                           state, float(lower), min(batch, iters - done), gap)
+        done += int(steps)
+        if finished or seconds is None and done >= iters:
+            break
+        if seconds is not None:
+            left = seconds - (time.perf_counter() - start)
+            per = (time.perf_counter() - t) / max(1, steps)
+            if left <= per:
+                break
+            batch = max(1, int(left / per * 0.9))
+        else:
+            batch = iters
+    return float(state[0]), best_mu, done
+
+
+def dual_fit(problem: CoverageSelection, cover_step: np.ndarray, floor: float) -> np.ndarray:
+    """Multipliers fitted to a greedy run: ``mu_i = w_i * min(1, floor / g_t(i))``, where
+    ``g_t(i)`` is the gain of the pick that first covered i (``w_i`` if never covered) and
+    ``floor`` the last pick's gain. Each pick's ball then holds about ``floor`` of price."""
+    k = problem.keep
+    w = problem.weights
+    gains = np.bincount(np.minimum(cover_step, k), weights=w, minlength=k + 1)[:k]
+    rho = np.ones(problem.n)
+    cov = cover_step < k
+    rho[cov] = np.minimum(1.0, floor / np.maximum(gains[cover_step[cov]], 1e-300))
+    return w * rho
 
 
 def finish_max(problem: CoverageSelection, sel: np.ndarray, bound: float,
@@ -313,49 +347,48 @@ def greedy_solver(problem: CoverageSelection, time_limit: float | None, *,
                   progress: bool = False) -> Result:
     """Greedy max coverage, (1 - 1/e)-approximate, with a data-dependent upper bound.
 
-    The bound: ``f/(1 - 1/e)``, ``f(S_t) + top-k gains`` at checkpoints and at the end, then
-    projected-subgradient steps of the Lagrangian dual warm-started at the best of those
-    (the multipliers ``mu = w * [i uncovered at step t]`` give exactly ``f(S_t) + top-k
-    exact gains``). ``bound_budget``: the bound's work (graph entries touched, checkpoints
-    and final gains included) is at most this multiple of the selection's, which caps the
-    Lagrangian steps; ``None`` runs all ``bound_iters`` (at most; 0 skips them).
+    The bound: ``f/(1 - 1/e)``, ``f(S_t) + top-k gains`` at checkpoints and at the end, and
+    the Lagrangian dual ``L(mu)`` (:func:`lagrangian_bound`) at multipliers fitted to the
+    run (:func:`dual_fit`), refined by projected-subgradient steps from the best of these.
+    ``bound_budget``: the bound may take at most this multiple of the selection's measured
+    time (so the bound, never the selection, can vary with the machine's load; at least one
+    step runs); ``None``: no budget, all ``bound_iters`` steps (0 skips them).
     ``lp_bound``: also solve the LP relaxation (HiGHS); ``None`` does so only where it is
     cheap (at most ``LP_BOUND_MAX_NNZ`` graph entries). ``info`` reports
-    ``lagrangian_steps``, ``selection_work`` and ``bound_work``.
+    ``lagrangian_steps``, ``selection_seconds`` and ``bound_seconds``.
     """
-    info: dict[str, Any] = {"method": method, "approximation_ratio": E_RATIO}
+    t0 = time.perf_counter()
     if method == "incremental":
         sel, bound, info = greedy_max_coverage(problem, method=method, progress=progress)
+        t1 = time.perf_counter()
         mu = None
-        sel_work, bound_work = None, 0
     else:
         run = lazy_run(problem)
         sel = np.sort(run.order)
-        g = problem.graph
+        t1 = time.perf_counter()
+        info = {"method": method, "approximation_ratio": E_RATIO}
         w = problem.weights
-        final_mu = w * (run.cover_step > problem.keep)
-        final = run.covered + _topk_sum(_rowsum(problem, final_mu), problem.keep)
-        sel_work, bound_work = run.selection_work, run.bound_work + g.nnz + problem.n
-        bound = min(problem.total_weight, run.covered * E_RATIO, run.tick_bound, final)
-        # warm start: the multipliers of the best data-dependent bound
-        mu = final_mu if final <= run.tick_bound else w * (run.cover_step >= run.tick)
+        k = problem.keep
+        final_mu = w * (run.cover_step > k)
+        final = run.covered + _topk_sum(_rowsum(problem, final_mu), k)
+        last = float(w[run.cover_step == len(run.order) - 1].sum()) if len(run.order) else 0.0
+        fit_mu = dual_fit(problem, run.cover_step, last)
+        fit = float((w - fit_mu).sum()) + _topk_sum(_rowsum(problem, fit_mu), k)
+        bound = min(problem.total_weight, run.covered * E_RATIO, run.tick_bound, final, fit)
+        # warm start: the multipliers of the best of these bounds
+        mu = fit_mu if fit <= min(final, run.tick_bound) else (
+            final_mu if final <= run.tick_bound else w * (run.cover_step >= run.tick))
     obj = problem.objective(sel)
-    iters = bound_iters
-    if bound_budget is not None and sel_work is not None:
-        per_step = 2 * (problem.graph.nnz + problem.n)
-        iters = min(iters, int(max(0.0, bound_budget * sel_work - bound_work) // per_step))
-    if iters > 0 and bound > obj:
-        g = problem.graph
-        lag, _, steps, work = lagrangian_steps(
-            g.indptr, g.indices, problem.weights, problem.keep,
-            problem.weights.copy() if mu is None else mu, float(obj), int(iters),
-            RTOL * problem.total_weight)
-        info["lagrangian_bound"] = float(lag)
-        info["lagrangian_steps"] = int(steps)
-        bound_work += int(work)
+    if bound_iters > 0 and bound > obj:
+        seconds = None
+        if bound_budget is not None:
+            seconds = bound_budget * (t1 - t0) - (time.perf_counter() - t1)
+        lag, _, steps = lagrangian_bound(problem, obj, mu, iters=bound_iters, seconds=seconds)
+        info["lagrangian_bound"] = lag
+        info["lagrangian_steps"] = steps
         bound = min(bound, lag + 1e-12 * problem.total_weight)
-    if sel_work is not None:
-        info["selection_work"], info["bound_work"] = int(sel_work), int(bound_work)
+    info["selection_seconds"] = t1 - t0
+    info["bound_seconds"] = time.perf_counter() - t1
     if lp_bound is None:
         lp_bound = problem.graph.nnz <= LP_BOUND_MAX_NNZ and package_installed("highspy")
     if lp_bound and bound > problem.objective(sel):

@@ -196,27 +196,25 @@ def _topk_members(gains: np.ndarray, k: int) -> np.ndarray:
 
 @njit(cache=True)
 def lagrangian_steps(indptr: np.ndarray, indices: np.ndarray, w: np.ndarray, k: int,
-                     mu: np.ndarray, lower: float, iters: int, stop_gap: float):
-    """Projected-subgradient steps on ``L(mu)`` from ``mu`` (clipped to ``[0, w]``), Polyak
-    step towards the known objective ``lower``, halving the step scale after 4 steps
-    without improvement. Stops after ``iters`` steps, when the best bound is within
-    ``stop_gap`` of ``lower``, or when the step scale falls below 1e-3.
+                     mu: np.ndarray, best_mu: np.ndarray, state: np.ndarray, lower: float,
+                     iters: int, stop_gap: float):
+    """Projected-subgradient steps on ``L(mu)``, resumable: ``mu`` (the current point, in
+    ``[0, w]``), ``best_mu`` and ``state = [best bound, step scale theta, steps without
+    improvement]`` are updated in place, so a caller can run the steps in batches. Polyak
+    step towards the known objective ``lower``; the scale halves after 4 steps without
+    improvement. Stops after ``iters`` steps, when the best bound is within ``stop_gap`` of
+    ``lower``, or when the scale falls below 1e-3.
 
-    Returns ``(best bound, its multipliers, steps taken, work in graph entries)``.
+    Returns ``(steps taken, finished)``; ``finished`` means a stopping rule other than
+    ``iters`` fired (no further batch can help).
     """
     n = indptr.shape[0] - 1
-    mu = np.minimum(np.maximum(mu, 0.0), w)
-    best = np.inf
-    best_mu = mu.copy()
-    theta = 1.0
-    stall = 0
-    steps = 0
-    work = 0
     sub = np.empty(n)
     wsum = 0.0
     for i in range(n):
         wsum += w[i]
-    while steps < max(1, iters):
+    steps = 0
+    while steps < iters:
         steps += 1
         gains = exact_gains(indptr, indices, mu)
         top = _topk_members(gains, k)
@@ -225,29 +223,27 @@ def lagrangian_steps(indptr: np.ndarray, indices: np.ndarray, w: np.ndarray, k: 
             val -= mu[i]
         for j in top:
             val += gains[j]
-        work += indptr[n] + 2 * n
-        if val < best - 1e-12 * wsum:
-            best = val
+        if val < state[0] - 1e-12 * wsum:
+            state[0] = val
             best_mu[:] = mu
-            stall = 0
+            state[2] = 0.0
         else:
-            stall += 1
-            if stall >= 4:
-                theta /= 2.0
-                stall = 0
+            state[2] += 1.0
+            if state[2] >= 4.0:
+                state[1] /= 2.0
+                state[2] = 0.0
         sub[:] = -1.0
         for j in top:
             for p in range(indptr[j], indptr[j + 1]):
                 sub[indices[p]] += 1.0
-            work += indptr[j + 1] - indptr[j]
         norm = 0.0
         for i in range(n):
             if (mu[i] <= 0.0 and sub[i] > 0.0) or (mu[i] >= w[i] and sub[i] < 0.0):
                 sub[i] = 0.0  # projected: only directions that can move inside the box
             norm += sub[i] * sub[i]
-        if norm == 0.0 or theta < 1e-3 or best - lower <= stop_gap:
-            break
-        step = theta * (val - lower) / norm
+        if norm == 0.0 or state[1] < 1e-3 or state[0] - lower <= stop_gap:
+            return steps, True
+        step = state[1] * (val - lower) / norm
         for i in range(n):
             mu[i] = min(max(mu[i] - step * sub[i], 0.0), w[i])
-    return best, best_mu, steps, work
+    return steps, False
