@@ -356,6 +356,11 @@ def greedy_solver(problem: CoverageSelection, time_limit: float | None, *,
     ``lp_bound``: also solve the LP relaxation (HiGHS); ``None`` does so only where it is
     cheap (at most ``LP_BOUND_MAX_NNZ`` graph entries). ``info`` reports
     ``lagrangian_steps``, ``selection_seconds`` and ``bound_seconds``.
+
+    On an approximate graph (``graph_method="ivf"``) the objective and the bound are those
+    of the problem on that graph (a subgraph of the true one: the objective is a lower
+    bound of the true coverage of the same points); ``info["exact_objective"]`` re-scores
+    the selection on the exact radius and ``info["graph"]`` carries the measured recall.
     """
     t0 = time.perf_counter()
     if method == "incremental":
@@ -396,6 +401,12 @@ def greedy_solver(problem: CoverageSelection, time_limit: float | None, *,
         info.update(lp_info)
         if lpb is not None:
             bound = min(bound, lpb + problem.objective_tolerance(lpb))
+    if not problem.graph_exact:
+        t2 = time.perf_counter()
+        info["exact_objective"] = problem.exact_covered_weight(sel)
+        info["rescore_seconds"] = time.perf_counter() - t2
+        info["graph"] = problem.graph_info
+        info["bound_applies_to"] = "the approximate graph"
     return finish_max(problem, sel, bound, info)
 
 
