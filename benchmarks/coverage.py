@@ -29,11 +29,17 @@ import time
 from pathlib import Path
 
 import _common  # noqa: F401 - measure the checkout this script sits in
-import numpy as np
-from sklearn.datasets import load_digits
 
-import pruneopt
-from pruneopt.formulations.coverage import (
+# This folder holds coverage.py: keep it off sys.path before numba (imported by pruneopt's
+# kernels) runs `import coverage`, or that would import the benchmark script instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [_p for _p in sys.path if Path(_p or ".").resolve() != _HERE]
+
+import numpy as np  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+
+import pruneopt  # noqa: E402
+from pruneopt.formulations.coverage import (  # noqa: E402
     CoverageSelection,
     CoverSelection,
     default_radius,

@@ -31,7 +31,7 @@ import numpy as np
 from pruneopt.formulations.base import RTOL
 from pruneopt.formulations.coverage import CoverageSelection, CoverSelection, RadiusCover
 from pruneopt.formulations.geometry import one_blas_thread
-from pruneopt.solvers.coverage_kernels import lagrangian_steps, lazy_greedy
+from pruneopt.solvers.coverage_kernels import exact_gains, lagrangian_steps, lazy_greedy, topk_sum
 from pruneopt.solvers.highs import run_highs
 from pruneopt.solvers.options import PROGRESS, SEED, Boolean, Integer, OneOf, Real
 from pruneopt.solvers.registry import Result, package_installed, register
@@ -363,35 +363,48 @@ def greedy_solver(problem: CoverageSelection, time_limit: float | None, *,
     the selection on the exact radius and ``info["graph"]`` carries the measured recall.
     """
     t0 = time.perf_counter()
+    per_pass = 0.0  # seconds of one pass over the graph (a Lagrangian step is about two)
     if method == "incremental":
         sel, bound, info = greedy_max_coverage(problem, method=method, progress=progress)
         t1 = time.perf_counter()
         mu = None
+        obj = problem.objective(sel)
     else:
         run = lazy_run(problem)
         sel = np.sort(run.order)
         t1 = time.perf_counter()
         info = {"method": method, "approximation_ratio": E_RATIO}
+        g = problem.graph
         w = problem.weights
         k = problem.keep
+        obj = run.covered
         final_mu = w * (run.cover_step > k)
-        final = run.covered + _topk_sum(_rowsum(problem, final_mu), k)
-        last = float(w[run.cover_step == len(run.order) - 1].sum()) if len(run.order) else 0.0
-        fit_mu = dual_fit(problem, run.cover_step, last)
-        fit = float((w - fit_mu).sum()) + _topk_sum(_rowsum(problem, fit_mu), k)
-        bound = min(problem.total_weight, run.covered * E_RATIO, run.tick_bound, final, fit)
+        final = obj + topk_sum(exact_gains(g.indptr, g.indices, final_mu), k)
+        per_pass = time.perf_counter() - t1
+        bound = min(problem.total_weight, obj * E_RATIO, run.tick_bound, final)
         # warm start: the multipliers of the best of these bounds
-        mu = fit_mu if fit <= min(final, run.tick_bound) else (
-            final_mu if final <= run.tick_bound else w * (run.cover_step >= run.tick))
-    obj = problem.objective(sel)
+        mu = final_mu if final <= run.tick_bound else w * (run.cover_step >= run.tick)
+        best = min(final, run.tick_bound)
+        spent = time.perf_counter() - t1
+        if bound_budget is None or bound_budget * (t1 - t0) - spent > per_pass:
+            last = float(w[run.cover_step == len(run.order) - 1].sum()) if len(
+                run.order) else 0.0
+            fit_mu = dual_fit(problem, run.cover_step, last)
+            fit = float((w - fit_mu).sum()) + topk_sum(exact_gains(g.indptr, g.indices,
+                                                                   fit_mu), k)
+            bound = min(bound, fit)
+            if fit < best:
+                mu = fit_mu
     if bound_iters > 0 and bound > obj:
         seconds = None
         if bound_budget is not None:
             seconds = bound_budget * (t1 - t0) - (time.perf_counter() - t1)
-        lag, _, steps = lagrangian_bound(problem, obj, mu, iters=bound_iters, seconds=seconds)
-        info["lagrangian_bound"] = lag
-        info["lagrangian_steps"] = steps
-        bound = min(bound, lag + 1e-12 * problem.total_weight)
+        if seconds is None or seconds > 2 * per_pass:
+            lag, _, steps = lagrangian_bound(problem, obj, mu, iters=bound_iters,
+                                             seconds=seconds)
+            info["lagrangian_bound"] = lag
+            info["lagrangian_steps"] = steps
+            bound = min(bound, lag + 1e-12 * problem.total_weight)
     info["selection_seconds"] = t1 - t0
     info["bound_seconds"] = time.perf_counter() - t1
     if lp_bound is None:
