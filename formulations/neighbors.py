@@ -253,13 +253,20 @@ def radius_recall(features: Any, radius: float, graph: Any, *, sample: int = 100
 
 
 def exact_covered(features: Any, radius: float, selected: Any,
-                  known: np.ndarray | None = None) -> np.ndarray:
+                  known: np.ndarray | None = None, *, seed: int = 0,
+                  chunk: int = 1024, per_group: int = 32) -> np.ndarray:
     """Boolean mask of the points within ``radius`` of a selected point, exactly.
 
     ``known``: points already known to be covered (e.g. covered on a subgraph of the radius
     graph, whose edges are all true); only the others are searched, each against the
-    selected points only (float32 Gram products in chunks, re-checked in float64 near the
-    threshold).
+    selected points only. The selected points are filed under ``m ~ |S| / 32`` groups
+    (nearest of a seeded sample, one Lloyd step; ``seed`` and the grouping only affect speed), with the exact
+    radius ``rad_b`` of each group; a query x skips group b when
+    ``d(x, c_b) - rad_b > r`` (triangle inequality, with a margin for float32 rounding),
+    and the queries, sorted by their nearest group, are compared in chunks of ``chunk``
+    with the union of their groups' members (float32 Gram products; pairs near the
+    threshold re-checked in float64 from the coordinates). ``per_group``: selected points
+    per group.
     """
     X = as_features(features)
     r = as_radius(radius)
@@ -274,14 +281,56 @@ def exact_covered(features: Any, radius: float, selected: Any,
         return out
     fr = _Frame(X, r)
     tol = fr.tol_gram
-    for s in range(0, len(todo), 2048):
-        q = todo[s:s + 2048]
-        D = fr.gram(q, sel)
+    C, lab = _groups(fr.X32[sel], max(1, len(sel) // per_group), seed)
+    diff = fr.X32[sel].astype(np.float64) - C[lab].astype(np.float64)
+    rad = np.zeros(len(C))
+    np.maximum.at(rad, lab, np.sqrt(np.einsum("ij,ij->i", diff, diff)))
+    csq = np.einsum("ij,ij->i", C, C)
+    margin = float(np.sqrt(tol)) + 1e-6 * (1.0 + float(rad.max()) + np.sqrt(fr.r2u))
+    order = np.argsort(lab, kind="stable")
+    starts = np.searchsorted(lab[order], np.arange(len(C) + 1))
+    home = np.concatenate([_nearest(fr.X32[todo[s:s + 4096]], C, csq)
+                           for s in range(0, len(todo), 4096)])
+    todo = todo[np.argsort(home, kind="stable")]
+    for s in range(0, len(todo), chunk):
+        q = todo[s:s + chunk]
+        Q = fr.X32[q]
+        Dc = fr.sq[q][:, None] + csq[None, :] - 2.0 * (Q @ C.T)
+        near = (np.sqrt(np.maximum(Dc, 0.0)) - rad[None, :] <= np.sqrt(fr.r2u) + margin)
+        groups = np.flatnonzero(near.any(axis=0))
+        if len(groups) == 0:
+            continue
+        members = np.concatenate([order[starts[b]:starts[b + 1]] for b in groups])
+        ref = sel[members]
+        D = fr.gram(q, ref)
         m = D.min(axis=1)
         out[q[m <= fr.r2u - tol]] = True
         band = np.flatnonzero((m > fr.r2u - tol) & (m <= fr.r2u + tol))
         if len(band):
             a, b = np.nonzero(D[band] <= fr.r2u + tol)
-            hit = fr.exact(q[band[a]], sel[b])
+            hit = fr.exact(q[band[a]], ref[b])
             out[q[band[a[hit]]]] = True
     return out
+
+
+def _nearest(Y: np.ndarray, C: np.ndarray, csq: np.ndarray) -> np.ndarray:
+    """Index of the nearest row of ``C`` for each row of ``Y`` (float32 Gram)."""
+    return (csq[None, :] - 2.0 * (Y @ C.T)).argmin(axis=1)
+
+
+def _groups(Y: np.ndarray, m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``m`` group centres (a seeded sample of the rows, moved by one Lloyd step) and each
+    row's nearest centre."""
+    rng = np.random.default_rng(seed)
+    C = Y[np.sort(rng.choice(len(Y), m, replace=False))]
+    for it in range(2):
+        csq = np.einsum("ij,ij->i", C, C)
+        lab = np.concatenate([_nearest(Y[s:s + 4096], C, csq) for s in range(0, len(Y), 4096)])
+        if it == 1:
+            return C, lab
+        cnt = np.bincount(lab, minlength=m).astype(np.float32)
+        S = sp.csr_array((np.ones(len(Y), dtype=np.float32), (lab, np.arange(len(Y)))),
+                         shape=(m, len(Y)))
+        newC = (S @ Y) / np.maximum(cnt, 1.0)[:, None]
+        C = np.where(cnt[:, None] > 0, newC, C).astype(np.float32)
+    return C, lab

@@ -71,6 +71,8 @@ def test_ivf_graph_ties_on_integer_data():
     r = 2e3
     g, _ = ivf_radius_graph(X, r, nlist=4, nprobe=4, recall_sample=0)
     assert np.array_equal(g.toarray(), _brute(X, r))  # all lists probed: the exact graph
+    sel = np.random.default_rng(4).choice(400, 40, replace=False)
+    assert np.array_equal(exact_covered(X, r, sel), _brute(X, r)[:, sel].any(axis=1))
 
 
 @SETTINGS
