@@ -148,6 +148,19 @@ def run_size(n: int, args, out: dict) -> list[str]:
             asel, t = apricot_greedy(p)
             add("apricot", t)
             out.setdefault("apricot_obj", {})[n] = p.objective(asel[:k])
+    for a, b, key in [("ivf graph", "bare faiss", "IVF / bare faiss"),
+                      ("exact graph", "ivf graph", "exact / IVF graph"),
+                      ("bound", "greedy", "bound / greedy"),
+                      ("old bound", "greedy", "old bound / greedy"),
+                      ("apricot", "greedy", "apricot / greedy"),
+                      ("ivf graph", "floor", "IVF graph / floor")]:
+        if a in rows and b in rows:
+            rows[key] = [x / y for x, y in zip(rows[a], rows[b], strict=True)]
+    ratio_line = (f"| {n:,} | " + " | ".join(
+        med(rows[key]) if key in rows else "-"
+        for key in ("IVF / bare faiss", "exact / IVF graph", "bound / greedy",
+                    "old bound / greedy", "apricot / greedy", "IVF graph / floor")) + " |")
+    out.setdefault("ratio_lines", []).append(ratio_line)
     obj, exact_obj = sol.objective, sol.info["exact_objective"]
     gap_new = (sol.bound - obj) / obj
     gap_old = (old.bound - obj) / obj
@@ -232,6 +245,11 @@ def main(argv: list[str] | None = None) -> None:
     for n in args.sizes:
         print("\n".join(run_size(n, args, out)), flush=True)
     ns = list(args.sizes)
+    print()
+    print("| n | IVF graph / bare faiss | exact / IVF graph | bound / greedy | old bound / greedy "
+          "| apricot / greedy | IVF graph / one read |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n".join(out.pop("ratio_lines")))
     print()
     print("| scaling exponent (time ~ n^a) | a |")
     print("|---|---:|")

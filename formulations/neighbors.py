@@ -259,9 +259,10 @@ def exact_covered(features: Any, radius: float, selected: Any,
 
     ``known``: points already known to be covered (e.g. covered on a subgraph of the radius
     graph, whose edges are all true); only the others are searched, each against the
-    selected points only. The selected points are filed under ``m ~ |S| / 32`` groups
-    (nearest of a seeded sample, one Lloyd step; ``seed`` and the grouping only affect speed), with the exact
-    radius ``rad_b`` of each group; a query x skips group b when
+    selected points only. The selected points are filed under ``m ~ |S| / per_group``
+    groups (nearest of a seeded sample, one Lloyd step; ``seed`` and the grouping only
+    affect speed), with the exact radius ``rad_b`` of each group; a query x skips group b
+    when
     ``d(x, c_b) - rad_b > r`` (triangle inequality, with a margin for float32 rounding),
     and the queries, sorted by their nearest group, are compared in chunks of ``chunk``
     with the union of their groups' members (float32 Gram products; pairs near the
@@ -272,6 +273,8 @@ def exact_covered(features: Any, radius: float, selected: Any,
     r = as_radius(radius)
     n = X.shape[0]
     sel = as_indices(selected, n, "selected")
+    chunk = as_int(chunk, "chunk", low=1)
+    per_group = as_int(per_group, "per_group", low=1)
     out = np.zeros(n, dtype=bool) if known is None else np.asarray(known, dtype=bool).copy()
     if out.shape != (n,):
         raise ValueError(f"known must be a boolean mask of shape ({n},)")
