@@ -3,13 +3,16 @@
 - ``"greedy"`` (:class:`CoverageSelection`): the greedy algorithm for monotone submodular
   maximisation, ``(1 - 1/e)``-approximate (Nemhauser, Wolsey and Fisher 1978). Two exact
   implementations of the same rule (the point of largest marginal gain, lowest index on
-  ties): ``method="incremental"`` keeps every marginal gain up to date with one sparse
-  update per newly covered point (O(nnz) in total; the default) and ``method="lazy"``
-  (Minoux's lazy greedy with a heap of stale gains, which are upper bounds by
-  submodularity). The bound reported is the smallest of ``f(S) / (1 - 1/e)``, the total
-  weight, the data-dependent bound ``f(S_t) + (sum of the k largest marginal gains at
-  S_t)`` at checkpoints ``t`` (valid for monotone submodular f), a Lagrangian bound
-  (a few subgradient steps towards the LP bound) and, on small graphs, the LP bound.
+  ties): ``method="lazy"`` (the default: Minoux's lazy greedy with a heap of stale gains,
+  which are upper bounds by submodularity, compiled in
+  :mod:`~pruneopt.solvers.coverage_kernels`) and ``method="incremental"`` (the NumPy
+  reference: every marginal gain kept up to date with one sparse update per newly covered
+  point, O(nnz) updates but an O(n) arg-max per pick). The bound reported is the smallest
+  of ``f(S) / (1 - 1/e)``, the total weight, the data-dependent bound ``f(S_t) + (sum of the
+  k largest marginal gains at S_t)`` at checkpoints ``t`` and at the end (valid for
+  monotone submodular f), a Lagrangian bound (subgradient steps towards the LP bound,
+  warm-started by a dual fit to the run, within ``bound_budget`` times the selection's
+  time) and, on small graphs, the LP bound.
 - ``"greedy"`` (:class:`CoverSelection`): greedy until the required weight is covered, then
   reverse deletion of redundant points; lower bound ``min s : top-s gains at S_t >= what is
   still missing`` at checkpoints. For full cover (``cover=1``) the greedy is within
@@ -139,9 +142,12 @@ class GreedyRun:
     bound_work: int
 
 
-def lazy_run(problem: CoverageSelection, initial: Any = None, checkpoints: int = 24) -> GreedyRun:
+def lazy_run(problem: CoverageSelection, initial: Any = None, checkpoints: int = 24,
+             progress: bool = False) -> GreedyRun:
     """The lazy greedy of :func:`~pruneopt.solvers.coverage_kernels.lazy_greedy` on the
-    problem's graph (``initial`` points first)."""
+    problem's graph (``initial`` points first). The compiled loop cannot update a progress
+    bar: with ``progress`` one bar is filled when the run ends."""
+    bar = _progress(problem.keep, progress, "greedy coverage")
     g = problem.graph
     k = problem.keep
     init = np.zeros(0, dtype=np.int64) if initial is None else np.asarray(
@@ -150,6 +156,9 @@ def lazy_run(problem: CoverageSelection, initial: Any = None, checkpoints: int =
                      dtype=np.int64)
     order, cover_step, covered, tb, work = lazy_greedy(
         g.indptr, g.indices, problem.weights, k, 1e-12 * problem.total_weight, init, ticks)
+    if bar is not None:
+        bar.update(len(order))
+        bar.close()
     best = int(np.argmin(tb)) if len(tb) and np.isfinite(tb).any() else -1
     tick_work = int(sum(problem.n for b in tb if np.isfinite(b)))
     return GreedyRun(order=order, cover_step=cover_step, covered=float(covered),
@@ -170,7 +179,7 @@ def greedy_max_coverage(problem: CoverageSelection, *, method: str = "lazy",
     ``initial``: indices to start from (they count against the budget; LP rounding uses it).
     """
     if method == "lazy":
-        run = lazy_run(problem, initial, checkpoints)
+        run = lazy_run(problem, initial, checkpoints, progress)
         w_unc = problem.weights * (run.cover_step > problem.keep)
         bound = min(problem.total_weight, run.tick_bound,
                     run.covered + _topk_sum(_rowsum(problem, w_unc), problem.keep))
@@ -370,7 +379,7 @@ def greedy_solver(problem: CoverageSelection, time_limit: float | None, *,
         mu = None
         obj = problem.objective(sel)
     else:
-        run = lazy_run(problem)
+        run = lazy_run(problem, progress=progress)
         sel = np.sort(run.order)
         t1 = time.perf_counter()
         info = {"method": method, "approximation_ratio": E_RATIO}
