@@ -86,7 +86,7 @@ def lazy_greedy(indptr: np.ndarray, indices: np.ndarray, w: np.ndarray, k: int, 
     order picked (at most ``k``; ``initial`` first), the step at which each point was first
     covered (``k`` + 1 if never), the covered weight, the upper bound
     ``f(S_t) + top-k stale keys`` at each step ``t`` in ``ticks`` (``inf`` where not
-    reached), and the work in graph entries.
+    reached), and the selection's work in graph entries (the checkpoints not counted).
     """
     n = indptr.shape[0] - 1
     uncovered = np.ones(n, dtype=np.bool_)
@@ -130,7 +130,6 @@ def lazy_greedy(indptr: np.ndarray, indices: np.ndarray, w: np.ndarray, k: int, 
     while t < k and size > 0:
         if nt < ticks.shape[0] and ticks[nt] == t:
             tick_bounds[nt] = covered + topk_sum(key[:size], k)
-            work += size
             nt += 1
         j = idx[0]
         cur = 0.0
