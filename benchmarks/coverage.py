@@ -74,7 +74,7 @@ def run_instance(name: str, problem, solvers: list[tuple[str, dict, float | None
         label = solver + "".join(f" {k}={v}" for k, v in opts.items())
         if limit is not None:
             label += f" (limit {limit:g} s)"
-        if "lp_status" in sol.info and sol.info["lp_status"] != "optimal":
+        if "lp_status" in sol.info and str(sol.info["lp_status"]).lower() != "optimal":
             label += " [LP unsolved: greedy fallback]"
         print(f"  {name}: {label}: {sol}", file=sys.stderr, flush=True)
         sols.append((label, sol))
