@@ -29,11 +29,17 @@ import time
 from pathlib import Path
 
 import _common  # noqa: F401 - measure the checkout this script sits in
-import numpy as np
-from sklearn.datasets import load_digits
 
-import pruneopt
-from pruneopt.formulations.coverage import (
+# This folder holds coverage.py: keep it off sys.path before numba (imported by pruneopt's
+# kernels) runs `import coverage`, or that would import the benchmark script instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [_p for _p in sys.path if Path(_p or ".").resolve() != _HERE]
+
+import numpy as np  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+
+import pruneopt  # noqa: E402
+from pruneopt.formulations.coverage import (  # noqa: E402
     CoverageSelection,
     CoverSelection,
     default_radius,
@@ -68,7 +74,7 @@ def run_instance(name: str, problem, solvers: list[tuple[str, dict, float | None
         label = solver + "".join(f" {k}={v}" for k, v in opts.items())
         if limit is not None:
             label += f" (limit {limit:g} s)"
-        if "lp_status" in sol.info and sol.info["lp_status"] != "optimal":
+        if "lp_status" in sol.info and str(sol.info["lp_status"]).lower() != "optimal":
             label += " [LP unsolved: greedy fallback]"
         print(f"  {name}: {label}: {sol}", file=sys.stderr, flush=True)
         sols.append((label, sol))

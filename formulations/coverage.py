@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -51,7 +52,10 @@ from pruneopt.formulations.geometry import (  # noqa: F401 - re-exported (older 
     radius_for_budget,
     radius_graph,
 )
+from pruneopt.formulations.neighbors import exact_covered, import_faiss, ivf_radius_graph
 from pruneopt.formulations.standard import MILPExportable, MILPForm
+
+GRAPH_METHODS = ("exact", "ivf")
 
 __all__ = [
     "CoverSelection",
@@ -90,7 +94,16 @@ class RadiusCover(MILPExportable, Formulation):
     """
 
     def __init__(self, features: Any, radius: float, weights: Any = None, *, graph: Any = None,
-                 max_edges: int = MAX_EDGES, progress: bool = False) -> None:
+                 max_edges: int = MAX_EDGES, progress: bool = False,
+                 graph_method: str = "exact", graph_options: dict | None = None) -> None:
+        if graph_method not in GRAPH_METHODS:
+            raise ValueError(f"graph_method must be one of {', '.join(GRAPH_METHODS)}, got "
+                             f"{graph_method!r}")
+        if graph_method == "ivf":
+            import_faiss()  # a clear ValueError now, naming the extra, if it is missing
+        self.graph_method = graph_method
+        self.graph_options = dict(graph_options or {})
+        self.graph_info: dict[str, Any] | None = None
         self.features = as_features(features)
         self.n = int(self.features.shape[0])
         if radius is None:
@@ -129,11 +142,37 @@ class RadiusCover(MILPExportable, Formulation):
 
     @property
     def graph(self) -> sp.csr_array:
-        """The radius neighbour graph (built on first use, see :func:`radius_graph`)."""
+        """The radius neighbour graph, built on first use: exact (:func:`radius_graph`,
+        ``graph_method="exact"``) or from a faiss inverted-file index
+        (:func:`~pruneopt.formulations.neighbors.ivf_radius_graph`, ``graph_method="ivf"``,
+        ``graph_options`` passed on; its measured recall lands in :attr:`graph_info`).
+        An approximate graph holds only true edges but may miss some: the objective on it
+        is a lower bound of the true coverage (:meth:`exact_covered_weight` re-scores)."""
         if self._graph is None:
-            self._graph = radius_graph(self.features, self.radius, max_edges=self.max_edges,
-                                       progress=self.progress)
+            if self.graph_method == "ivf":
+                opts = {"progress": self.progress, **self.graph_options}
+                self._graph, info = ivf_radius_graph(self.features, self.radius, **opts)
+                self.graph_info = {"method": "ivf", **asdict(info)}
+            else:
+                self._graph = radius_graph(self.features, self.radius, max_edges=self.max_edges,
+                                           progress=self.progress, **self.graph_options)
         return self._graph
+
+    @property
+    def graph_exact(self) -> bool:
+        """Whether :attr:`graph` is the exact radius graph (a given ``graph`` counts as
+        exact: it is the caller's definition of the neighbourhoods)."""
+        return self.graph_method == "exact"
+
+    def exact_covered_weight(self, decision: Any) -> float:
+        """The covered weight on the exact radius. Equal to :meth:`covered_weight` on an
+        exact graph; on an approximate one, the points it leaves uncovered are searched
+        against the selected points (:func:`~pruneopt.formulations.neighbors.exact_covered`).
+        """
+        if self.graph_exact:
+            return self.covered_weight(decision)
+        mask = exact_covered(self.features, self.radius, decision, known=self.covered(decision))
+        return float(self.weights[mask].sum())
 
     def neighbors(self, i: int) -> np.ndarray:
         """Indices of the points within ``radius`` of point ``i`` (including ``i``)."""
@@ -210,6 +249,12 @@ class CoverageSelection(RadiusCover):
         the number of covered points).
     graph : (n, n) sparse matrix, optional
         A precomputed radius graph to reuse across sizes.
+    graph_method : {"exact", "ivf"}
+        How :attr:`graph` is built: exact, or from a faiss inverted-file index (the
+        ``scale`` extra) whose recall is measured into :attr:`graph_info`; with "ivf" the
+        objective is a lower bound of the true coverage (see :meth:`exact_covered_weight`).
+    graph_options : dict, optional
+        Passed to the graph builder (e.g. ``{"nprobe": 4}`` for "ivf").
 
     Decision: sorted array of selected indices. Objective: covered count (or weight).
     """
@@ -219,7 +264,8 @@ class CoverageSelection(RadiusCover):
     def __init__(self, features: Any, *args: Any, keep: int | None = None,
                  radius: float | None = None, weights: Any = None, graph: Any = None,
                  max_edges: int = MAX_EDGES, progress: bool = False,
-                 budget: int | None = None) -> None:
+                 budget: int | None = None, graph_method: str = "exact",
+                 graph_options: dict | None = None) -> None:
         given = {"keep": keep if keep is not None else budget, "radius": radius,
                  "weights": weights}
         if keep is not None and budget is not None:
@@ -229,7 +275,8 @@ class CoverageSelection(RadiusCover):
                           DeprecationWarning, stacklevel=2)
         _legacy("CoverageSelection", args, ("keep", "radius", "weights"), given)
         super().__init__(features, given["radius"], given["weights"], graph=graph,
-                         max_edges=max_edges, progress=progress)
+                         max_edges=max_edges, progress=progress, graph_method=graph_method,
+                         graph_options=graph_options)
         word = "budget" if budget is not None else "keep"  # the name the caller used
         if given["keep"] is None:
             raise ValueError("keep is required: the largest number of points to select")
@@ -331,11 +378,13 @@ class CoverSelection(RadiusCover):
 
     def __init__(self, features: Any, *args: Any, cover: float | None = None,
                  radius: float | None = None, weights: Any = None, graph: Any = None,
-                 max_edges: int = MAX_EDGES, progress: bool = False) -> None:
+                 max_edges: int = MAX_EDGES, progress: bool = False,
+                 graph_method: str = "exact", graph_options: dict | None = None) -> None:
         given = {"radius": radius, "cover": cover, "weights": weights}
         _legacy("CoverSelection", args, ("radius", "cover", "weights"), given)
         super().__init__(features, given["radius"], given["weights"], graph=graph,
-                         max_edges=max_edges, progress=progress)
+                         max_edges=max_edges, progress=progress, graph_method=graph_method,
+                         graph_options=graph_options)
         c = 1.0 if given["cover"] is None else given["cover"]
         try:
             c = float(c)

@@ -153,7 +153,8 @@ def test_solvers_agree_and_bounds_valid(digits):
         sol = pruneopt.solve(p, solver=name)
         assert sol.objective <= opt.objective
         assert sol.bound is None or sol.bound >= opt.objective - 1e-9
-    g = pruneopt.solve(p, solver="greedy", bound_iters=200, lp_bound=False)
+    g = pruneopt.solve(p, solver="greedy", bound_iters=200, bound_budget=None,
+                        lp_bound=False)
     assert g.objective >= (1 - 1 / np.e) * opt.objective
     lp = pruneopt.solve(p, solver="greedy", bound_iters=0, lp_bound=True).info["lp_bound"]
     assert g.info["lagrangian_bound"] >= lp - 1e-6 >= opt.objective - 1e-6
