@@ -35,15 +35,8 @@ import argparse
 import importlib.util
 import sys
 import time
-from pathlib import Path
 
 import _common  # noqa: F401 - measure the checkout this script sits in
-
-# This folder holds coverage.py: keep it off sys.path before numba (imported by pruneopt's
-# kernels) runs `import coverage`, or that would import the benchmark script instead.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [_p for _p in sys.path if Path(_p or ".").resolve() != _HERE]
-
 import numpy as np  # noqa: E402
 
 import pruneopt  # noqa: E402
@@ -215,8 +208,6 @@ def real_recall(seed: int) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    here = Path(__file__).resolve().parent  # keep this folder off sys.path (see coverage.py)
-    sys.path[:] = [q for q in sys.path if Path(q or ".").resolve() != here]
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 200_000,
                                                              1_000_000])

@@ -51,7 +51,6 @@ Run:  nice python benchmarks/layer_budget.py [--highs-max-layers 5000] [--part b
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -416,10 +415,6 @@ def scaling_part(out, families, sizes, K, seeds, highs_max, time_limit):
 
 
 def main(argv: list[str] | None = None) -> None:
-    # numba (the dp's kernels) imports `coverage` if it can: keep this folder, which holds a
-    # coverage.py benchmark, off the path (as benchmarks/coverage.py does)
-    here = Path(__file__).resolve().parent
-    sys.path[:] = [q for q in sys.path if Path(q or ".").resolve() != here]
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--part", choices=["scaling", "solvers", "shapes", "both", "all"],
                     default="scaling", help="both: solvers and shapes; all: the three")

@@ -41,10 +41,6 @@ from pathlib import Path
 import _common
 import numpy as np
 
-# numba (which the lowrank solver loads) imports `coverage`: keep this folder, which holds a
-# benchmark named coverage.py, off sys.path
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import pruneopt  # noqa: E402
 from pruneopt.formulations import MMDSelection  # noqa: E402
 

@@ -15,16 +15,10 @@ is computable: the dense relaxation needs the n x n kernel).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import _common  # noqa: F401 - measure the checkout this script sits in
 import numpy as np
-
-# numba (which the lowrank solver loads) imports `coverage`: keep this folder, which holds a
-# benchmark named coverage.py, off sys.path
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import pruneopt  # noqa: E402
 from pruneopt.formulations import MMDSelection  # noqa: E402

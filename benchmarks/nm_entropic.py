@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 import _common
 import numpy as np
@@ -188,10 +186,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-o", "--out", help="also write the markdown to this new file")
     args = ap.parse_args(argv)
-    # benchmarks/coverage.py would shadow the coverage package that numba imports (the
-    # entropic kernels are compiled on first use): keep this folder off sys.path
-    here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     _common.refuse_overwrite(ap.error, {"--out": args.out})
     torch.set_num_threads(args.threads)
     out = _common.Tee()

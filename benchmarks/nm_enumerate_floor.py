@@ -28,19 +28,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from _common import Tee, machine, refuse_overwrite
 from threadpoolctl import threadpool_limits
-
-# this folder holds coverage.py: off sys.path before numba (imported by pruneopt's kernels)
-# runs `import coverage`, or it would import that script instead of the package
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import pruneopt  # noqa: E402
 from pruneopt.formulations import TransposableNM  # noqa: E402

@@ -34,7 +34,6 @@ import numpy as np
 from pruneopt.formulations.base import RTOL
 from pruneopt.formulations.coverage import CoverageSelection, CoverSelection, RadiusCover
 from pruneopt.formulations.geometry import one_blas_thread
-from pruneopt.solvers.coverage_kernels import exact_gains, lagrangian_steps, lazy_greedy, topk_sum
 from pruneopt.solvers.highs import run_highs
 from pruneopt.solvers.options import PROGRESS, SEED, Boolean, Integer, OneOf, Real
 from pruneopt.solvers.registry import Result, package_installed, register
@@ -150,6 +149,8 @@ def lazy_run(problem: CoverageSelection, initial: Any = None, checkpoints: int =
     """The lazy greedy of :func:`~pruneopt.solvers.coverage_kernels.lazy_greedy` on the
     problem's graph (``initial`` points first). The compiled loop cannot update a progress
     bar: with ``progress`` one bar is filled when the run ends."""
+    from pruneopt.solvers.coverage_kernels import lazy_greedy  # numba: on first use
+
     bar = _progress(problem.keep, progress, "greedy coverage")
     g = problem.graph
     k = problem.keep
@@ -230,6 +231,8 @@ def lagrangian_bound(problem: CoverageSelection, lower: float, mu: np.ndarray | 
     much time is spent (the first step always runs). Returns (the best bound seen, its
     multipliers, the number of steps).
     """
+    from pruneopt.solvers.coverage_kernels import lagrangian_steps  # numba: on first use
+
     g = problem.graph
     w = problem.weights
     cur = w.copy() if mu is None else np.clip(np.asarray(mu, dtype=np.float64), 0.0, w)
@@ -375,6 +378,8 @@ def greedy_solver(problem: CoverageSelection, time_limit: float | None, *,
     bound of the true coverage of the same points); ``info["exact_objective"]`` re-scores
     the selection on the exact radius and ``info["graph"]`` carries the measured recall.
     """
+    from pruneopt.solvers.coverage_kernels import exact_gains, topk_sum  # numba: on first use
+
     t0 = time.perf_counter()
     g = problem.graph
     one_pass = g.nnz + problem.n  # graph entries of one pass over the graph

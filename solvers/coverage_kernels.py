@@ -19,7 +19,10 @@ tied to the selection's without timing anything.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from pruneopt.solvers.jit import load_numba
+
+njit = load_numba().njit
 
 __all__ = ["exact_gains", "lagrangian_steps", "lazy_greedy", "topk_sum"]
 

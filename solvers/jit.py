@@ -7,7 +7,7 @@ import numba (about 0.3 s).
 
 numba probes the ``coverage`` package when it is imported, and fails with an AttributeError
 (not the ImportError it handles) when a plain module of that name shadows the package, as
-``benchmarks/coverage.py`` does for every script run from that folder. :func:`load_numba`
+a user's ``coverage.py`` does for every script run beside it. :func:`load_numba`
 then hides the shadow during the import, so numba takes its own path for "coverage not
 installed"; the module is put back afterwards.
 """

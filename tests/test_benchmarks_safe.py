@@ -17,8 +17,7 @@ SCRIPTS = sorted(p for p in BENCH.glob("*.py") if not p.name.startswith("_"))
 
 
 def _load(name: str):
-    """A benchmark script as a module (without putting benchmarks/ on sys.path: its
-    coverage.py would shadow the coverage package)."""
+    """A benchmark script as a module (without putting benchmarks/ on sys.path)."""
     if "_common" not in sys.modules:
         spec = importlib.util.spec_from_file_location("_common", BENCH / "_common.py")
         mod = importlib.util.module_from_spec(spec)

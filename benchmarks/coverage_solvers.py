@@ -16,8 +16,8 @@ apricot-select's ``MaxCoverageSelection`` (lazy greedy, on the same sparse graph
 outside reference when it is installed (optional: ``pip install apricot-select``); at
 n = 50,000 only with ``--apricot-50k`` (it did not finish within 15 minutes here).
 
-    nice python benchmarks/coverage.py              # both instances (a few minutes)
-    nice python benchmarks/coverage.py --quick      # digits only
+    nice python benchmarks/coverage_solvers.py              # both instances (a few minutes)
+    nice python benchmarks/coverage_solvers.py --quick      # digits only
 """
 
 from __future__ import annotations
@@ -26,15 +26,8 @@ import argparse
 import importlib.util
 import sys
 import time
-from pathlib import Path
 
 import _common  # noqa: F401 - measure the checkout this script sits in
-
-# This folder holds coverage.py: keep it off sys.path before numba (imported by pruneopt's
-# kernels) runs `import coverage`, or that would import the benchmark script instead.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [_p for _p in sys.path if Path(_p or ".").resolve() != _HERE]
-
 import numpy as np  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
@@ -103,10 +96,6 @@ def run_instance(name: str, problem, solvers: list[tuple[str, dict, float | None
 
 
 def main(argv: list[str] | None = None) -> None:
-    # This file is named coverage.py: keep its folder off sys.path, or `import coverage`
-    # (done by numba, which apricot uses) would import this script instead of the package.
-    here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="digits only")
     ap.add_argument("--time-limit", type=float, default=60.0, help="for the exact solvers")
