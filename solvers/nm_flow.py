@@ -7,12 +7,10 @@
   duals, and "optimal" rests on them: the dual bound minus the kept score (weak duality,
   :func:`~pruneopt.solvers.nm_flow_kernels.dual_gaps`) is at most ``CERT_ULPS m eps`` times
   the magnitude of the summed terms in every block (a float tolerance relative to the
-  block's scores). A block failing that check is solved again by the NumPy flow below and
-  checked by its residual graph (:func:`_residual_ok`); ``sol.bound``/``info["dual_bound"]``
+  block's scores). A block failing that check is solved again by ``"ortools"`` (below,
+  with its residual-graph check, :func:`_residual_ok`); ``sol.bound``/``info["dual_bound"]``
   is the sum of the duals, a valid bound whatever the mask. Blocks go in chunks of block
   rows of about ``FLOW_CHUNK_ELEMS`` entries, the clock read between chunks.
-- :func:`~pruneopt.solvers.nm_flow_numpy.ssp_blocks`: the same algorithm vectorized in
-  NumPy over a batch of blocks, with Bellman-Ford paths (the fallback of ``"flow"``).
 - ``"ortools"``: OR-Tools ``SimpleMinCostFlow`` on graphs of ``ORTOOLS_CHUNK_ELEMS`` block
   entries (many small graphs solve faster than one large one), each block with its own
   terminals. Its costs are integers: scores are scaled by ``scale`` (default: the finest
@@ -37,12 +35,17 @@ import numpy as np
 
 from pruneopt.formulations.nm import TransposableNM, from_blocks, to_blocks
 from pruneopt.solvers.nm_blocks import block_chunks, solve_blocks
-from pruneopt.solvers.nm_flow_numpy import flow_tolerance, ssp_blocks
 from pruneopt.solvers.nm_greedy import greedy_mask
 from pruneopt.solvers.options import Real
 from pruneopt.solvers.registry import Result, register
 
 INF = np.inf
+
+
+def flow_tolerance(w: np.ndarray) -> float:
+    """The float tolerance of path lengths in blocks ``w``: ``1e-12 m max |w|`` (relative to
+    the scores, so that scaling them changes nothing)."""
+    return 1e-12 * (float(np.abs(w).max()) if w.size else 0.0) * w.shape[-1]
 
 
 def stopped(problem: TransposableNM, x: np.ndarray, info: dict) -> Result:
@@ -111,7 +114,7 @@ def flow_solver(problem: TransposableNM, time_limit: float | None) -> Result:
         kern.dual_gaps(s, mask, u, v, n, m, ex, b0, b1, dual, primal, scale)
         dual_total += float(dual.sum())
         bad = np.flatnonzero(dual - primal > CERT_ULPS * m * eps * scale)
-        if bad.size:  # re-solve those blocks with the NumPy flow, check by residual graph
+        if bad.size:  # re-solve those blocks with OR-Tools, checked by residual graph
             failed += refine_blocks(s[r0:r1], mask[r0:r1], bad, n, m, ex)
     info = {"dual_bound": dual_total, "augmentations": augmentations,
             "blocks_failing_check": failed}
@@ -126,19 +129,17 @@ def flow_solver(problem: TransposableNM, time_limit: float | None) -> Result:
 
 def refine_blocks(s: np.ndarray, mask: np.ndarray, bad: np.ndarray, n: int, m: int,
                   exactly: bool) -> int:
-    """Solve blocks ``bad`` of the slab ``s`` (whole block rows) again with
-    :func:`ssp_blocks`, write them into ``mask`` (the slab's, in place); returns how many of
-    them fail the residual-graph check (no proof of optimality)."""
+    """Solve blocks ``bad`` of the slab ``s`` (whole block rows) again with ``"ortools"``
+    (side by side as one row of blocks), write them into ``mask`` (the slab's, in place);
+    returns how many of them fail its residual-graph check (no proof of optimality)."""
     bc = s.shape[1] // m
     rows = [slice((b // bc) * m, (b // bc + 1) * m) for b in bad]
     cols = [slice((b % bc) * m, (b % bc + 1) * m) for b in bad]
-    w = np.stack([s[r, c] for r, c in zip(rows, cols, strict=True)])
-    x = ssp_blocks(w, n, exactly=exactly)
-    wc = w if exactly else np.maximum(w, 0.0)
-    ok = _residual_ok(wc, x, n, exactly, flow_tolerance(wc))
+    side = np.concatenate([s[r, c] for r, c in zip(rows, cols, strict=True)], axis=1)
+    res = ortools_solver(TransposableNM(side, n, m, exactly=exactly), None)
     for k, (r, c) in enumerate(zip(rows, cols, strict=True)):
-        mask[r, c] = x[k]
-    return int((~ok).sum())
+        mask[r, c] = res.decision[:, k * m:(k + 1) * m]
+    return 0 if res.status == "optimal" else int(res.info["blocks_failing_check"])
 
 
 def _residual_ok(w: np.ndarray, x: np.ndarray, n: int, exactly: bool,

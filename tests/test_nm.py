@@ -13,7 +13,8 @@ from hypothesis.extra.numpy import arrays
 
 import pruneopt
 from pruneopt.formulations import NMMask, TransposableNM, mask_diversity
-from pruneopt.solvers.nm_flow import certify, ssp_blocks
+from pruneopt.solvers.nm_flow import certify
+from pruneopt.solvers.nm_torch_flow import ssp_blocks_t
 
 
 def _scores(seed, shape=(16, 16)):
@@ -141,10 +142,14 @@ def test_nm_mask_topk_and_torch_input_are_not_modified():
     assert sol.objective == pytest.approx(float(w.abs().reshape(-1, 4).topk(2).values.sum()))
 
 
-def test_ssp_blocks_handles_dense_ties():
-    w = np.ones((50, 4, 4))
-    x = ssp_blocks(w, 2)
+def test_flows_handle_dense_ties():
+    """All-equal scores: the compiled flow and the torch-operations flow both keep n per line."""
+    import torch
+
+    x = ssp_blocks_t(torch.ones((50, 4, 4), dtype=torch.float64), 2).numpy()
     assert (x.sum(1) == 2).all() and (x.sum(2) == 2).all()
+    sol = pruneopt.solve(TransposableNM(np.ones((40, 40)), 2, 4, exactly=True), solver="flow")
+    assert sol.status == "optimal" and sol.decision.sum() == 40 * 40 // 2
 
 
 @pytest.mark.parametrize(
