@@ -14,9 +14,11 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,3 +174,23 @@ def train_digits_mlp(X, y, seed: int, steps: int = 200) -> torch.nn.Sequential:
         torch.nn.functional.cross_entropy(net(xb), yb).backward()
         opt.step()
     return net.eval()
+
+
+def timed(f, *args):
+    """``(seconds, f(*args))``, wall-clock."""
+    t0 = time.perf_counter()
+    out = f(*args)
+    return time.perf_counter() - t0, out
+
+
+def fmt_seconds(v: list[float], small: int = 4) -> str:
+    """``median [min, max]`` of times in seconds (3 decimals from 0.1 s, ``small`` below)."""
+    def f(t):
+        return f"{t:.3f}" if t >= 0.1 else f"{t:.{small}f}"
+
+    return f"{f(np.median(v))} [{f(min(v))}, {f(max(v))}]"
+
+
+def fmt_ratio(v: list[float]) -> str:
+    """``median [min, max]`` of ratios, as ``1.23x [1.10, 1.40]``."""
+    return f"{np.median(v):.2f}x [{min(v):.2f}, {max(v):.2f}]"

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import _common
 import numpy as np
@@ -76,21 +75,11 @@ def entropic_torch(s: np.ndarray, n: int, m: int, exactly: bool) -> np.ndarray:
     return from_blocks(entropic_blocks_torch(blocks, n, exactly).numpy(), s.shape, m)
 
 
-def timed(f):
-    t0 = time.perf_counter()
-    out = f()
-    return time.perf_counter() - t0, out
+timed, fmt_r = _common.timed, _common.fmt_ratio
 
 
 def fmt_t(v: list[float]) -> str:
-    def f(t):
-        return f"{t:.3f}" if t >= 0.1 else f"{t:.4f}"
-
-    return f"{f(np.median(v))} [{f(min(v))}, {f(max(v))}]"
-
-
-def fmt_r(v: list[float]) -> str:
-    return f"{np.median(v):.2f}x [{min(v):.2f}, {max(v):.2f}]"
+    return _common.fmt_seconds(v, 4)
 
 
 def bench_case(out, s, n, m, exactly, repeats, plain_iters, torch_too=True):

@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 import torch
-from _common import Tee, machine, refuse_overwrite
+from _common import Tee, machine, refuse_overwrite, timed
 from threadpoolctl import threadpool_limits
 
 import pruneopt  # noqa: E402
@@ -68,12 +67,6 @@ def old_float64(s: np.ndarray, pats: np.ndarray) -> np.ndarray:
         x[a:a + step] = pats[(c.reshape(len(c), -1) @ P).argmax(axis=1)]
     mask = x.reshape(R // 4, C // 4, 4, 4).transpose(0, 2, 1, 3).reshape(R, C)
     return mask & (s > 0)
-
-
-def timed(f, *args):
-    t0 = time.perf_counter()
-    out = f(*args)
-    return time.perf_counter() - t0, out
 
 
 def solve_default(s: np.ndarray):

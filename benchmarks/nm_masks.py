@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 import tracemalloc
 
 import _common
@@ -143,21 +142,11 @@ def ortools_small_graphs(s: np.ndarray, n: int, m: int, exactly: bool,
     return unblock(x, s.shape, m)
 
 
-def timed(f):
-    t0 = time.perf_counter()
-    out = f()
-    return time.perf_counter() - t0, out
+timed, fmt_r = _common.timed, _common.fmt_ratio
 
 
 def fmt_t(v: list[float]) -> str:
-    def f(t):
-        return f"{t:.3f}" if t >= 0.1 else f"{t:.5f}"
-
-    return f"{f(np.median(v))} [{f(min(v))}, {f(max(v))}]"
-
-
-def fmt_r(v: list[float]) -> str:
-    return f"{np.median(v):.2f}x [{min(v):.2f}, {max(v):.2f}]"
+    return _common.fmt_seconds(v, 5)
 
 
 def bench_case(out, s, n, m, exactly, repeats, references):
