@@ -1,0 +1,155 @@
+"""Many independent tasks in process, in a local process pool, or on a Ray cluster.
+
+``map_tasks(fn, items, executor=...)`` is ``[fn(x) for x in items]``, in input order, run
+
+- ``executor=None`` (default): in this process, one after the other;
+- ``"processes"``: a local pool of ``workers`` processes (``concurrent.futures`` with the
+  ``spawn`` start method, safe beside torch's threads); ``fn`` and the items must pickle;
+- ``"ray"``: Ray tasks (``pip install "pruneopt[ray]"``), on the cluster at ``address`` (as
+  ``ray.init(address=...)`` takes it) or, when none is running and no address is given, on a
+  local one started with ``workers`` CPUs (stopped again when the call started it).
+
+Results are the same whichever executor runs them (each task is deterministic given its
+item). A task that raises makes the whole call raise that error (remaining tasks are
+cancelled); a worker that dies is a ``RuntimeError`` naming the item's position. Nothing is
+returned partially, so a caller that writes files writes them only after ``map_tasks``
+returns.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+EXECUTORS = ("processes", "ray")
+
+
+def check_executor(executor: str | None) -> str | None:
+    """``executor`` validated: None, "processes" or "ray" (ValueError otherwise)."""
+    if executor is not None and executor not in EXECUTORS:
+        raise ValueError(f"executor must be None (in process), 'processes' or 'ray', got "
+                         f"{executor!r}")
+    return executor
+
+
+def default_workers() -> int:
+    """The local worker count: the CPUs this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def progress_bar(total: int, progress: bool, desc: str | None):
+    """A tqdm bar over ``total`` tasks (disabled when ``progress`` is False)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not progress, desc=desc, leave=False)
+
+
+def map_tasks(fn: Callable[[Any], Any], items: Iterable[Any], *, executor: str | None = None,
+              workers: int | None = None, address: str | None = None,
+              progress: bool = False, desc: str | None = None) -> list[Any]:
+    """``[fn(x) for x in items]`` on ``executor`` (module docstring), in input order."""
+    check_executor(executor)
+    items = list(items)
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if address is not None and executor != "ray":
+        raise ValueError("address is for executor='ray'")
+    if executor is None or not items:
+        out = []
+        with progress_bar(len(items), progress, desc) as bar:
+            for x in items:
+                out.append(fn(x))
+                bar.update()
+        return out
+    if executor == "processes":
+        return _in_processes(fn, items, workers or default_workers(), progress, desc)
+    return _on_ray(fn, items, workers, address, progress, desc)
+
+
+def _in_processes(fn, items: Sequence[Any], workers: int, progress: bool,
+                  desc: str | None) -> list[Any]:
+    out: list[Any] = [None] * len(items)
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=ctx) as pool, \
+            progress_bar(len(items), progress, desc) as bar:
+        futures = {pool.submit(fn, x): i for i, x in enumerate(items)}
+        try:
+            for fut in cf.as_completed(futures):
+                i = futures[fut]
+                try:
+                    out[i] = fut.result()
+                except cf.process.BrokenProcessPool as exc:
+                    raise RuntimeError(f"a worker process died while running task {i} of "
+                                       f"{len(items)}; nothing was returned") from exc
+                bar.update()
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+    return out
+
+
+def apply_task(fn: Callable[[Any], Any], x: Any) -> Any:
+    """``fn(x)``: the one remote function (any picklable callable runs through it)."""
+    return fn(x)
+
+
+def import_ray():
+    """The ``ray`` module, or a ValueError naming the extra that installs it."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise ValueError("executor='ray' needs Ray: pip install \"pruneopt[ray]\"") from exc
+    return ray
+
+
+def _on_ray(fn, items: Sequence[Any], workers: int | None, address: str | None,
+            progress: bool, desc: str | None) -> list[Any]:
+    ray = import_ray()
+    started = False
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                  "configure_logging": False}
+        if address is None:
+            kwargs["num_cpus"] = workers or default_workers()
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ValueError(f"cannot reach a Ray cluster at {address!r}: {exc}") from exc
+        started = True
+    try:
+        task = ray.remote(apply_task)
+        fn_ref = ray.put(fn)
+        refs = [task.remote(fn_ref, x) for x in items]
+        where = {ref: i for i, ref in enumerate(refs)}
+        out: list[Any] = [None] * len(items)
+        pending = list(refs)
+        with progress_bar(len(items), progress, desc) as bar:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    i = where[ref]
+                    try:
+                        out[i] = ray.get(ref)
+                    except ray.exceptions.RayTaskError as exc:
+                        for p in pending:
+                            ray.cancel(p)
+                        cause = exc.as_instanceof_cause()
+                        raise cause from None
+                    except (ray.exceptions.WorkerCrashedError,
+                            ray.exceptions.NodeDiedError) as exc:
+                        for p in pending:
+                            ray.cancel(p)
+                        raise RuntimeError(f"a Ray worker died while running task {i} of "
+                                           f"{len(items)}; nothing was returned") from exc
+                    bar.update()
+        return out
+    finally:
+        if started:
+            ray.shutdown()
