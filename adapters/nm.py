@@ -357,12 +357,24 @@ def select_modules(
     return chosen
 
 
-def mask_task(task: tuple) -> tuple[torch.Tensor | None, LayerReport]:
+def as_numpy(t: torch.Tensor | np.ndarray | None) -> np.ndarray | None:
+    """A CPU NumPy array of ``t`` (zero-copy for a CPU tensor of a NumPy dtype; float32 for
+    the others, e.g. bfloat16, which it holds exactly): what is sent to a worker."""
+    if not isinstance(t, torch.Tensor):
+        return t
+    t = t.detach().cpu()
+    if t.dtype not in (torch.float16, torch.float32, torch.float64):
+        t = t.to(torch.float32)
+    return t.numpy()
+
+
+def mask_task(task: tuple) -> tuple[np.ndarray | None, LayerReport]:
     """:func:`nm_mask` of one ``(name, weight, scores, n, m, solve_args)`` (what each
-    executor worker runs for :func:`compute_nm_masks`)."""
+    executor worker runs for :func:`compute_nm_masks`); the mask as a NumPy array, which
+    pickles without copies."""
     name, weight, sc, n, m, solve_args = task
-    with torch.no_grad():
-        return nm_mask(weight, n, m, scores=sc, name=name, **solve_args)
+    mask, rep = nm_mask(weight, n, m, scores=sc, name=name, **solve_args)
+    return (None if mask is None else mask.numpy()), rep
 
 
 def compute_nm_masks(
@@ -428,9 +440,7 @@ def compute_nm_masks(
                 sc = scores(name, mod)
             else:
                 sc = None
-            if sc is not None and isinstance(sc, torch.Tensor):
-                sc = sc.detach()
-            tasks.append((name, mod.weight.detach(), sc, n, m, solve_args))
+            tasks.append((name, as_numpy(mod.weight), as_numpy(sc), n, m, solve_args))
     results = map_tasks(mask_task, tasks, executor=executor, workers=workers, address=address,
                         progress=progress, desc=f"{n}:{m} masks")
     masks: dict[str, torch.Tensor] = {}
@@ -438,7 +448,8 @@ def compute_nm_masks(
     for (name, *_), (mask, rep) in zip(tasks, results, strict=True):
         report.append(rep)
         if mask is not None:
-            masks[name] = mask
+            # a Ray result is a read-only view of its object store: copy it then
+            masks[name] = torch.from_numpy(mask if mask.flags.writeable else mask.copy())
     return NMMaskPlan(masks=masks, report=report, n=n, m=m, transposable=bool(transposable))
 
 

@@ -160,6 +160,9 @@ def _on_ray(fn, items: Sequence[Any], workers: int | None, address: str | None,
         with progress_bar(len(items), progress, desc) as bar:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
+                if pending:  # and whatever else finished meanwhile, without waiting
+                    more, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
+                    done += more
                 for ref in done:
                     i = where[ref]
                     try:
