@@ -20,8 +20,11 @@
   pruneopt.solve).remote(TransposableNM(|W|, 4, 8)) for W in weights])`` on the same cluster
   (the wrapper's overhead is its ratio to ``ray``).
 
-The floor is the ideal parallel time, ``max(in process / workers, slowest layer)``: no
-executor of ``--workers`` workers can beat it. Speedups are in-process time over the peer's,
+The machine ceiling is what the load lets ``--workers`` Ray workers gain right now on
+pure CPU work (``2 * workers`` equal pure-Python loops, in turn in this process vs at once on
+Ray): on a shared machine it is well below ``workers``. The floor is the ideal parallel
+time, ``max(in process / workers, slowest layer)``: no executor of ``--workers`` workers can
+beat it. Speedups are in-process time over the peer's,
 within a repeat (same load); median and range over ``--repeats``.
 
 **solve_many batch.** ``--batch`` random transposable 4:8 problems of 512x512 plus as many
@@ -57,6 +60,27 @@ def ray_direct(weights: list[torch.Tensor], n: int, m: int,
     refs = [solve.remote(TransposableNM(w.abs().double().numpy(), n, m), solver)
             for w in weights]
     return [np.asarray(s.decision, dtype=bool) for s in ray.get(refs)]
+
+
+def spin(count: int) -> int:
+    """Pure-Python CPU work (no memory traffic, no locks): the machine's parallelism probe."""
+    return sum(i * i for i in range(count))
+
+
+def parallelism(workers: int, repeats: int, count: int = 3_000_000) -> list[float]:
+    """How much faster ``workers`` Ray workers run ``2 * workers`` equal CPU tasks than this
+    process runs them one after another, now: the speedup the machine's load allows."""
+    import ray
+
+    task = ray.remote(spin)
+    ray.get([task.remote(1000) for _ in range(workers)])  # warm
+    out = []
+    for _ in range(repeats):
+        t_seq, _ = _common.timed(lambda: [spin(count) for _ in range(2 * workers)])
+        t_par, _ = _common.timed(lambda: ray.get([task.remote(count)
+                                                  for _ in range(2 * workers)]))
+        out.append(t_seq / t_par)
+    return out
 
 
 def batch_problems(count: int, seed: int) -> list:
@@ -136,6 +160,9 @@ def main(argv: list[str] | None = None) -> None:
                          f"{_common.fmt_ratio(list(base / np.array(times[p])))} |")
         lines.append(f"| floor (ideal {w}-way split) | {_common.fmt_seconds(floors)} | "
                      f"{_common.fmt_ratio(list(base / np.array(floors)))} |")
+        ceiling = parallelism(w, args.repeats)
+        lines.append(f"| machine ceiling ({w} Ray workers on pure-Python CPU tasks, now) | | "
+                     f"{_common.fmt_ratio(ceiling)} |")
         per_worker = entries / float(np.median(base))
         lines += ["", f"Per-worker throughput (in process): {per_worker / 1e6:.2f} M entries/s; "
                   f"on Ray with {w} workers: "

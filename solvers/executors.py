@@ -22,6 +22,7 @@ worker ran it. An ``address`` that does not answer within :data:`CONNECT_SECONDS
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import multiprocessing
 import os
 import socket
@@ -105,6 +106,13 @@ def apply_task(fn: Callable[[Any], Any], x: Any) -> Any:
     return fn(x)
 
 
+@functools.cache
+def ray_task():
+    """``apply_task`` as a Ray remote function, made once per process (Ray exports it to each
+    new session itself). Not retried: a task that killed its worker would kill the next."""
+    return import_ray().remote(max_retries=0)(apply_task)
+
+
 def import_ray():
     """The ``ray`` module, or a ValueError naming the extra that installs it."""
     try:
@@ -151,7 +159,7 @@ def _on_ray(fn, items: Sequence[Any], workers: int | None, address: str | None,
             raise ValueError(f"cannot reach a Ray cluster at {address!r}: {exc}") from exc
         started = True
     try:
-        task = ray.remote(max_retries=0)(apply_task)
+        task = ray_task()
         fn_ref = ray.put(fn)
         refs = [task.remote(fn_ref, x) for x in items]
         where = {ref: i for i, ref in enumerate(refs)}
