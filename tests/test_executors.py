@@ -13,6 +13,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import pruneopt
@@ -40,6 +42,11 @@ def test_unreachable_address_is_a_value_error_before_ray_starts():
         map_tasks(abs, [1, -2], executor="ray", address=address)
     with pytest.raises(ValueError, match="host:port"):
         map_tasks(abs, [1], executor="ray", address="no-port-here")
+    assert not ray.is_initialized()
+
+
+def test_a_call_without_a_cluster_starts_and_stops_its_own():
+    assert map_tasks(abs, [-1, 2, -3], executor="ray", workers=1) == [1, 2, 3]
     assert not ray.is_initialized()
 
 
@@ -118,6 +125,24 @@ def test_solve_many_scaled_batch_same_answers(cluster):
         for x, y in zip(a, b, strict=True):
             assert x.status == y.status == "optimal"
             assert np.array_equal(x.decision, y.decision)
+
+
+@settings(max_examples=8, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**31 - 1), count=st.integers(1, 6),
+       factor=st.floats(1e-6, 1e6), executor=st.sampled_from([None, "ray"]))
+def test_solve_many_is_solve_in_order_at_any_scale(cluster, seed, count, factor, executor):
+    """solve_many == [solve(p)] in input order, for batches of any size and any positive
+    scale of the data (same masks and status; objectives scale by the factor)."""
+    rng = np.random.default_rng(seed)
+    scores = [rng.random((4 * int(rng.integers(1, 4)), 8)) for _ in range(count)]
+    ref = [pruneopt.solve(TransposableNM(s, 2, 4)) for s in scores]
+    got = pruneopt.solve_many([TransposableNM(s * factor, 2, 4) for s in scores],
+                              executor=executor, progress=True)
+    for r, g in zip(ref, got, strict=True):
+        assert g.status == r.status == "optimal"
+        assert np.array_equal(g.decision, r.decision)
+        assert math.isclose(g.objective, r.objective * factor, rel_tol=1e-12)
 
 
 def test_bad_executor_workers_and_options():
