@@ -13,7 +13,7 @@ order. With a deterministic solver the solutions are the same whichever executor
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pruneopt.formulations.base import Formulation
@@ -37,6 +37,7 @@ def solve_many(
     address: str | None = None,
     *,
     progress: bool = True,
+    solver_options: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> list[Solution]:
     """``[pruneopt.solve(p, solver, **options) for p in problems]`` on ``executor``.
@@ -50,11 +51,19 @@ def solve_many(
         ``"ray"`` the Ray cluster at ``address`` (or a local one of ``workers`` CPUs).
     progress : a tqdm bar over the problems, advanced as each one finishes.
     options : ``time_limit`` (seconds, per problem) and backend options, as for ``solve``.
+    solver_options : more backend options, for the names this function takes itself:
+        CP-SAT's search ``workers`` is ``solver_options={"workers": 4}`` (``workers=`` is
+        the executor's).
 
     Returns the :class:`Solution` of each problem, in input order; nothing if any solve
     fails (its error is raised; a dead worker is a ``RuntimeError``).
     """
     problems = list(problems)
+    clash = set(options) & set(solver_options or {})
+    if clash:
+        raise ValueError(f"{', '.join(sorted(clash))} given both as an option and in "
+                         f"solver_options; give it once")
+    options = {**options, **dict(solver_options or {})}
     for i, p in enumerate(problems):
         try:
             spec = get_solver(p, solver)

@@ -145,6 +145,17 @@ def test_solve_many_is_solve_in_order_at_any_scale(cluster, seed, count, factor,
         assert math.isclose(g.objective, r.objective * factor, rel_tol=1e-12)
 
 
+def test_solver_workers_go_through_solver_options(cluster):
+    """``workers=`` is the executor's; CP-SAT's own ``workers`` option has its own way in."""
+    p = mixed_problems()[2]
+    ref = pruneopt.solve(p, solver="cpsat", workers=1)
+    (got,) = pruneopt.solve_many([p], solver="cpsat", executor="ray", workers=2,
+                                 solver_options={"workers": 1}, progress=False)
+    assert (got.status, got.objective) == (ref.status, ref.objective)
+    with pytest.raises(ValueError, match="given both"):
+        pruneopt.solve_many([p], solver="cpsat", seed=0, solver_options={"seed": 1})
+
+
 def test_bad_executor_workers_and_options():
     with pytest.raises(ValueError, match="executor must be"):
         map_tasks(abs, [1], executor="dask")
