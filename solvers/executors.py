@@ -123,8 +123,9 @@ def import_ray():
 
 
 def check_address(address: str | None, timeout: float = CONNECT_SECONDS) -> None:
-    """ValueError unless ``address`` (``"host:port"`` or ``"ray://host:port"``; ``None`` and
-    ``"auto"`` are left to Ray) accepts a TCP connection within ``timeout`` seconds."""
+    """ValueError unless ``address`` (``"host:port"``, ``"[ipv6]:port"`` or
+    ``"ray://host:port"``; ``None`` and ``"auto"`` are left to Ray) accepts a TCP
+    connection within ``timeout`` seconds."""
     if address is None or address == "auto":
         return
     if not isinstance(address, str):
@@ -135,7 +136,7 @@ def check_address(address: str | None, timeout: float = CONNECT_SECONDS) -> None
         raise ValueError(f"address must look like 'host:port' or 'ray://host:port' (as "
                          f"ray.init takes it), got {address!r}")
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
             pass
     except OSError as exc:
         raise ValueError(f"cannot reach a Ray cluster at {address!r} ({exc}); start one there "
