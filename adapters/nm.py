@@ -55,6 +55,7 @@ from torch.nn.utils import prune
 
 import pruneopt
 from pruneopt.formulations.nm import NMMask, TransposableNM, validate_nm
+from pruneopt.solvers.executors import check_executor, map_tasks
 
 DEFAULT_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
 #: Layers left dense unless named explicitly (fnmatch on module / tensor names): token and
@@ -356,6 +357,26 @@ def select_modules(
     return chosen
 
 
+def as_numpy(t: torch.Tensor | np.ndarray | None) -> np.ndarray | None:
+    """A CPU NumPy array of ``t`` (zero-copy for a CPU tensor of a NumPy dtype; float32 for
+    the others, e.g. bfloat16, which it holds exactly): what is sent to a worker."""
+    if not isinstance(t, torch.Tensor):
+        return t
+    t = t.detach().cpu()
+    if t.dtype not in (torch.float16, torch.float32, torch.float64):
+        t = t.to(torch.float32)
+    return t.numpy()
+
+
+def mask_task(task: tuple) -> tuple[np.ndarray | None, LayerReport]:
+    """:func:`nm_mask` of one ``(name, weight, scores, n, m, solve_args)`` (what each
+    executor worker runs for :func:`compute_nm_masks`); the mask as a NumPy array, which
+    pickles without copies."""
+    name, weight, sc, n, m, solve_args = task
+    mask, rep = nm_mask(weight, n, m, scores=sc, name=name, **solve_args)
+    return (None if mask is None else mask.numpy()), rep
+
+
 def compute_nm_masks(
     model: nn.Module,
     n: int = 2,
@@ -373,6 +394,9 @@ def compute_nm_masks(
     scores: ScoreSource = None,
     progress: bool = True,
     options: Mapping[str, Any] | None = None,
+    executor: str | None = None,
+    workers: int | None = None,
+    address: str | None = None,
 ) -> NMMaskPlan:
     """N:M masks for the selected layers of ``model``, **without modifying the model**.
 
@@ -390,36 +414,42 @@ def compute_nm_masks(
     pad : pad layers whose shape is not divisible by ``m`` instead of skipping them.
     scores : importance of each weight: a mapping ``name -> tensor`` or a callable
         ``(name, module) -> tensor`` (weight-shaped); default ``|weight|``.
-    progress : show a tqdm bar over the layers.
+    progress : show a tqdm bar over the layers (advanced as each layer finishes).
+    executor, workers, address : where the per-layer solves run (see
+        :mod:`pruneopt.solvers.executors`): ``None`` in this process, ``"processes"`` a local
+        pool of ``workers`` processes, ``"ray"`` the Ray cluster at ``address`` (or a local
+        one). The masks and reports are the same as in process (``seconds`` aside); the
+        weights are copied to the workers, the model stays here.
 
     Every matched layer gets a :class:`LayerReport` row; bad input raises ``ValueError``.
     """
-    from tqdm import tqdm
-
     n, m = validate_nm(n, m)
+    check_executor(executor)
     if scores is not None and not (isinstance(scores, Mapping) or callable(scores)):
         raise ValueError("scores must be a mapping name -> tensor or a callable "
                          "(name, module) -> tensor")
     chosen = select_modules(model, include=include, exclude=exclude, types=types, regex=regex)
-    masks: dict[str, torch.Tensor] = {}
-    report: list[LayerReport] = []
-    bar = tqdm(chosen, desc=f"{n}:{m} masks", unit="layer", disable=not progress, leave=False)
+    solve_args = dict(transposable=transposable, exactly=exactly, solver=solver,
+                      time_limit=time_limit, pad=pad, options=dict(options or {}))
+    tasks = []
     with torch.no_grad():
-        for name, mod in bar:
+        for name, mod in chosen:
             if isinstance(scores, Mapping):
                 sc = scores.get(name)
             elif callable(scores):
                 sc = scores(name, mod)
             else:
                 sc = None
-            if sc is not None and isinstance(sc, torch.Tensor):
-                sc = sc.detach()
-            mask, rep = nm_mask(mod.weight, n, m, transposable=transposable, exactly=exactly,
-                                solver=solver, time_limit=time_limit, pad=pad, scores=sc,
-                                name=name, options=options)
-            report.append(rep)
-            if mask is not None:
-                masks[name] = mask
+            tasks.append((name, as_numpy(mod.weight), as_numpy(sc), n, m, solve_args))
+    results = map_tasks(mask_task, tasks, executor=executor, workers=workers, address=address,
+                        progress=progress, desc=f"{n}:{m} masks")
+    masks: dict[str, torch.Tensor] = {}
+    report: list[LayerReport] = []
+    for (name, *_), (mask, rep) in zip(tasks, results, strict=True):
+        report.append(rep)
+        if mask is not None:
+            # a Ray result is a read-only view of its object store: copy it then
+            masks[name] = torch.from_numpy(mask if mask.flags.writeable else mask.copy())
     return NMMaskPlan(masks=masks, report=report, n=n, m=m, transposable=bool(transposable))
 
 

@@ -18,8 +18,8 @@ if not (_here / "formulations").is_dir() and _checkout.is_file():
     __path__.append(str(_here.parent))  # noqa: F821 - __path__ is the package's own
 
 from pruneopt import formulations, solvers  # noqa: E402
-from pruneopt.solvers import Solution, available, solve  # noqa: E402
+from pruneopt.solvers import Solution, available, solve, solve_many  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["Solution", "available", "formulations", "solve", "solvers", "__version__"]
+__all__ = ["Solution", "available", "formulations", "solve", "solve_many", "solvers", "__version__"]

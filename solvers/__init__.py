@@ -9,6 +9,7 @@ solvers that use them, when they run (importing numba costs ~0.3 s).
 import importlib
 import pkgutil
 
+from pruneopt.solvers.batch import solve_many
 from pruneopt.solvers.registry import (
     Result,
     SolverSpec,
@@ -25,5 +26,6 @@ for _mod in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_mod.name}")
 
 __all__ = [
-    "Result", "Solution", "SolverSpec", "available", "get_solver", "register", "solve", "solvers",
+    "Result", "Solution", "SolverSpec", "available", "get_solver", "register", "solve",
+    "solve_many", "solvers",
 ]

@@ -11,20 +11,26 @@
 
 Results are the same whichever executor runs them (each task is deterministic given its
 item). A task that raises makes the whole call raise that error (remaining tasks are
-cancelled); a worker that dies is a ``RuntimeError`` naming the item's position. Nothing is
+cancelled); a worker that dies is a ``RuntimeError`` naming the item's position (Ray tasks
+are not retried: a task that kills its worker would kill the next one too). Nothing is
 returned partially, so a caller that writes files writes them only after ``map_tasks``
-returns.
+returns. The progress bar (``progress=True``) advances as each task finishes, whichever
+worker ran it. An ``address`` that does not answer within :data:`CONNECT_SECONDS` is a
+``ValueError`` before Ray is started (Ray itself would wait about a minute).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import multiprocessing
 import os
+import socket
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 EXECUTORS = ("processes", "ray")
+CONNECT_SECONDS = 5.0  # how long an address may take to accept a TCP connection
 
 
 def check_executor(executor: str | None) -> str | None:
@@ -85,8 +91,8 @@ def _in_processes(fn, items: Sequence[Any], workers: int, progress: bool,
                 try:
                     out[i] = fut.result()
                 except cf.process.BrokenProcessPool as exc:
-                    raise RuntimeError(f"a worker process died while running task {i} of "
-                                       f"{len(items)}; nothing was returned") from exc
+                    raise RuntimeError(f"a worker process died (task {i} of {len(items)} "
+                                       f"did not finish); nothing was returned") from exc
                 bar.update()
         except BaseException:
             for f in futures:
@@ -100,6 +106,13 @@ def apply_task(fn: Callable[[Any], Any], x: Any) -> Any:
     return fn(x)
 
 
+@functools.cache
+def ray_task():
+    """``apply_task`` as a Ray remote function, made once per process (Ray exports it to each
+    new session itself). Not retried: a task that killed its worker would kill the next."""
+    return import_ray().remote(max_retries=0)(apply_task)
+
+
 def import_ray():
     """The ``ray`` module, or a ValueError naming the extra that installs it."""
     try:
@@ -107,6 +120,28 @@ def import_ray():
     except ImportError as exc:
         raise ValueError("executor='ray' needs Ray: pip install \"pruneopt[ray]\"") from exc
     return ray
+
+
+def check_address(address: str | None, timeout: float = CONNECT_SECONDS) -> None:
+    """ValueError unless ``address`` (``"host:port"``, ``"[ipv6]:port"`` or
+    ``"ray://host:port"``; ``None`` and ``"auto"`` are left to Ray) accepts a TCP
+    connection within ``timeout`` seconds."""
+    if address is None or address == "auto":
+        return
+    if not isinstance(address, str):
+        raise ValueError(f"address must be a string 'host:port', got {type(address).__name__}")
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"address must look like 'host:port' or 'ray://host:port' (as "
+                         f"ray.init takes it), got {address!r}")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot reach a Ray cluster at {address!r} ({exc}); start one there "
+                         f"(ray start --head) or pass address=None for a local "
+                         f"cluster") from None
 
 
 def _on_ray(fn, items: Sequence[Any], workers: int | None, address: str | None,
@@ -118,13 +153,14 @@ def _on_ray(fn, items: Sequence[Any], workers: int | None, address: str | None,
                                   "configure_logging": False}
         if address is None:
             kwargs["num_cpus"] = workers or default_workers()
+        check_address(address)
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ValueError(f"cannot reach a Ray cluster at {address!r}: {exc}") from exc
         started = True
     try:
-        task = ray.remote(apply_task)
+        task = ray_task()
         fn_ref = ray.put(fn)
         refs = [task.remote(fn_ref, x) for x in items]
         where = {ref: i for i, ref in enumerate(refs)}
@@ -133,6 +169,9 @@ def _on_ray(fn, items: Sequence[Any], workers: int | None, address: str | None,
         with progress_bar(len(items), progress, desc) as bar:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
+                if pending:  # and whatever else finished meanwhile, without waiting
+                    more, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
+                    done += more
                 for ref in done:
                     i = where[ref]
                     try:
@@ -142,8 +181,8 @@ def _on_ray(fn, items: Sequence[Any], workers: int | None, address: str | None,
                             ray.cancel(p)
                         cause = exc.as_instanceof_cause()
                         raise cause from None
-                    except (ray.exceptions.WorkerCrashedError,
-                            ray.exceptions.NodeDiedError) as exc:
+                    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                            ray.exceptions.OutOfMemoryError) as exc:
                         for p in pending:
                             ray.cancel(p)
                         raise RuntimeError(f"a Ray worker died while running task {i} of "
