@@ -152,7 +152,7 @@ def cross_incidence(X: np.ndarray, C: np.ndarray, radius: float, *, method: str 
         flat = faiss.IndexFlatL2(d)
         flat.add(C32)
         index = flat
-        if method == "ivf" and len(C) >= 64:
+        if method == "ivf":
             nlist = int(min(max(1, 2 * np.sqrt(len(C))), max(1, len(C) // 32)))
             index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
             index.cp.seed, index.cp.niter = int(seed), 10
