@@ -82,7 +82,7 @@ def run_size(n: int, args, folder: Path) -> dict:
     r = default_radius(X, k, seed=args.seed)
     paths = write_shards(X, args.shards, folder, args.seed)
     out: dict = {"n": n, "k": k, "r": r, "runs": {}}
-    for _ in range(args.repeats):
+    for rep in range(args.repeats):
         out.setdefault("floor", []).append(read_floor(paths))
         t = time.perf_counter()
         p = CoverageSelection(X, keep=k, radius=r, graph_method="ivf")
@@ -101,7 +101,9 @@ def run_size(n: int, args, folder: Path) -> dict:
             run["ratio"].append(dt / out["single"][-1])
             run["cov"] = res.fraction
             run["res"] = res
-    out["driver_rss"] = peak_rss_mib()
+            if rep == args.repeats - 1:
+                out["driver_rss"] = peak_rss_mib()
+                print_row(out, ex)
     for p in paths:
         Path(p).unlink()
     return out
@@ -133,7 +135,7 @@ def run_mmd(n: int, args, folder: Path) -> None:
                             seed=args.seed)
         dt = time.perf_counter() - t
         assert np.array_equal(res.indices, res0.indices)
-        print(f"| by shards, {ex} | {res.objective:.6g} | {res.objective / sol.objective:.3g} "
+        print(f"| by shards, {ex} | {res.objective:.6g} | {res.objective / sol.objective:.4f} "
               f"| {dt:.3g} | {dt / single:.3g} | "
               f"{', '.join(f'{v:.0f}' for v in res.peak_rss_mib)} |")
     print(f"\nshares {res0.shares}; shards' MMD^2 "
@@ -141,19 +143,18 @@ def run_mmd(n: int, args, folder: Path) -> None:
           f"{res0.average_bound:.6g} >= union {res0.objective:.6g}; bandwidth {bw:.4g}")
 
 
-def print_rows(o: dict) -> None:
-    """The table rows of one size (printed as soon as it is measured)."""
-    for ex, run in o["runs"].items():
-        res = run["res"]
-        s = res.seconds
-        stages = " + ".join(f"{s.get(x, 0.0):.3g}" for x in
-                            ("shards", "cross", "merge", "rescore"))
-        rss = max(max(v) for v in res.peak_rss_mib.values())
-        print(f"| {o['n']:,} | {o['k']:,} | {ex} | {med(o['floor'])} | {med(o['single'])} "
-              f"| {med(run['t'])} | {med(run['ratio'])} | {stages} | {res.candidates:,} "
-              f"| {res.cross.get('recall', 1.0):.4f} | {100 * run['cov']:.2f}% / "
-              f"{100 * o['single_cov']:.2f}% | {run['cov'] / o['single_cov']:.4f} "
-              f"| {res.source} | {rss:.0f} | {o['driver_rss']:.0f} |", flush=True)
+def print_row(o: dict, ex: str) -> None:
+    """The table row of one size and executor (printed as soon as it is measured)."""
+    run = o["runs"][ex]
+    res = run["res"]
+    s = res.seconds
+    stages = " + ".join(f"{s.get(x, 0.0):.3g}" for x in ("shards", "cross", "merge", "rescore"))
+    rss = max(max(v) for v in res.peak_rss_mib.values())
+    print(f"| {o['n']:,} | {o['k']:,} | {ex} | {med(o['floor'])} | {med(o['single'])} "
+          f"| {med(run['t'])} | {med(run['ratio'])} | {stages} | {res.candidates:,} "
+          f"| {res.cross.get('recall', 1.0):.4f} | {100 * run['cov']:.2f}% / "
+          f"{100 * o['single_cov']:.2f}% | {run['cov'] / o['single_cov']:.4f} "
+          f"| {res.source} | {rss:.0f} | {o['driver_rss']:.0f} |", flush=True)
 
 
 def slope(ns: list[int], ts: list[float]) -> float:
@@ -196,7 +197,6 @@ def main() -> None:
         rows = []
         for n in args.sizes:
             rows.append(run_size(n, args, folder))
-            print_rows(rows[-1])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     ns = [o["n"] for o in rows]

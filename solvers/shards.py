@@ -97,5 +97,14 @@ def shard_set(shards: Sequence[Shard]) -> ShardSet:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux ``ru_maxrss`` is KiB)."""
+    """Peak resident memory of this process so far, in MiB: Linux's ``VmHWM`` (which, unlike
+    ``ru_maxrss``, is not inherited from the parent of a spawned worker), else
+    ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
