@@ -32,6 +32,7 @@ the same bandwidth, with the shards' share-weighted average MMD^2 (the union's b
 from __future__ import annotations
 
 import argparse
+import io
 import shutil
 import signal
 import sys
@@ -64,7 +65,9 @@ def write_shards(X: np.ndarray, m: int, folder: Path, seed: int) -> list[str]:
     paths = []
     for i, part in enumerate(np.array_split(perm, m)):
         p = folder / f"shard{i:03d}.npy"
-        np.save(p, X[np.sort(part)].astype(np.float32))
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, X[np.sort(part)].astype(np.float32))
+        _common.write_bytes(p, buf.getvalue())  # whole or not at all
         paths.append(str(p))
     return paths
 
