@@ -302,12 +302,49 @@ def mask_state_dict(
 WINDOW_WEIGHTS = 2**31
 
 
+#: Weights per band of rows solved at once by :class:`MaskJob` (2**22: a 4096 x 1024 band;
+#: the solve's float64 copies of it take tens of MB, not the GBs of a whole LLM matrix).
+BAND_WEIGHTS = 2**22
+
+
+def merge_reports(parts: Sequence[Any], whole: Any) -> Any:
+    """One :class:`~pruneopt.adapters.nm.LayerReport` for a tensor solved in row bands:
+    ``whole`` (its name and shapes) with the bands' kept score, total score, bound and
+    seconds summed (each is a sum over the m x m blocks, or rows, that the bands split),
+    density weighted by band size, status ``"optimal"`` only if every band's is."""
+    kept = sum(r.kept_score for r in parts)
+    total = sum(r.total_score for r in parts)
+    bound = sum(r.bound for r in parts)
+    statuses = [r.status for r in parts]
+    whole.solver = ",".join(dict.fromkeys(r.solver for r in parts))
+    whole.status = "optimal" if all(s == "optimal" for s in statuses) else next(
+        s for s in statuses if s != "optimal")
+    whole.seconds = sum(r.seconds for r in parts)
+    whole.kept_score, whole.total_score, whole.bound = kept, total, max(bound, kept)
+    whole.kept_ratio = kept / total if total > 0 else None
+    whole.bound_ratio = kept / whole.bound if whole.bound > 0 else 1.0
+    sizes = [math.prod(r.shape) for r in parts]
+    whole.density = sum(r.density * k for r, k in zip(parts, sizes, strict=True)) / sum(sizes)
+    whole.padded = any(r.padded for r in parts)
+    whole.info = dict(parts[0].info, bands=len(parts))
+    return whole
+
+
 @dataclass(frozen=True)
 class MaskJob:
     """The N:M mask of one tensor of a safetensors file, as a picklable task:
     ``job((path, name))`` opens ``path`` memory-mapped, reads only ``name``, and returns
     ``(packed mask bits or None, LayerReport)`` (``numpy.packbits`` of the flat boolean
-    mask; ``None`` when the tensor is skipped)."""
+    mask; ``None`` when the tensor is skipped).
+
+    A tensor of more than ``band_weights`` weights is solved in bands of whole rows (a
+    multiple of ``m`` rows each, so every m x m block of a transposable mask, and every
+    group of a plain one, lies in one band): the N:M problems of distinct blocks share no
+    variable, so the bands' optimal masks together are an optimal mask of the tensor, and
+    the memory of a solve is that of one band. ``time_limit`` (seconds per tensor) is
+    shared among the bands by their size. A tensor that any band would skip is passed
+    whole to :func:`~pruneopt.adapters.nm.nm_mask`, whose report then says why.
+    """
 
     n: int
     m: int
@@ -315,19 +352,43 @@ class MaskJob:
     solver: str | None = None
     time_limit: float | None = None
     pad: bool = False
+    band_weights: int = BAND_WEIGHTS
+
+    def solve(self, w, name: str, time_limit: float | None):
+        from pruneopt.adapters.nm import nm_mask
+
+        return nm_mask(w, self.n, self.m, transposable=self.transposable, solver=self.solver,
+                       time_limit=time_limit, pad=self.pad, name=name)
 
     def __call__(self, item: tuple[str, str]) -> tuple[Any, Any]:
         import numpy as np
 
-        from pruneopt.adapters.nm import nm_mask
+        from pruneopt.adapters.nm import LayerReport
         from pruneopt.adapters.streaming import read_tensor
 
         path, name = item
         w = read_tensor(path, name)
-        mask, rep = nm_mask(w, self.n, self.m, transposable=self.transposable,
-                            solver=self.solver, time_limit=self.time_limit, pad=self.pad,
-                            name=name)
-        return (None if mask is None else np.packbits(mask.numpy().reshape(-1))), rep
+        rows = int(w.shape[0]) if w.dim() >= 2 else 0
+        per_row = max(1, w.numel() // max(rows, 1))
+        band = max(self.m, self.band_weights // per_row // self.m * self.m)
+        if rows <= band:
+            mask, rep = self.solve(w, name, self.time_limit)
+            return (None if mask is None else np.packbits(mask.numpy().reshape(-1))), rep
+        masks, parts = [], []
+        for a in range(0, rows, band):
+            share = None if self.time_limit is None else \
+                self.time_limit * min(band, rows - a) / rows
+            mask, rep = self.solve(w[a:a + band], f"{name}[{a}:{a + band}]", share)
+            if mask is None:  # the whole tensor's own report says why
+                mask, rep = self.solve(w, name, self.time_limit)
+                return (None if mask is None else np.packbits(mask.numpy().reshape(-1))), rep
+            masks.append(mask.numpy())
+            parts.append(rep)
+        whole = LayerReport(name=name, shape=tuple(w.shape),
+                            matrix_shape=(rows, math.prod(w.shape[1:])), n=self.n, m=self.m,
+                            transposable=bool(self.transposable), skipped=None)
+        bits = np.packbits(np.concatenate([k.reshape(-1) for k in masks]))
+        return bits, merge_reports(parts, whole)
 
 
 def output_shards(ckpt, out: str | os.PathLike) -> dict[str, list]:

@@ -10,14 +10,16 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from pruneopt.adapters.checkpoints import mask_checkpoint, mask_state_dict
-from pruneopt.adapters.nm import is_nm
+from pruneopt.adapters.checkpoints import MaskJob, mask_checkpoint, mask_state_dict
+from pruneopt.adapters.nm import is_nm, nm_mask
 from pruneopt.adapters.streaming import (
     INDEX_NAME,
     StagedOutput,
@@ -213,3 +215,30 @@ def test_output_rules(tmp_path, capsys):
     assert "input" in capsys.readouterr().err
     assert main(["nm", str(src), "-o", str(tmp_path / "x.pt"), "--no-progress"]) == 2
     assert ".safetensors file or a new folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("transposable, pad, shape", [(True, False, (40, 16)),
+                                                      (False, False, (38, 12)),
+                                                      (True, True, (38, 14))])
+def test_row_bands_give_the_whole_tensors_mask(tmp_path, transposable, pad, shape):
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(*shape, generator=g)
+    save_file({"w": w}, str(tmp_path / "w.safetensors"))
+    whole, ref = nm_mask(w, 2, 4, transposable=transposable, pad=pad, name="w")
+    job = MaskJob(2, 4, transposable, pad=pad, band_weights=8 * shape[1])  # bands of 8 rows
+    bits, rep = job((str(tmp_path / "w.safetensors"), "w"))
+    mask = np.unpackbits(bits, count=w.numel()).astype(bool).reshape(shape)
+    assert rep.info["bands"] == 5 and rep.status == ref.status == "optimal"
+    assert is_nm(mask, 2, 4, transposable=transposable)
+    # blocks share no variable: the bands' optimum is the tensor's optimum
+    assert rep.kept_score == pytest.approx(ref.kept_score, rel=1e-12)
+    assert rep.total_score == pytest.approx(ref.total_score, rel=1e-12)
+    assert rep.bound >= rep.kept_score and rep.shape == tuple(shape)
+    assert np.array_equal(mask, whole.numpy())  # the enumerate solver breaks ties per block
+
+
+def test_a_tensor_that_cannot_be_banded_is_reported_whole(tmp_path):
+    w = torch.randn(40, 10)  # 10 columns: not divisible by 4
+    save_file({"w": w}, str(tmp_path / "w.safetensors"))
+    bits, rep = MaskJob(2, 4, band_weights=80)((str(tmp_path / "w.safetensors"), "w"))
+    assert bits is None and "40x10" in rep.skipped
