@@ -10,6 +10,17 @@ kept-score ratio ``sum|W| kept / sum|W|``, ratio to the best known bound; skippe
 with the reason). Every output path is checked before any work, and the two files are
 written together or not at all (:class:`pruneopt.adapters.files.OutputSet`). The state_dict
 I/O and masking live in :mod:`pruneopt.adapters.checkpoints`.
+
+A safetensors ``MODEL`` -- a file, a sharded folder (``model.safetensors.index.json``) or
+that index -- written to a ``.safetensors`` file or to a new folder (OUT without a suffix)
+is streamed (:mod:`pruneopt.adapters.streaming`): every shard and index entry is checked
+first, then each tensor is read memory-mapped, masked and written into a hidden temporary
+folder next to OUT, renamed into place with the report only when the whole run succeeded;
+memory stays at a few tensors whatever the checkpoint's size. A folder output keeps the
+input's shard files and writes a consistent index. ``--executor processes|ray`` and
+``--workers N`` run the per-tensor solves through
+:func:`pruneopt.solvers.executors.map_tasks` (each task opens the file itself and returns
+the packed mask bits).
 """
 
 from __future__ import annotations
