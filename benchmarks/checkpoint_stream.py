@@ -6,15 +6,16 @@
 Writes a sharded safetensors checkpoint (``--shard-gb`` per shard, plus
 ``model.safetensors.index.json``) of random float16 matrices of Llama-7B shapes -- per
 layer q/k/v/o 4096x4096, gate/up 11008x4096, down 4096x11008 -- into a temporary folder
-under ``--tmp`` (deleted afterwards, outputs too), until ``--size-gb`` GB of weights, then
+under ``--tmp`` (deleted afterwards, outputs too; each shard is built in this process's
+memory, then written whole), until ``--size-gb`` GB of weights, then
 runs ``python -m pruneopt nm CKPT -o OUT`` (transposable 2:4, the default solver) in a
 subprocess, as a user would, once per ``--runs`` entry: ``inprocess`` (the default path) and
 ``processes`` (``--executor processes --workers W``). For each run: wall time, peak resident
 memory -- of the largest process (``ru_maxrss`` of the waited-for children, read in a wrapper
 process per run) and of the whole process tree (the sum of ``VmRSS`` over the child and its
 descendants, sampled every 0.2 s from ``/proc``) -- and the sum of the per-tensor solve
-seconds from the report. The floor is one streaming copy of the checkpoint's bytes (read and
-write, 64 MB chunks) in this process: no run that reads and writes every weight beats it.
+seconds from the report. The floor is one copy of the checkpoint's shards
+(``shutil.copyfile``, then ``os.sync``): no run that reads and writes every weight beats it.
 Ratios are to the in-process run of the same invocation. Markdown on stdout.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -30,10 +32,11 @@ import threading
 import time
 from pathlib import Path
 
-import _common  # noqa: F401  (puts this checkout first on sys.path)
+import _common  # puts this checkout first on sys.path
 import torch
+from safetensors.torch import save
 
-from pruneopt.adapters.streaming import INDEX_NAME, ShardWriter, TensorInfo
+from pruneopt.adapters.streaming import INDEX_NAME, TensorInfo
 
 LAYER = (("self_attn.q_proj", 4096, 4096), ("self_attn.k_proj", 4096, 4096),
          ("self_attn.v_proj", 4096, 4096), ("self_attn.o_proj", 4096, 4096),
@@ -72,15 +75,13 @@ def write_checkpoint(folder: Path, size_gb: float, shard_gb: float, seed: int) -
     weight_map, total = {}, 0
     for i, infos in enumerate(shards):
         fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        with open(folder / fname, "wb") as f:
-            w = ShardWriter(f, infos, {"format": "pt"})
-            for t in infos:
-                w.add(t.name, torch.randn(t.shape, generator=g).half())
-                weight_map[t.name] = fname
-                total += t.nbytes
-            w.close()
-    (folder / INDEX_NAME).write_text(json.dumps({"metadata": {"total_size": total},
-                                                 "weight_map": weight_map}))
+        part = {t.name: torch.randn(t.shape, generator=g).half() for t in infos}
+        _common.write_bytes(folder / fname, save(part, metadata={"format": "pt"}))
+        del part
+        weight_map.update({t.name: fname for t in infos})
+        total += sum(t.nbytes for t in infos)
+    _common.write_text(folder / INDEX_NAME, json.dumps({"metadata": {"total_size": total},
+                                                        "weight_map": weight_map}))
     return total
 
 
@@ -124,12 +125,13 @@ def run(cmd: list[str]) -> dict:
 
 
 def copy_floor(src: Path, dst: Path) -> float:
-    """Seconds to stream every shard's bytes from ``src`` to ``dst``."""
+    """Seconds to copy every shard from ``src`` to ``dst`` (``shutil.copyfile``: the kernel's
+    copy, no Python buffers), then ``os.sync``: the bytes read and written, nothing else."""
     dst.mkdir()
     t0 = time.perf_counter()
     for p in sorted(src.glob("*.safetensors")):
-        with open(p, "rb") as fi, open(dst / p.name, "wb") as fo:
-            shutil.copyfileobj(fi, fo, 64 << 20)
+        shutil.copyfile(p, dst / p.name)
+    os.sync()
     return time.perf_counter() - t0
 
 
