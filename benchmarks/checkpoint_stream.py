@@ -178,7 +178,7 @@ def main() -> None:
             rows.append(f"| {label} | {r['masked']} | {r['wall']:.0f} | "
                         f"{base['wall'] / r['wall']:.2f}x | {r['wall'] / floor:.1f}x | "
                         f"{r['solve']:.0f} | {r['maxrss']:.2f} | {r['tree']:.2f} |")
-    print(f"Floor (stream-copy of the {total / 1e9:.2f} GB): {floor:.0f} s.\n")
+    print(f"Floor (a copy of the {total / 1e9:.2f} GB): {floor:.0f} s.\n")
     print("| run | tensors | wall s | speedup vs in process | wall / copy floor | "
           "solve s (sum over tensors) | peak RSS, largest process GB | "
           "peak RSS, process tree GB |")
