@@ -134,6 +134,16 @@ def test_process_pool_gives_the_same_bytes(tmp_path):
     assert digest(a) == digest(b)
 
 
+def test_ray_gives_the_same_bytes(tmp_path):
+    pytest.importorskip("ray")
+    src = write_sharded(llm_like(4), tmp_path / "ckpt")
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["nm", str(src), "-o", str(a), "--no-progress"]) == 0
+    assert main(["nm", str(src), "-o", str(b), "--no-progress", "--executor", "ray",
+                 "--workers", "2"]) == 0  # a local 2-CPU cluster, started and stopped
+    assert digest(a) == digest(b)
+
+
 @settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 10**6), shards=st.integers(1, 4),
        scale=st.sampled_from([1e-3, 0.5, 7.0, 300.0]))
