@@ -20,7 +20,8 @@ only its packed mask (1 bit per weight) comes back.
 :class:`StagedOutput` makes the run's outputs appear whole or not at all: the shards are
 written into a hidden temporary folder next to the output, renamed into place (with the
 report) only when everything is written; any failure removes the folder and leaves nothing
-at the output path.
+at the output path. A stage left by a killed process is removed by the next run writing
+into the same folder (:func:`remove_stale_stages`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import struct
@@ -53,6 +55,8 @@ TORCH_DTYPE: dict[str, str] = {
     "U64": "uint64", "F64": "float64",
 }
 MAX_HEADER = 100_000_000  # bytes; safetensors' own limit
+#: A stage folder of :class:`StagedOutput` (or its report beside it), by writer process id.
+STAGE_PATTERN = re.compile(r"^\..+\.(?P<pid>[1-9][0-9]*)\.[0-9a-f]{8}\.partial(\.report)?$")
 
 
 @dataclass(frozen=True)
@@ -278,6 +282,29 @@ def index_json(shards: Mapping[str, Sequence[TensorInfo]]) -> bytes:
                       indent=2).encode()
 
 
+def remove_stale_stages(folder: str | os.PathLike) -> list[Path]:
+    """Remove the stage folders (and reports) in ``folder`` left by :class:`StagedOutput`
+    writers that are no longer running (killed mid-run); returns what was removed."""
+    removed = []
+    for p in Path(folder).iterdir():
+        hit = STAGE_PATTERN.match(p.name)
+        if not hit:
+            continue
+        try:
+            os.kill(int(hit["pid"]), 0)
+            continue  # still running (or not ours to signal): leave it
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
 class StagedOutput:
     """A checkpoint output (a ``.safetensors`` file or a folder) and a report file, written
     into temporaries next to them and renamed into place together by :meth:`commit`.
@@ -320,6 +347,7 @@ class StagedOutput:
         return self.stage / shard
 
     def __enter__(self) -> StagedOutput:
+        remove_stale_stages(self.out.parent)
         self.stage.mkdir()
         return self
 

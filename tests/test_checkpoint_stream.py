@@ -25,6 +25,7 @@ from pruneopt.adapters.streaming import (
     StagedOutput,
     open_checkpoint,
     read_header,
+    remove_stale_stages,
 )
 from pruneopt.cli import main
 
@@ -252,3 +253,20 @@ def test_a_tensor_that_cannot_be_banded_is_reported_whole(tmp_path):
     save_file({"w": w}, str(tmp_path / "w.safetensors"))
     bits, rep = MaskJob(2, 4, band_weights=80)((str(tmp_path / "w.safetensors"), "w"))
     assert bits is None and "40x10" in rep.skipped
+
+
+def test_a_stage_left_by_a_killed_run_is_removed(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = tmp_path / f".out.{dead}.0123abcd.partial"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
+    live = tmp_path / f".other.{os.getpid()}.0123abcd.partial"  # a running writer's: kept
+    live.mkdir()
+    src = write_sharded(llm_like(), tmp_path / "ckpt")
+    assert main(["nm", str(src), "-o", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert not stale.exists() and live.exists()
+    assert remove_stale_stages(tmp_path) == []
