@@ -24,6 +24,7 @@ import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -292,3 +293,217 @@ def mask_state_dict(
                                  matrix_shape=(int(w.shape[0]), math.prod(w.shape[1:])),
                                  n=n, m=m, transposable=bool(transposable), skipped=reason)
     return out, [rows[k] for k in sd if k in rows]
+
+
+# ------------------------------------------------------------------ streaming checkpoints
+
+#: Weights per window of parallel solves (their packed masks, 1 bit each, are held until the
+#: window is written): 2**31 bits = 256 MB, a few LLM matrices' worth of fp16 weights ~ 4 GB.
+WINDOW_WEIGHTS = 2**31
+
+
+#: Weights per band of rows solved at once by :class:`MaskJob` (2**22: a 4096 x 1024 band;
+#: the solve's float64 copies of it take tens of MB, not the GBs of a whole LLM matrix).
+BAND_WEIGHTS = 2**22
+
+
+def merge_reports(parts: Sequence[Any], whole: Any) -> Any:
+    """One :class:`~pruneopt.adapters.nm.LayerReport` for a tensor solved in row bands:
+    ``whole`` (its name and shapes) with the bands' kept score, total score, bound and
+    seconds summed (each is a sum over the m x m blocks, or rows, that the bands split),
+    density weighted by band size, status ``"optimal"`` only if every band's is."""
+    kept = sum(r.kept_score for r in parts)
+    total = sum(r.total_score for r in parts)
+    bound = sum(r.bound for r in parts)
+    statuses = [r.status for r in parts]
+    whole.solver = ",".join(dict.fromkeys(r.solver for r in parts))
+    whole.status = "optimal" if all(s == "optimal" for s in statuses) else next(
+        s for s in statuses if s != "optimal")
+    whole.seconds = sum(r.seconds for r in parts)
+    whole.kept_score, whole.total_score, whole.bound = kept, total, max(bound, kept)
+    whole.kept_ratio = kept / total if total > 0 else None
+    whole.bound_ratio = kept / whole.bound if whole.bound > 0 else 1.0
+    sizes = [math.prod(r.shape) for r in parts]
+    whole.density = sum(r.density * k for r, k in zip(parts, sizes, strict=True)) / sum(sizes)
+    whole.padded = any(r.padded for r in parts)
+    whole.info = dict(parts[0].info, bands=len(parts))
+    return whole
+
+
+@dataclass(frozen=True)
+class MaskJob:
+    """The N:M mask of one tensor of a safetensors file, as a picklable task:
+    ``job((path, name))`` opens ``path`` memory-mapped, reads only ``name``, and returns
+    ``(packed mask bits or None, LayerReport)`` (``numpy.packbits`` of the flat boolean
+    mask; ``None`` when the tensor is skipped).
+
+    A tensor of more than ``band_weights`` weights is solved in bands of whole rows (a
+    multiple of ``m`` rows each, so every m x m block of a transposable mask, and every
+    group of a plain one, lies in one band): the N:M problems of distinct blocks share no
+    variable, so the bands' optimal masks together are an optimal mask of the tensor, and
+    the memory of a solve is that of one band. ``time_limit`` (seconds per tensor) is
+    shared among the bands by their size. A tensor that any band would skip is passed
+    whole to :func:`~pruneopt.adapters.nm.nm_mask`, whose report then says why.
+    """
+
+    n: int
+    m: int
+    transposable: bool = True
+    solver: str | None = None
+    time_limit: float | None = None
+    pad: bool = False
+    band_weights: int = BAND_WEIGHTS
+
+    def solve(self, w, name: str, time_limit: float | None):
+        from pruneopt.adapters.nm import nm_mask
+
+        return nm_mask(w, self.n, self.m, transposable=self.transposable, solver=self.solver,
+                       time_limit=time_limit, pad=self.pad, name=name)
+
+    def __call__(self, item: tuple[str, str]) -> tuple[Any, Any]:
+        import numpy as np
+
+        from pruneopt.adapters.nm import LayerReport
+        from pruneopt.adapters.streaming import read_tensor
+
+        path, name = item
+        w = read_tensor(path, name)
+        rows = int(w.shape[0]) if w.dim() >= 2 else 0
+        per_row = max(1, w.numel() // max(rows, 1))
+        band = max(self.m, self.band_weights // per_row // self.m * self.m)
+        if rows <= band:
+            mask, rep = self.solve(w, name, self.time_limit)
+            return (None if mask is None else np.packbits(mask.numpy().reshape(-1))), rep
+        masks, parts = [], []
+        for a in range(0, rows, band):
+            share = None if self.time_limit is None else \
+                self.time_limit * min(band, rows - a) / rows
+            mask, rep = self.solve(w[a:a + band], f"{name}[{a}:{a + band}]", share)
+            if mask is None:  # the whole tensor's own report says why
+                mask, rep = self.solve(w, name, self.time_limit)
+                return (None if mask is None else np.packbits(mask.numpy().reshape(-1))), rep
+            masks.append(mask.numpy())
+            parts.append(rep)
+        whole = LayerReport(name=name, shape=tuple(w.shape),
+                            matrix_shape=(rows, math.prod(w.shape[1:])), n=self.n, m=self.m,
+                            transposable=bool(self.transposable), skipped=None)
+        bits = np.packbits(np.concatenate([k.reshape(-1) for k in masks]))
+        return bits, merge_reports(parts, whole)
+
+
+def output_shards(ckpt, out: str | os.PathLike) -> dict[str, list]:
+    """The output's shard files -> :class:`~pruneopt.adapters.streaming.TensorInfo` lists:
+    one file named like ``out`` for a ``.safetensors`` output; for a folder, the input's
+    shards (same names and contents) or ``model.safetensors`` for an unsharded input."""
+    from pruneopt.adapters.streaming import SINGLE_NAME
+
+    out = Path(out)
+    if out.suffix.lower() in SAFE_SUFFIXES:
+        return {out.name: list(ckpt.tensors.values())}
+    if not ckpt.sharded:
+        return {SINGLE_NAME: list(ckpt.tensors.values())}
+    return {s: [ckpt.tensors[k] for k in names] for s, names in ckpt.shards.items()}
+
+
+def _windows(names: Sequence[str], sizes: Mapping[str, int], parallel: bool) -> list[list[str]]:
+    if not parallel:
+        return [[k] for k in names]
+    out: list[list[str]] = [[]]
+    used = 0
+    for k in names:
+        if out[-1] and used + sizes[k] > WINDOW_WEIGHTS:
+            out.append([])
+            used = 0
+        out[-1].append(k)
+        used += sizes[k]
+    return [w for w in out if w]
+
+
+def mask_checkpoint(
+    ckpt,
+    stage,
+    n: int = 2,
+    m: int = 4,
+    *,
+    transposable: bool = True,
+    solver: str | None = None,
+    time_limit: float | None = None,
+    patterns: Sequence[str] | None = None,
+    regex: bool = False,
+    exclude: Sequence[str] | None = None,
+    pad: bool = False,
+    executor: str | None = None,
+    workers: int | None = None,
+    address: str | None = None,
+    progress: bool = True,
+) -> list:
+    """Mask a checked safetensors checkpoint (:func:`pruneopt.adapters.streaming.open_checkpoint`)
+    tensor by tensor into ``stage`` (a :class:`~pruneopt.adapters.streaming.StagedOutput`,
+    entered); returns the report rows, as :func:`mask_state_dict` does for a state_dict.
+
+    Selection and masks are those of :func:`mask_state_dict` (the same tensors, masks and
+    ``w * mask`` values). The solves run through
+    :func:`pruneopt.solvers.executors.map_tasks` on ``executor`` (``None``: one tensor at a
+    time in this process; ``"processes"``/``"ray"``: windows of at most
+    :data:`WINDOW_WEIGHTS` weights, each task opening the file itself, so a tensor's name
+    goes out and only its packed mask comes back; on Ray every node must see the input path).
+    Memory: the tensor being masked and written, its solve, plus one window of packed masks.
+    """
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from pruneopt.adapters.nm import LayerReport
+    from pruneopt.adapters.streaming import INDEX_NAME, ShardWriter, index_json, read_tensor
+    from pruneopt.formulations.nm import validate_nm
+    from pruneopt.solvers.executors import check_executor, map_tasks
+
+    n, m = validate_nm(n, m)
+    check_executor(executor)
+    metas = ckpt.meta_tensors()
+    names, excluded = select_tensors(metas, patterns, regex=regex, exclude=exclude)
+    shards = output_shards(ckpt, stage.out)
+    order = [t.name for infos in shards.values() for t in infos]
+    chosen = set(names)
+    todo = [k for k in order if k in chosen]
+    sizes = {k: math.prod(ckpt.tensors[k].shape) for k in todo}
+    job = MaskJob(n, m, transposable, solver, time_limit, pad)
+    windows = iter(_windows(todo, sizes, executor is not None))
+    ready: dict[str, tuple[Any, Any]] = {}
+    rows: dict[str, Any] = {}
+
+    def result(name: str) -> tuple[Any, Any]:
+        while name not in ready:
+            window = next(windows)
+            got = map_tasks(job, [(ckpt.path(k), k) for k in window], executor=executor,
+                            workers=workers, address=address)
+            ready.update(zip(window, got, strict=True))
+        return ready.pop(name)
+
+    metadata = next(iter(ckpt.metadata.values()), {}) if len(shards) == 1 else {}
+    with tqdm(total=len(todo), desc=f"{n}:{m} masks", unit="tensor", disable=not progress,
+              leave=False) as bar:
+        for shard, infos in shards.items():
+            meta = ckpt.metadata.get(shard, metadata)
+            with open(stage.data_path(shard), "wb") as f:
+                writer = ShardWriter(f, infos, meta)
+                for info in infos:
+                    w = read_tensor(ckpt.path(info.name), info.name)
+                    if info.name in chosen:
+                        packed, rep = result(info.name)
+                        rows[info.name] = rep
+                        if packed is not None:
+                            bits = np.unpackbits(packed, count=w.numel()).astype(bool)
+                            w = w * torch.from_numpy(bits.reshape(w.shape))
+                        bar.update()
+                    writer.add(info.name, w)
+                    del w
+                writer.close()
+    if ckpt.sharded and not stage.is_file:
+        stage.data_path(INDEX_NAME).write_bytes(index_json(shards))
+    for name, reason in excluded.items():
+        t = metas[name]
+        rows[name] = LayerReport(name=name, shape=tuple(t.shape),
+                                 matrix_shape=(int(t.shape[0]), math.prod(t.shape[1:])),
+                                 n=n, m=m, transposable=bool(transposable), skipped=reason)
+    return [rows[k] for k in ckpt.tensors if k in rows]

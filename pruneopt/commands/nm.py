@@ -10,6 +10,17 @@ kept-score ratio ``sum|W| kept / sum|W|``, ratio to the best known bound; skippe
 with the reason). Every output path is checked before any work, and the two files are
 written together or not at all (:class:`pruneopt.adapters.files.OutputSet`). The state_dict
 I/O and masking live in :mod:`pruneopt.adapters.checkpoints`.
+
+A safetensors ``MODEL`` -- a file, a sharded folder (``model.safetensors.index.json``) or
+that index -- written to a ``.safetensors`` file or to a new folder (OUT without a suffix)
+is streamed (:mod:`pruneopt.adapters.streaming`): every shard and index entry is checked
+first, then each tensor is read memory-mapped, masked and written into a hidden temporary
+folder next to OUT, renamed into place with the report only when the whole run succeeded;
+memory stays at a few tensors whatever the checkpoint's size. A folder output keeps the
+input's shard files and writes a consistent index. ``--executor processes|ray`` and
+``--workers N`` run the per-tensor solves through
+:func:`pruneopt.solvers.executors.map_tasks` (each task opens the file itself and returns
+the packed mask bits).
 """
 
 from __future__ import annotations
@@ -23,12 +34,14 @@ from pruneopt.adapters.checkpoints import (
     SUFFIXES,
     check_safetensors_storable,
     load_state_dict,
+    mask_checkpoint,
     mask_state_dict,
     save_state_dict,
     select_tensors,
     state_dict_writer,
 )
 from pruneopt.adapters.files import OutputSet
+from pruneopt.adapters.streaming import StagedOutput, is_checkpoint_path, open_checkpoint
 from pruneopt.commands._common import (
     SOLVER_HELP,
     add_output,
@@ -40,15 +53,92 @@ from pruneopt.commands._common import (
 __all__ = ["load_state_dict", "mask_state_dict", "register", "run", "save_state_dict"]
 
 
+def streamed(model: str, out: Path) -> bool:
+    """Whether ``pruneopt nm MODEL -o OUT`` streams tensor by tensor: a safetensors MODEL
+    (file, index json or folder) written as ``.safetensors`` or as a folder (no suffix).
+    ``ValueError`` for a sharded MODEL written to a ``.pt``-style file."""
+    if not is_checkpoint_path(model):
+        return False
+    if out.suffix.lower() in SAFE_SUFFIXES or out.suffix == "":
+        return True
+    if Path(model).suffix.lower() not in SAFE_SUFFIXES:
+        raise ValueError(f"a sharded MODEL is written tensor by tensor: give -o a .safetensors "
+                         f"file or a new folder (no suffix), not {str(out)!r}")
+    return False
+
+
+def summary(rows) -> dict:
+    """Totals of the report rows: masked and skipped counts, kept and total score, seconds."""
+    done = [r for r in rows if r.skipped is None]
+    kept = sum(r.kept_score for r in done)
+    total = sum(r.total_score for r in done)
+    return {
+        "masked": len(done),
+        "skipped": len(rows) - len(done),
+        "kept_score": kept,
+        "total_score": total,
+        "kept_ratio": kept / total if total > 0 else None,
+        "seconds": sum(r.seconds for r in done),
+    }
+
+
+def report_of(args, out: Path, rows) -> dict:
+    """The JSON report of a run."""
+    from pruneopt.adapters.nm import DEFAULT_EXCLUDE
+
+    return {
+        "model": str(args.model),
+        "output": str(out),
+        "n": args.n,
+        "m": args.m,
+        "transposable": bool(args.transposable),
+        "solver": args.solver,
+        "patterns": args.pattern,
+        "exclude": None if args.pattern else list(DEFAULT_EXCLUDE),
+        "summary": summary(rows),
+        "tensors": [r.as_dict() for r in rows],
+    }
+
+
+def said(args, report: dict, out: Path, report_path: Path) -> None:
+    s = report["summary"]
+    ratio = s["kept_ratio"]
+    print(f"masked {s['masked']} tensors ({s['skipped']} skipped) with "
+          f"{'transposable ' if args.transposable else ''}{args.n}:{args.m}; kept "
+          f"{'-' if ratio is None else f'{100 * ratio:.2f}%'} of the score; wrote {out} and "
+          f"{report_path}")
+
+
+def run_streamed(args, out: Path, report_path: Path) -> int:
+    """``pruneopt nm`` on a safetensors checkpoint, tensor by tensor (module docstring)."""
+    ckpt = open_checkpoint(args.model)  # every shard and index entry checked first
+    stage = StagedOutput(out, report_path, inputs=[args.model])
+    with stage:
+        rows = mask_checkpoint(
+            ckpt, stage, args.n, args.m, transposable=args.transposable, solver=args.solver,
+            time_limit=args.time_limit, patterns=args.pattern, regex=args.regex, pad=args.pad,
+            executor=args.executor, workers=args.workers, progress=not args.no_progress)
+        report = report_of(args, out, rows)
+        stage.commit(json.dumps(report, indent=2).encode())
+    said(args, report, out, report_path)
+    return 0
+
+
 def run(args) -> int:
     """The handler of ``pruneopt nm``; returns the exit code."""
-    from pruneopt.adapters.nm import DEFAULT_EXCLUDE
     from pruneopt.formulations.nm import validate_nm
 
     check_time_limit(args.time_limit)
     validate_nm(args.n, args.m)
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
     out = Path(args.output)
     report_path = Path(args.report) if args.report else Path(str(out) + ".json")
+    if streamed(args.model, out):
+        return run_streamed(args, out, report_path)
+    if args.executor is not None:
+        raise ValueError("--executor runs on safetensors checkpoints written as .safetensors "
+                         "or a folder; this MODEL/output pair is masked in process")
     outputs = OutputSet({"output -o": out, "--report": report_path},
                         inputs={"MODEL": args.model}, suffixes={"output -o": SUFFIXES})
     sd = load_state_dict(args.model)
@@ -60,36 +150,11 @@ def run(args) -> int:
             sd, args.n, args.m, transposable=args.transposable, solver=args.solver,
             time_limit=args.time_limit, patterns=args.pattern, regex=args.regex, pad=args.pad,
             progress=not args.no_progress)
-        done = [r for r in rows if r.skipped is None]
-        kept = sum(r.kept_score for r in done)
-        total = sum(r.total_score for r in done)
-        report = {
-            "model": str(args.model),
-            "output": str(out),
-            "n": args.n,
-            "m": args.m,
-            "transposable": bool(args.transposable),
-            "solver": args.solver,
-            "patterns": args.pattern,
-            "exclude": None if args.pattern else list(DEFAULT_EXCLUDE),
-            "summary": {
-                "masked": len(done),
-                "skipped": len(rows) - len(done),
-                "kept_score": kept,
-                "total_score": total,
-                "kept_ratio": kept / total if total > 0 else None,
-                "seconds": sum(r.seconds for r in done),
-            },
-            "tensors": [r.as_dict() for r in rows],
-        }
+        report = report_of(args, out, rows)
         text = json.dumps(report, indent=2).encode()
         outputs.write("output -o", state_dict_writer(masked, out))
         outputs.write("--report", lambda f: f.write(text))
-    ratio = report["summary"]["kept_ratio"]
-    print(f"masked {len(done)} tensors ({len(rows) - len(done)} skipped) with "
-          f"{'transposable ' if args.transposable else ''}{args.n}:{args.m}; kept "
-          f"{'-' if ratio is None else f'{100 * ratio:.2f}%'} of the score; wrote {out} and "
-          f"{report_path}")
+    said(args, report, out, report_path)
     return 0
 
 
@@ -102,9 +167,12 @@ def register(sub) -> None:
                     "OUT's suffix) and a JSON report, together or not at all. 4-D convolution "
                     "weights are viewed as [out, in*kh*kw].",
     )
-    p.add_argument("model", metavar="MODEL", help="state_dict file: .pt/.pth/.bin or .safetensors")
+    p.add_argument("model", metavar="MODEL",
+                   help="state_dict file (.pt/.pth/.bin or .safetensors), or a sharded "
+                        "safetensors checkpoint (its folder or model.safetensors.index.json)")
     add_output(p, required=True,
-               help="masked state_dict to write; format by suffix (.pt or .safetensors)")
+               help="masked state_dict to write; format by suffix (.pt or .safetensors), or "
+                    "a new folder (no suffix) of shards for a safetensors MODEL")
     p.add_argument("--n", type=int, default=2, help="weights kept per group (default 2)")
     p.add_argument("--m", type=int, default=4, help="group size (default 4)")
     p.add_argument("--transposable", action=argparse.BooleanOptionalAction, default=True,
@@ -121,5 +189,10 @@ def register(sub) -> None:
                    help="pad tensors whose shape is not divisible by m (default: skip them)")
     p.add_argument("--report", default=None, metavar="PATH",
                    help="JSON report path (default OUT.json)")
+    p.add_argument("--executor", choices=("processes", "ray"), default=None,
+                   help="solve the tensors' masks in a local process pool or on Ray (default: "
+                        "in process); safetensors checkpoints only")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker count of --executor (default: the CPUs available)")
     add_progress(p, "no progress bar")
     p.set_defaults(func=run)
