@@ -1,7 +1,8 @@
 """Numba kernels of the entropic OT solver for transposable N:M masks, one m x m block at a
 time (the math is in :mod:`pruneopt.solvers.nm_entropic`): the capped scaling of one line,
 annealed coordinate ascent on the entropic dual, the Lagrangian bound after one exact block
-minimization, the greedy rounding on reduced scores and the augmenting-path repair.
+minimization and the greedy rounding on reduced scores; the augmenting-path repair is the
+greedy's completion (:func:`pruneopt.solvers.nm_greedy_kernels.complete_block`).
 
 Scores are in units of the block's largest |score|; prices ``u`` (rows) and ``v``
 (columns) in the same units.
@@ -14,13 +15,13 @@ import math
 import numpy as np
 
 from pruneopt.solvers.jit import load_numba
+from pruneopt.solvers.nm_greedy_kernels import complete_block
 
 njit = load_numba().njit
 
 EXP_HI = 40.0  # exponents are clipped to [EXP_LO, EXP_HI] (min(1, .) saturates above)
 EXP_LO = -700.0
 ROUND_CUT = 8.0  # the rounding sorts entries with reduced score > -ROUND_CUT * tau
-GAIN_TOL = 1e-12  # augmenting paths must gain more than this (units of the block scale)
 
 
 @njit(cache=True)
@@ -204,80 +205,6 @@ def round_greedy(w, n, exactly, u, v, x, rc, cc, red, cand, cut):
 
 
 @njit(cache=True)
-def augment(w, n, exactly, x, rc, cc, g_row, g_col, pred_row, pred_col, seen_row, seen_col):
-    """Best-gain layered augmenting paths (in place on ``x``, ``rc``, ``cc``): until every
-    line keeps n (``exactly``) or no path gains more than :data:`GAIN_TOL`. Returns the
-    number of paths applied."""
-    m = w.shape[0]
-    front = np.empty(m, dtype=np.bool_)
-    new_col = np.empty(m, dtype=np.bool_)
-    applied = 0
-    for _ in range(n * m):
-        any_row = False
-        for i in range(m):
-            seen_row[i] = rc[i] < n
-            g_row[i] = 0.0 if seen_row[i] else -np.inf
-            pred_row[i] = -1
-            any_row |= seen_row[i]
-        if not any_row:
-            break
-        for j in range(m):
-            seen_col[j] = False
-            g_col[j] = -np.inf
-            pred_col[j] = -1
-        front[:] = seen_row
-        end_j = -1
-        end_g = -np.inf
-        for _layer in range(m + 1):
-            new_col[:] = False
-            for j in range(m):
-                if seen_col[j]:
-                    continue
-                for i in range(m):
-                    if front[i] and not x[i, j] and g_row[i] + w[i, j] > g_col[j]:
-                        g_col[j] = g_row[i] + w[i, j]
-                        pred_col[j] = i
-                if pred_col[j] >= 0:
-                    new_col[j] = True
-                    seen_col[j] = True
-                    if cc[j] < n and g_col[j] > end_g:
-                        end_g = g_col[j]
-                        end_j = j
-            if end_j >= 0:
-                break
-            any_new = False
-            for i in range(m):
-                front[i] = False
-                if seen_row[i]:
-                    continue
-                for j in range(m):
-                    if new_col[j] and x[i, j] and g_col[j] - w[i, j] > g_row[i]:
-                        g_row[i] = g_col[j] - w[i, j]
-                        pred_row[i] = j
-                if pred_row[i] >= 0:
-                    front[i] = True
-                    seen_row[i] = True
-                    any_new = True
-            if not any_new:
-                break
-        if end_j < 0 or (not exactly and end_g <= GAIN_TOL):
-            break
-        j = end_j
-        cc[j] += 1
-        while True:  # column <- row (keep) <- column (drop) ... <- row with room
-            i = pred_col[j]
-            x[i, j] = True
-            jp = pred_row[i]
-            if jp < 0:
-                rc[i] += 1
-                break
-            x[i, jp] = False
-            j = jp
-        applied += 1
-    return applied
-
-
-@njit(cache=True)
 def solve_blocks_entropic(w, n, exactly, tau, iterations, tolerance, anneal, stage_sweeps, x, bound,
                    kept, sweeps, repairs):
     """Steps 1-4 on every block of ``w`` (B, m, m); per block: bound, kept score, sweeps,
@@ -302,6 +229,8 @@ def solve_blocks_entropic(w, n, exactly, tau, iterations, tolerance, anneal, sta
     pred_col = np.empty(m, dtype=np.int64)
     seen_row = np.empty(m, dtype=np.bool_)
     seen_col = np.empty(m, dtype=np.bool_)
+    front = np.empty(m, dtype=np.bool_)
+    new_col = np.empty(m, dtype=np.bool_)
     for b in range(nb):
         big = 0.0
         for i in range(m):
@@ -331,8 +260,8 @@ def solve_blocks_entropic(w, n, exactly, tau, iterations, tolerance, anneal, sta
         xb = x[b]
         round_greedy(wb, n, exactly, u, v, xb, rc, cc, red, cand,
                      ROUND_CUT * tau if sweeps[b] > 0 else np.inf)
-        repairs[b] = augment(wb, n, exactly, xb, rc, cc, g_row, g_col, pred_row, pred_col,
-                              seen_row, seen_col)
+        repairs[b] = complete_block(wb, xb, rc, cc, n, exactly, g_row, g_col, seen_row,
+                                    seen_col, front, new_col, pred_row, pred_col)
         s = 0.0
         for i in range(m):
             for j in range(m):
@@ -355,6 +284,8 @@ def repair_blocks(w, n, exactly, x):
     pred_col = np.empty(m, dtype=np.int64)
     seen_row = np.empty(m, dtype=np.bool_)
     seen_col = np.empty(m, dtype=np.bool_)
+    front = np.empty(m, dtype=np.bool_)
+    new_col = np.empty(m, dtype=np.bool_)
     total = 0
     for b in range(nb):
         big = 0.0
@@ -370,6 +301,6 @@ def repair_blocks(w, n, exactly, x):
                 if x[b, i, j]:
                     rc[i] += 1
                     cc[j] += 1
-        total += augment(wb, n, exactly, x[b], rc, cc, g_row, g_col, pred_row, pred_col,
-                         seen_row, seen_col)
+        total += complete_block(wb, x[b], rc, cc, n, exactly, g_row, g_col, seen_row,
+                                seen_col, front, new_col, pred_row, pred_col)
     return total

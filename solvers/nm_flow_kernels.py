@@ -40,26 +40,11 @@ from __future__ import annotations
 import numpy as np
 
 from pruneopt.solvers.jit import load_numba
+from pruneopt.solvers.nm_greedy_kernels import order_desc
 
 njit = load_numba().njit
 
 INF = np.inf
-
-
-@njit(cache=True)
-def _sort_desc(vals, idx, m):
-    """Indices ``idx[:m]`` of ``vals[:m]`` by decreasing value, ties by index (insertion
-    sort: m <= 64 in practice)."""
-    for k in range(m):
-        idx[k] = k
-    for k in range(1, m):
-        t = idx[k]
-        v = vals[t]
-        q = k - 1
-        while q >= 0 and vals[idx[q]] < v:
-            idx[q + 1] = idx[q]
-            q -= 1
-        idx[q + 1] = t
 
 
 @njit(cache=True)
@@ -149,7 +134,7 @@ def _solve_block(w, n, exactly, x, rowc, colc, pr, pc, dr, dc, kr, kc, sr, sc, p
         for j in range(m):
             vals[j] = w[i, j]
             x[i, j] = False
-        _sort_desc(vals, idx, m)
+        order_desc(vals, idx, m)
         k = 0
         for q in range(n):
             j = idx[q]

@@ -27,7 +27,7 @@ NEG = -np.inf
 
 
 @njit(cache=True)
-def _order(vals, idx, k):
+def order_desc(vals, idx, k):
     """``idx[:k]``: indices of ``vals[:k]`` by decreasing value, ties by index."""
     if k > 64:
         o = np.argsort(-vals[:k], kind="mergesort")
@@ -47,9 +47,13 @@ def _order(vals, idx, k):
 
 
 @njit(cache=True)
-def _complete(w, x, rowc, colc, n, must_fill, g_row, g_col, seen_r, seen_c, front,
+def complete_block(w, x, rowc, colc, n, must_fill, g_row, g_col, seen_r, seen_c, front,
               new_c, pred_r, pred_c):
-    """Completion of one block's mask ``x`` (in place); returns the entries added."""
+    """Completion of one block's mask ``x`` (in place; ``rowc``/``colc`` its line counts):
+    best-gain shortest augmenting paths from rows with room to columns with room, until every
+    line keeps n (``must_fill``) or no path gains more than 1e-12 of the block's largest
+    |score|. Returns the paths applied (each adds one entry). The rest are scratch arrays of
+    length m. Also the repair step of the entropic solver."""
     m = w.shape[0]
     wmax = 0.0
     for i in range(m):
@@ -171,7 +175,7 @@ def greedy_blocks_kernel(s, n, m, positive_only, complete, must_fill, b0, b1, ma
                 w[i, j] = t
                 vals[i * m + j] = t
                 x[i, j] = False
-        _order(vals, idx, k)
+        order_desc(vals, idx, k)
         kept = 0
         for i in range(m):
             rb[i] = 0
@@ -196,7 +200,7 @@ def greedy_blocks_kernel(s, n, m, positive_only, complete, must_fill, b0, b1, ma
                 score += t
                 kept += 1
         if complete and kept < n * m:
-            added += _complete(w, x, rowc, colc, n, must_fill, g_row, g_col, seen_r, seen_c,
+            added += complete_block(w, x, rowc, colc, n, must_fill, g_row, g_col, seen_r, seen_c,
                                front, new_c, pred_r, pred_c)
         for i in range(m):
             for j in range(m):
