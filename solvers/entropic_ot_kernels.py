@@ -205,6 +205,18 @@ def round_greedy(w, n, exactly, u, v, x, rc, cc, red, cand, cut):
 
 
 @njit(cache=True)
+def block_scale(w, b):
+    """The largest |score| of block ``b`` of ``w`` (B, m, m), 1 for an all-zero block: the
+    unit the kernels measure that block in."""
+    m = w.shape[1]
+    big = 0.0
+    for i in range(m):
+        for j in range(m):
+            big = max(big, abs(w[b, i, j]))
+    return 1.0 if big == 0.0 else big
+
+
+@njit(cache=True)
 def solve_blocks_entropic(w, n, exactly, tau, iterations, tolerance, anneal, stage_sweeps, x, bound,
                    kept, sweeps, repairs):
     """Steps 1-4 on every block of ``w`` (B, m, m); per block: bound, kept score, sweeps,
@@ -232,11 +244,7 @@ def solve_blocks_entropic(w, n, exactly, tau, iterations, tolerance, anneal, sta
     front = np.empty(m, dtype=np.bool_)
     new_col = np.empty(m, dtype=np.bool_)
     for b in range(nb):
-        big = 0.0
-        for i in range(m):
-            for j in range(m):
-                big = max(big, abs(w[b, i, j]))
-        scale = 1.0 if big == 0.0 else big  # the block in units of its largest |score|
+        scale = block_scale(w, b)  # the block in units of its largest |score|
         for i in range(m):
             for j in range(m):
                 wb[i, j] = w[b, i, j] / scale
@@ -288,11 +296,7 @@ def repair_blocks(w, n, exactly, x):
     new_col = np.empty(m, dtype=np.bool_)
     total = 0
     for b in range(nb):
-        big = 0.0
-        for i in range(m):
-            for j in range(m):
-                big = max(big, abs(w[b, i, j]))
-        scale = 1.0 if big == 0.0 else big
+        scale = block_scale(w, b)
         rc[:] = 0
         cc[:] = 0
         for i in range(m):
