@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -219,14 +220,22 @@ def _nearest_centre(X: np.ndarray, C: np.ndarray, chunk: int = 4096) -> np.ndarr
     return lab
 
 
+@cache
+def blas_controller():
+    """threadpoolctl's controller, made once per process (making one reads the loaded
+    libraries, ~4 ms: too much for a solve of 10 ms). BLAS libraries loaded after its first
+    use are not limited by :class:`one_blas_thread`."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 class one_blas_thread:
     """Limit BLAS to one thread (many small products: threads only contend)."""
 
     def __enter__(self):
         try:
-            from threadpoolctl import threadpool_limits
-
-            self._ctx = threadpool_limits(1, user_api="blas")
+            self._ctx = blas_controller().limit(limits=1, user_api="blas")
         except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
             self._ctx = None
         return self

@@ -44,6 +44,7 @@ from itertools import product
 
 import numpy as np
 
+from pruneopt.formulations.geometry import one_blas_thread
 from pruneopt.formulations.nm import NMMask, TransposableNM
 from pruneopt.solvers.nm_greedy import greedy_mask
 from pruneopt.solvers.registry import Result, register
@@ -89,19 +90,6 @@ def transposable_patterns(n: int, m: int, exactly: bool) -> np.ndarray:
         free = ~pats & (rs[:, :, None] < n) & (cs[:, None, :] < n)
         pats = pats[~free.any(axis=(1, 2))]
     return pats
-
-
-@lru_cache(maxsize=1)
-def blas_controller():
-    """threadpoolctl's controller, made once (making one reads the loaded libraries: ~4 ms)."""
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
-def one_blas_thread():
-    """A context limiting BLAS to one thread (many small products: threads only contend)."""
-    return blas_controller().limit(limits=1, user_api="blas")
 
 
 def float32_error(n: int, m: int, unit: float = UNIT) -> tuple[float, float]:
