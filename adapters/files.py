@@ -40,7 +40,8 @@ def _folder(path: Path) -> Path:
     return path.parent if str(path.parent) else Path(".")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (this one, or one we may not signal, counts)."""
     if pid == os.getpid():
         return True
     try:
@@ -68,7 +69,7 @@ def remove_stale_temporaries(folder: PathLike) -> list[Path]:
         return []
     for entry in entries:
         match = TEMP_PATTERN.match(entry.name)
-        if not match or _pid_alive(int(match["pid"])):
+        if not match or pid_alive(int(match["pid"])):
             continue
         try:
             if entry.is_file(follow_symlinks=False):

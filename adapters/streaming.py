@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from pruneopt.adapters.files import check_outputs, pid_alive
+
 #: The index file of a sharded checkpoint (the Hugging Face name).
 INDEX_NAME = "model.safetensors.index.json"
 #: The file of an unsharded checkpoint folder.
@@ -290,13 +292,8 @@ def remove_stale_stages(folder: str | os.PathLike) -> list[Path]:
         hit = STAGE_PATTERN.match(p.name)
         if not hit:
             continue
-        try:
-            os.kill(int(hit["pid"]), 0)
+        if pid_alive(int(hit["pid"])):
             continue  # still running (or not ours to signal): leave it
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         else:
@@ -319,18 +316,13 @@ class StagedOutput:
                  inputs: Sequence[str | os.PathLike] = ()) -> None:
         self.out, self.report = Path(out), Path(report)
         self.is_file = self.out.suffix.lower() == ".safetensors"
-        for label, p in (("output -o", self.out), ("--report", self.report)):
-            if not p.parent.is_dir():
-                raise ValueError(f"output folder {str(p.parent)!r} of {label} does not exist")
-            if not os.access(p.parent, os.W_OK | os.X_OK):
-                raise ValueError(f"output folder {str(p.parent)!r} of {label} is not writable")
         if self.out.exists() and (not self.is_file or self.out.is_dir()):
             raise ValueError(f"output -o {str(self.out)!r} already exists; a checkpoint folder "
                              "is written only to a new path")
-        if self.report.is_dir():
-            raise ValueError(f"--report {str(self.report)!r} is a directory; give a file name")
-        if self.out.resolve() == self.report.resolve():
-            raise ValueError("output -o and --report are the same path")
+        # folders exist and are writable, the report is a file, no output is an input or the
+        # other output
+        check_outputs({"output -o": self.out, "--report": self.report},
+                      inputs={f"input {str(i)!r}": i for i in inputs})
         for i in inputs:
             ip = Path(i).resolve()
             for label, p in (("output -o", self.out), ("--report", self.report)):
