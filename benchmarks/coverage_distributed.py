@@ -21,6 +21,20 @@ Per size, in one process and one repeat (``--repeats``: median with the range):
 
     nice python benchmarks/coverage_distributed.py --sizes 200000 1000000
 
+``--big N`` (e.g. 10,000,000): instead, GreeDi at a size one array would not hold: the
+``--shards`` files are drawn one by one (each an i.i.d. sample of the same mixture, so the
+files are a random partition of one N-point sample; never all in memory), keep k = N / 10,
+``--local-keep`` candidates per shard (default 2 k / shards: the candidates' memory is
+bounded; GreeDi's worst-case ratio is then not claimed), on each ``--executors``, at the
+radius of the whole data (``default_radius``'s quantile rule on a ``--subsample`` of rows
+drawn evenly from the shards, with the pair fraction of N points and k = N / 10). The
+single-machine greedy cannot hold N points, so coverage is compared on that 1M subsample:
+GreeDi (the subsample split into the same number of shards, the same local keep rule)
+against the single-machine greedy, both with keep = subsample / 10 at the subsample's own
+``default_radius``. Per stage: time and the peak RSS of every worker task:
+
+    nice python benchmarks/coverage_distributed.py --big 10000000 --shards 10 --executors ray
+
 ``--mmd N``: instead, MMD selection by shards (``mmd_by_shards``, ``lowrank`` per shard)
 against the single-machine ``lowrank`` on ``mmd_scale.instance(N)`` (source N(0, I_64),
 target N(0.3, 0.8^2 I_64), keep = min(N/10, 10,000)), both MMD^2 on the exact kernel with
@@ -146,6 +160,73 @@ def run_mmd(n: int, args, folder: Path) -> None:
           f"{res0.average_bound:.6g} >= union {res0.objective:.6g}; bandwidth {bw:.4g}")
 
 
+def run_big(n: int, args, folder: Path) -> None:
+    """GreeDi on ``n`` points written shard by shard (see the module docstring)."""
+    m = args.shards
+    sizes = [len(a) for a in np.array_split(np.arange(n), m)]
+    rng = np.random.default_rng(args.seed)
+    paths, sub = [], []
+    t = time.perf_counter()
+    for i, ni in enumerate(sizes):
+        X = mixture(ni, seed=args.seed, sample_seed=i).astype(np.float32)
+        sub.append(X[np.sort(rng.choice(ni, args.subsample // m, replace=False))])
+        p = folder / f"shard{i:03d}.npy"
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, X)
+        del X
+        _common.write_bytes(p, buf.getvalue())
+        del buf
+        paths.append(str(p))
+    gen = time.perf_counter() - t
+    S = np.vstack(sub).astype(np.float64)
+    del sub
+    k, ns = n // 10, len(S)
+    ks = ns // 10
+    # default_radius's rule at N points: the pair fraction (N/k - 1)/(N - 1), on the subsample
+    keep_eq = max(1, round(ns / (1.0 + (n / k - 1.0) * (ns - 1.0) / (n - 1.0))))
+    r = default_radius(S, keep_eq, seed=args.seed)
+    rs = default_radius(S, ks, seed=args.seed)
+    lk = args.local_keep or (2 * k) // m
+    print(f"{_common.machine()}; N = {n:,} in {m} shards of {sizes[0]:,} (written in "
+          f"{gen:.0f} s), keep = {k:,}, local keep = {lk:,}, radius = {r:.4g}; subsample "
+          f"{ns:,} points, keep {ks:,}, radius {rs:.4g}; workers = {args.workers}\n",
+          flush=True)
+    floor = read_floor(paths)
+    print(f"floor (one read of the {n:,} points from disk): {floor:.1f} s\n")
+    print("| data | executor | GreeDi (s) | stages: shards + cross + merge + re-score (s) "
+          "| candidates | incidence recall | covered | single machine: covered, time (s) "
+          "| coverage ratio | peak RSS per worker task, max (MiB) | this process peak RSS "
+          "(MiB) |")
+    print("|---|---|---:|---|---:|---:|---:|---|---:|---|---:|", flush=True)
+    t = time.perf_counter()
+    sol = pruneopt.solve(CoverageSelection(S, keep=ks, radius=rs, graph_method="ivf"),
+                         solver="greedy")
+    single = (sol.info["exact_objective"] / ns, time.perf_counter() - t)
+    del sol
+    sub_shards = np.array_split(S, m)
+    for is_sub, data, kk, rr in ((True, sub_shards, ks, rs), (False, paths, k, r)):
+        label = f"{ns:,} subsample" if is_sub else f"{n:,} (N)"
+        for ex in args.executors:
+            e = None if ex == "none" else ex
+            t = time.perf_counter()
+            res = greedi_coverage(data, kk, rr, local_keep=(2 * kk) // m, executor=e,
+                                  workers=args.workers, graph_method="ivf", cross="ivf",
+                                  seed=args.seed)
+            dt = time.perf_counter() - t
+            sec = res.seconds
+            stages = " + ".join(f"{sec.get(x, 0.0):.0f}" for x in ("shards", "cross",
+                                                                   "merge", "rescore"))
+            rss = ", ".join(f"{st} {max(v):.0f}" for st, v in res.peak_rss_mib.items())
+            ref = f"{100 * single[0]:.2f} %, {single[1]:.0f}" if is_sub else "not run"
+            ratio = f"{res.fraction / single[0]:.4f}" if is_sub else "-"
+            print(f"| {label} | {ex} | {dt:.0f} | {stages} | {res.candidates:,} "
+                  f"| {res.cross.get('recall', 1.0):.4f} | {100 * res.fraction:.2f} % "
+                  f"| {ref} | {ratio} | {rss} | {peak_rss_mib():.0f} |", flush=True)
+        del data
+        if is_sub:
+            del sub_shards, S
+
+
 def print_row(o: dict, ex: str) -> None:
     """The table row of one size and executor (printed as soon as it is measured)."""
     run = o["runs"][ex]
@@ -175,12 +256,18 @@ def main() -> None:
     ap.add_argument("--extrapolate", type=int, default=10_000_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--mmd", type=int, default=None, metavar="N")
+    ap.add_argument("--big", type=int, default=None, metavar="N")
+    ap.add_argument("--local-keep", type=int, default=None)
+    ap.add_argument("--subsample", type=int, default=1_000_000)
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a kill still removes the shards
     folder = Path(tempfile.mkdtemp(prefix="greedi_bench_", dir="/tmp"))
-    if args.mmd is not None:
+    if args.mmd is not None or args.big is not None:
         try:
-            run_mmd(args.mmd, args, folder)
+            if args.big is not None:
+                run_big(args.big, args, folder)
+            else:
+                run_mmd(args.mmd, args, folder)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return

@@ -46,11 +46,15 @@ from pruneopt.formulations.neighbors import radius_recall  # noqa: E402
 
 
 def mixture(n: int, d: int = 64, clusters: int = 1000, intrinsic: int = 8,
-            seed: int = 0) -> np.ndarray:
-    """The benchmark's data (see the module docstring), float64 (n, d)."""
+            seed: int = 0, sample_seed: int | None = None) -> np.ndarray:
+    """The benchmark's data (see the module docstring), float64 (n, d). ``sample_seed``:
+    draw the points from their own seed (the mixture itself still from ``seed``), so that
+    independent calls give the shards of one i.i.d. sample."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(0.0, 4.0, (clusters, d)).astype(np.float32)
     basis = (rng.normal(0.0, 1.0, (clusters, intrinsic, d)) / np.sqrt(d)).astype(np.float32)
+    if sample_seed is not None:
+        rng = np.random.default_rng([seed, sample_seed])
     lab = rng.integers(0, clusters, n)
     X = np.empty((n, d), dtype=np.float64)
     for s in range(0, n, 1 << 15):

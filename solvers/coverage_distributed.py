@@ -30,6 +30,10 @@ the expected ratio is a constant, ``(1 - 1/e) / 2`` (Barbosa et al. 2015; Mirzas
 al. 2016). Here each shard's greedy judges coverage on its own points (that is what makes
 the stage local), the decomposable setting whose guarantee needs the random partition
 (Mirzasoleiman et al. 2013, Sec. 4.5): partition at random when the guarantee matters.
+Both ratios assume every shard keeps ``k`` candidates (``local_keep >= keep``); with fewer
+(to bound the candidates' memory at web scale) no worst-case ratio is claimed: ``ratio`` is
+NaN and ``worst_case_bound`` the trivial ``total``, and the measured coverage against the
+single-machine greedy is what one has.
 
 **Bounds** (``GreeDiResult``), each labelled with what it bounds:
 
@@ -364,11 +368,12 @@ def run_stages(ss: ShardSet, keep: int, radius: float, lk: int, run, *, graph_me
         objective = float(sum(o["covered"] for o in out))
         rss["rescore"] = [o["rss"] for o in out]
         seconds["rescore"] = time.perf_counter() - t
-    ratio = greedi_ratio(len(ss.sources), keep)
+    ratio = greedi_ratio(len(ss.sources), keep) if lk >= keep else float("nan")
+    worst = min(float(ss.n), objective / ratio) if lk >= keep else float(ss.n)
     return GreeDiResult(
         indices=np.sort(cand_global[chosen]), objective=objective, total=ss.n,
         status="feasible", source=source, ratio=ratio,
-        worst_case_bound=min(float(ss.n), objective / ratio), merge_objective=merged,
+        worst_case_bound=worst, merge_objective=merged,
         merge_bound=merge_bound, shard_objectives=[r["objective"] for r in local],
         shard_bounds=[r["bound"] for r in local], best_shard_objective=shard_scores[best],
         candidates=len(C), cross=cross_info, seconds=seconds, peak_rss_mib=rss)
