@@ -70,6 +70,16 @@ def test_greedi_guarantee_against_the_single_machine_greedy(reference):
     assert res.worst_case_bound >= single.objective
 
 
+def test_greedi_fewer_local_candidates_claims_no_ratio(reference, shards):
+    res, whole = reference
+    few = greedi_coverage(shards, 12, RADIUS, local_keep=4)
+    whole.check(few.indices)
+    assert few.candidates <= 4 * len(shards) and len(few.indices) <= 12
+    assert few.objective == whole.objective(few.indices)
+    assert np.isnan(few.ratio) and few.worst_case_bound == whole.n
+    assert few.merge_bound >= few.merge_objective
+
+
 def test_greedi_same_on_every_executor_and_from_files(reference, shards, tmp_path,
                                                       ray_cluster):
     res, _ = reference
