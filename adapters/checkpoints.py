@@ -448,6 +448,8 @@ def mask_checkpoint(
     :data:`WINDOW_WEIGHTS` weights, each task opening the file itself, so a tensor's name
     goes out and only its packed mask comes back; on Ray every node must see the input path).
     Memory: the tensor being masked and written, its solve, plus one window of packed masks.
+    One pool or Ray session serves all the windows
+    (:func:`~pruneopt.solvers.executors.executor_session`).
     """
     import numpy as np
     import torch
@@ -456,7 +458,7 @@ def mask_checkpoint(
     from pruneopt.adapters.nm import LayerReport
     from pruneopt.adapters.streaming import INDEX_NAME, ShardWriter, index_json, read_tensor
     from pruneopt.formulations.nm import validate_nm
-    from pruneopt.solvers.executors import check_executor, map_tasks
+    from pruneopt.solvers.executors import check_executor, executor_session, map_tasks
 
     n, m = validate_nm(n, m)
     check_executor(executor)
@@ -481,8 +483,9 @@ def mask_checkpoint(
         return ready.pop(name)
 
     metadata = next(iter(ckpt.metadata.values()), {}) if len(shards) == 1 else {}
-    with tqdm(total=len(todo), desc=f"{n}:{m} masks", unit="tensor", disable=not progress,
-              leave=False) as bar:
+    with executor_session(executor, workers, address), \
+            tqdm(total=len(todo), desc=f"{n}:{m} masks", unit="tensor", disable=not progress,
+                 leave=False) as bar:
         for shard, infos in shards.items():
             meta = ckpt.metadata.get(shard, metadata)
             with open(stage.data_path(shard), "wb") as f:

@@ -44,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
 
     0: done. 2: bad usage or input, or a file that cannot be read or written; then nothing
     was written and stderr holds one line, ``pruneopt COMMAND: error: ...`` (no traceback).
+    1: a worker of ``--executor`` died mid-run (nothing written either; one line,
+    ``pruneopt COMMAND: failed: ...``); rerun it.
     """
+    from pruneopt.solvers.executors import WorkerDied
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -56,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"pruneopt {name}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except WorkerDied as exc:
+        print(f"pruneopt {name}: failed: {_one_line(exc)}; nothing was written, run it again",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

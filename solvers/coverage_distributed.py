@@ -54,7 +54,6 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -65,7 +64,7 @@ from pruneopt.formulations.base import as_int
 from pruneopt.formulations.coverage import CoverageSelection
 from pruneopt.formulations.geometry import as_radius
 from pruneopt.formulations.neighbors import exact_covered, import_faiss
-from pruneopt.solvers.executors import check_executor, default_workers, import_ray, map_tasks
+from pruneopt.solvers.executors import check_executor, executor_session, map_tasks
 from pruneopt.solvers.registry import solve
 from pruneopt.solvers.shards import ShardSet, load_shard, peak_rss_mib, shard_set
 
@@ -294,34 +293,9 @@ def greedi_coverage(shards: Sequence[Any], keep: int, radius: float, *,
         raise ValueError(f"cross must be one of {', '.join(CROSS_METHODS)}, got {cross!r}")
     run = partial(map_tasks, executor=executor, workers=workers, address=address,
                   progress=progress)
-    with one_cluster(executor, workers, address):
+    with executor_session(executor, workers, address):
         return run_stages(ss, keep, radius, lk, run, graph_method=graph_method,
                           graph_options=graph_options, cross=cross, nprobe=nprobe, seed=seed)
-
-
-@contextmanager
-def one_cluster(executor: str | None, workers: int | None, address: str | None):
-    """For ``executor="ray"`` with no Ray running: one cluster (at ``address``, or local with
-    ``workers`` CPUs) for all the stages, stopped at the end; otherwise nothing."""
-    if executor != "ray":
-        yield
-        return
-    ray = import_ray()
-    if ray.is_initialized():
-        yield
-        return
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                              "configure_logging": False}
-    if address is None:
-        kwargs["num_cpus"] = workers or default_workers()
-    try:
-        ray.init(address=address, **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ValueError(f"cannot reach a Ray cluster at {address!r}: {exc}") from exc
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def run_stages(ss: ShardSet, keep: int, radius: float, lk: int, run, *, graph_method: str,

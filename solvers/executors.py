@@ -11,12 +11,18 @@
 
 Results are the same whichever executor runs them (each task is deterministic given its
 item). A task that raises makes the whole call raise that error (remaining tasks are
-cancelled); a worker that dies is a ``RuntimeError`` naming the item's position (Ray tasks
-are not retried: a task that kills its worker would kill the next one too). Nothing is
+cancelled); a worker that dies is a :class:`WorkerDied` (a ``RuntimeError``) naming the
+item's position (Ray tasks are not retried: a task that kills its worker would kill the next
+one too). Nothing is
 returned partially, so a caller that writes files writes them only after ``map_tasks``
 returns. The progress bar (``progress=True``) advances as each task finishes, whichever
 worker ran it. An ``address`` that does not answer within :data:`CONNECT_SECONDS` is a
 ``ValueError`` before Ray is started (Ray itself would wait about a minute).
+
+``with executor_session(executor, workers, address):`` keeps one pool of processes or one
+Ray session for every ``map_tasks`` call inside it (a job of many stages or windows pays the
+start-up once: a spawn pool imports torch in every worker, a local Ray cluster takes
+seconds); outside a session each call starts and stops its own.
 """
 
 from __future__ import annotations
@@ -26,11 +32,18 @@ import functools
 import multiprocessing
 import os
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 EXECUTORS = ("processes", "ray")
 CONNECT_SECONDS = 5.0  # how long an address may take to accept a TCP connection
+#: The process pool of the innermost open :func:`executor_session` ("processes"), if any.
+SESSION_POOLS: list[cf.ProcessPoolExecutor] = []
+
+
+class WorkerDied(RuntimeError):
+    """A worker process or Ray worker died while running a task; nothing was returned."""
 
 
 def check_executor(executor: str | None) -> str | None:
@@ -78,11 +91,69 @@ def map_tasks(fn: Callable[[Any], Any], items: Iterable[Any], *, executor: str |
     return _on_ray(fn, items, workers, address, progress, desc)
 
 
+@contextmanager
+def executor_session(executor: str | None, workers: int | None = None,
+                     address: str | None = None) -> Iterator[None]:
+    """One pool of ``workers`` processes, or one Ray session (at ``address``, or a local
+    cluster of ``workers`` CPUs unless Ray is already running), for every :func:`map_tasks`
+    call inside the ``with`` block; closed at its end. ``executor=None``: nothing."""
+    check_executor(executor)
+    if executor is None:
+        yield
+    elif executor == "processes":
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=workers or default_workers(),
+                                    mp_context=ctx) as pool:
+            SESSION_POOLS.append(pool)
+            try:
+                yield
+            finally:
+                SESSION_POOLS.remove(pool)
+    else:
+        with ray_session(workers, address):
+            yield
+
+
+@contextmanager
+def ray_session(workers: int | None, address: str | None) -> Iterator[None]:
+    """Ray initialised inside the block: the running session if there is one, else one
+    started here (at ``address`` after :func:`check_address`, or local with ``workers``
+    CPUs) and shut down at the end."""
+    ray = import_ray()
+    if ray.is_initialized():
+        yield
+        return
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                              "configure_logging": False}
+    if address is None:
+        kwargs["num_cpus"] = workers or default_workers()
+    check_address(address)
+    try:
+        ray.init(address=address, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ValueError(f"cannot reach a Ray cluster at {address!r}: {exc}") from exc
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@contextmanager
+def process_pool(workers: int, tasks: int) -> Iterator[cf.ProcessPoolExecutor]:
+    """The open session's pool, or a new spawn pool of ``min(workers, tasks)`` processes
+    shut down at the end of the block."""
+    if SESSION_POOLS:
+        yield SESSION_POOLS[-1]
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=min(workers, tasks), mp_context=ctx) as pool:
+        yield pool
+
+
 def _in_processes(fn, items: Sequence[Any], workers: int, progress: bool,
                   desc: str | None) -> list[Any]:
     out: list[Any] = [None] * len(items)
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=ctx) as pool, \
+    with process_pool(workers, len(items)) as pool, \
             progress_bar(len(items), progress, desc) as bar:
         futures = {pool.submit(fn, x): i for i, x in enumerate(items)}
         try:
@@ -91,7 +162,7 @@ def _in_processes(fn, items: Sequence[Any], workers: int, progress: bool,
                 try:
                     out[i] = fut.result()
                 except cf.process.BrokenProcessPool as exc:
-                    raise RuntimeError(f"a worker process died (task {i} of {len(items)} "
+                    raise WorkerDied(f"a worker process died (task {i} of {len(items)} "
                                        f"did not finish); nothing was returned") from exc
                 bar.update()
         except BaseException:
@@ -147,19 +218,7 @@ def check_address(address: str | None, timeout: float = CONNECT_SECONDS) -> None
 def _on_ray(fn, items: Sequence[Any], workers: int | None, address: str | None,
             progress: bool, desc: str | None) -> list[Any]:
     ray = import_ray()
-    started = False
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                  "configure_logging": False}
-        if address is None:
-            kwargs["num_cpus"] = workers or default_workers()
-        check_address(address)
-        try:
-            ray.init(address=address, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ValueError(f"cannot reach a Ray cluster at {address!r}: {exc}") from exc
-        started = True
-    try:
+    with ray_session(workers, address):
         task = ray_task()
         fn_ref = ray.put(fn)
         refs = [task.remote(fn_ref, x) for x in items]
@@ -185,10 +244,7 @@ def _on_ray(fn, items: Sequence[Any], workers: int | None, address: str | None,
                             ray.exceptions.OutOfMemoryError) as exc:
                         for p in pending:
                             ray.cancel(p)
-                        raise RuntimeError(f"a Ray worker died while running task {i} of "
+                        raise WorkerDied(f"a Ray worker died while running task {i} of "
                                            f"{len(items)}; nothing was returned") from exc
                     bar.update()
         return out
-    finally:
-        if started:
-            ray.shutdown()

@@ -15,6 +15,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from net import free_port
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -270,3 +271,56 @@ def test_a_stage_left_by_a_killed_run_is_removed(tmp_path):
     assert main(["nm", str(src), "-o", str(tmp_path / "out"), "--no-progress"]) == 0
     assert not stale.exists() and live.exists()
     assert remove_stale_stages(tmp_path) == []
+
+
+def test_unreachable_ray_address_is_refused_before_any_work(tmp_path, capsys):
+    src = write_sharded(llm_like(), tmp_path / "ckpt")
+    err = _bad(tmp_path, capsys, src, "--executor", "ray", "--address",
+               f"127.0.0.1:{free_port()}")
+    assert "cannot reach a Ray cluster" in err
+    assert "--executor ray" in _bad(tmp_path, capsys, src, "--address", "127.0.0.1:6379")
+
+
+def _pool_workers(pid: int) -> list[int]:
+    """The spawn-pool worker processes of ``pid`` (not its resource tracker)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                cmd = Path(f"/proc/{child}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"spawn_main" in cmd:
+                out.append(int(child))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_a_worker_killed_mid_run_fails_cleanly_and_a_rerun_succeeds(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = write_sharded(llm_like(5), tmp_path / "ckpt")
+    before = digest(src)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pruneopt", "nm", str(src), "-o", str(out), "--no-progress",
+           "--executor", "processes", "--workers", "2"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    workers: list[int] = []
+    while not workers and proc.poll() is None and time.monotonic() < deadline:
+        workers = _pool_workers(proc.pid)
+        time.sleep(0.02)
+    assert workers, "the run never started a worker"
+    os.kill(workers[0], signal.SIGKILL)  # while the workers still start: work is pending
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "failed" in lines[0] and "died" in lines[0], err
+    assert not out.exists() and not Path(str(out) + ".json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # the stage is gone
+    assert digest(src) == before
+    assert main(["nm", str(src), "-o", str(out), "--no-progress"]) == 0  # a rerun restarts
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "out", "out.json"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import sys
 
 import numpy as np
@@ -15,23 +14,17 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from net import free_port
 from torch import nn
 
 import pruneopt
 from pruneopt.adapters.nm import compute_nm_masks, is_nm
 from pruneopt.formulations import CoverageSelection, LayerBudget, MMDSelection, TransposableNM
-from pruneopt.solvers.executors import map_tasks
+from pruneopt.solvers.executors import executor_session, map_tasks
 
 ray = pytest.importorskip("ray")
 
 EXECUTORS = [None, "processes", "ray"]
-
-
-def free_port() -> int:
-    """A local port nobody listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # Runs before the cluster fixture starts Ray (tests run in file order): with Ray already
@@ -189,3 +182,17 @@ def test_a_dead_worker_is_a_runtime_error(cluster, executor):
         map_tasks(os._exit, [3, 3], executor=executor, workers=2)
     # the cluster and the pool machinery still work afterwards
     assert map_tasks(abs, [-1, -2], executor=executor, workers=2) == [1, 2]
+
+
+def worker_pid(_x) -> int:
+    return os.getpid()
+
+
+def test_a_session_keeps_one_pool_for_every_call():
+    with executor_session("processes", workers=2):
+        first = set(map_tasks(worker_pid, range(8), executor="processes", workers=2))
+        second = set(map_tasks(worker_pid, range(8), executor="processes", workers=2))
+    assert os.getpid() not in first and len(first) <= 2
+    assert second <= first  # the same processes served both calls
+    fresh = set(map_tasks(worker_pid, range(2), executor="processes", workers=2))
+    assert not fresh & first  # after the session: a new pool

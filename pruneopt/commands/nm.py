@@ -20,7 +20,10 @@ memory stays at a few tensors whatever the checkpoint's size. A folder output ke
 input's shard files and writes a consistent index. ``--executor processes|ray`` and
 ``--workers N`` run the per-tensor solves through
 :func:`pruneopt.solvers.executors.map_tasks` (each task opens the file itself and returns
-the packed mask bits).
+the packed mask bits), one pool or Ray session for the whole run; ``--address HOST:PORT``
+names an existing Ray cluster (checked before anything is staged: an address that does
+not answer is exit 2). A run that fails or is killed leaves nothing at OUT; a rerun
+restarts from the first tensor (its hidden stage of the dead run is removed).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from pruneopt.commands._common import (
     add_time_limit,
     check_time_limit,
 )
+from pruneopt.solvers.executors import check_address
 
 __all__ = ["load_state_dict", "mask_state_dict", "register", "run", "save_state_dict"]
 
@@ -117,7 +121,8 @@ def run_streamed(args, out: Path, report_path: Path) -> int:
         rows = mask_checkpoint(
             ckpt, stage, args.n, args.m, transposable=args.transposable, solver=args.solver,
             time_limit=args.time_limit, patterns=args.pattern, regex=args.regex, pad=args.pad,
-            executor=args.executor, workers=args.workers, progress=not args.no_progress)
+            executor=args.executor, workers=args.workers, address=args.address,
+            progress=not args.no_progress)
         report = report_of(args, out, rows)
         stage.commit(json.dumps(report, indent=2).encode())
     said(args, report, out, report_path)
@@ -132,6 +137,10 @@ def run(args) -> int:
     validate_nm(args.n, args.m)
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.address is not None:
+        if args.executor != "ray":
+            raise ValueError("--address is the Ray cluster of --executor ray")
+        check_address(args.address)  # before any output is staged
     out = Path(args.output)
     report_path = Path(args.report) if args.report else Path(str(out) + ".json")
     if streamed(args.model, out):
@@ -194,5 +203,8 @@ def register(sub) -> None:
                         "in process); safetensors checkpoints only")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="worker count of --executor (default: the CPUs available)")
+    p.add_argument("--address", default=None, metavar="HOST:PORT",
+                   help="the Ray cluster of --executor ray, as ray.init takes it ('auto': the "
+                        "one this machine runs; default: a local one of --workers CPUs)")
     add_progress(p, "no progress bar")
     p.set_defaults(func=run)
