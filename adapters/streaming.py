@@ -310,22 +310,28 @@ class StagedOutput:
     replaced); :attr:`stage` is the hidden temporary folder next to ``out`` (named
     ``.{out name}.{pid}.{random}.partial``) where the caller writes the shards
     (:meth:`data_path`); as a context manager any exception removes everything written.
+    ``report=None``: no report file beside the output (a folder output that carries its own
+    report inside, written by the caller like any other file of the stage).
     """
 
-    def __init__(self, out: str | os.PathLike, report: str | os.PathLike,
+    def __init__(self, out: str | os.PathLike, report: str | os.PathLike | None,
                  inputs: Sequence[str | os.PathLike] = ()) -> None:
-        self.out, self.report = Path(out), Path(report)
+        self.out = Path(out)
+        self.report = None if report is None else Path(report)
         self.is_file = self.out.suffix.lower() == ".safetensors"
         if self.out.exists() and (not self.is_file or self.out.is_dir()):
             raise ValueError(f"output -o {str(self.out)!r} already exists; a checkpoint folder "
                              "is written only to a new path")
+        if self.report is None and self.is_file:
+            raise ValueError("a .safetensors output needs a report path beside it")
         # folders exist and are writable, the report is a file, no output is an input or the
         # other output
-        check_outputs({"output -o": self.out, "--report": self.report},
-                      inputs={f"input {str(i)!r}": i for i in inputs})
+        paths = {"output -o": self.out, "--report": self.report}
+        paths = {k: v for k, v in paths.items() if v is not None}
+        check_outputs(paths, inputs={f"input {str(i)!r}": i for i in inputs})
         for i in inputs:
             ip = Path(i).resolve()
-            for label, p in (("output -o", self.out), ("--report", self.report)):
+            for label, p in paths.items():
                 if p.resolve() == ip or ip in p.resolve().parents:
                     raise ValueError(f"{label} {str(p)!r} is (inside) the input {str(i)!r}; "
                                      "the input is never modified: choose another path")
@@ -347,20 +353,18 @@ class StagedOutput:
         if exc_type is not None:
             shutil.rmtree(self.stage, ignore_errors=True)
 
-    def commit(self, report: bytes) -> None:
+    def commit(self, report: bytes | None = None) -> None:
         """Write the report, then rename the output and the report into place; on failure
-        nothing is left at either path (an existing report/file target stays as it was)."""
+        nothing is left at either path (an existing report/file target stays as it was).
+        Without a report path (``report=None`` at construction) only the output is renamed."""
+        if self.report is None:
+            self._commit_folder()
+            return
         rep_tmp = self.stage / ".report.json"
         try:
             with open(rep_tmp, "wb") as f:
-                f.write(report)
-            for p in self.stage.iterdir():
-                with open(p, "rb") as f:
-                    os.fsync(f.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            for p in self.stage.iterdir():
-                os.chmod(p, 0o666 & ~umask)
+                f.write(report or b"")
+            self._sync()
             if self.is_file:
                 os.replace(self.stage / self.out.name, self.out)
             else:
@@ -377,6 +381,27 @@ class StagedOutput:
                 raise
         except OSError as exc:
             Path(rep_tmp).unlink(missing_ok=True)
+            raise ValueError(f"cannot write {str(self.out)!r}: {exc.strerror or exc}; nothing "
+                             "was written") from None
+        finally:
+            shutil.rmtree(self.stage, ignore_errors=True)
+
+    def _sync(self) -> None:
+        """Every file of the stage flushed to disk, with the umask's permissions."""
+        umask = os.umask(0)
+        os.umask(umask)
+        for p in sorted(self.stage.rglob("*")):
+            if p.is_file():
+                with open(p, "rb") as f:
+                    os.fsync(f.fileno())
+                os.chmod(p, 0o666 & ~umask)
+
+    def _commit_folder(self) -> None:
+        """The stage renamed to the output folder (no report beside it)."""
+        try:
+            self._sync()
+            os.rename(self.stage, self.out)
+        except OSError as exc:
             raise ValueError(f"cannot write {str(self.out)!r}: {exc.strerror or exc}; nothing "
                              "was written") from None
         finally:

@@ -126,3 +126,47 @@ def test_a_hugging_face_folder_in_and_out(tmp_path, capsys):
     dense = dict(bert.named_modules())["encoder.layer.3.output.dense"].weight
     torch.testing.assert_close(dict(again.named_modules())["encoder.layer.3.output.dense"].weight,
                                dense)  # untouched layers load as they were
+
+
+def test_stream_gives_the_in_memory_masks_and_a_loadable_folder(tmp_path, capsys):
+    from safetensors.torch import load_file
+    from sentence_transformers import SentenceTransformer
+
+    from pruneopt.adapters.models import load_minilm
+
+    src = tmp_path / "src"
+    load_minilm().save(str(src))
+    (src / "pytorch_model.bin").write_bytes(b"dense weights in another format")
+    before = {p.name: p.read_bytes() for p in src.rglob("*") if p.is_file()}
+    ref, got = tmp_path / "ref", tmp_path / "streamed"
+    common = ["--scores", "magnitude", "--no-reconstruct"]
+    code, _, err = _run(capsys, str(src), *common, "-o", str(ref))
+    assert code == 0, err
+    code, _, err = _run(capsys, str(src), *common, "--stream", "-o", str(got))
+    assert code == 0, err
+    a, b = load_file(str(ref / "model.safetensors")), load_file(str(got / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    report = json.loads((got / "sparsify_report.json").read_text())
+    assert report["not_copied"] == ["pytorch_model.bin"] and report["summary"]["masked"] == 36
+    assert not (got / "pytorch_model.bin").exists()
+    model = SentenceTransformer(str(got), device="cpu")
+    assert len(verify_nm(model, 2, 4)) == 36
+    assert before == {p.name: p.read_bytes() for p in src.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--stream"], "--stream needs --scores magnitude"),
+    (["--stream", "--scores", "magnitude", "--no-reconstruct", "--executor", "processes",
+      "--workers", "0"], "--workers must be >= 1"),
+    (["--executor", "processes"], "run the solves of --stream"),
+    (["--stream", "--scores", "magnitude", "--no-reconstruct", "--address", "127.0.0.1:1"],
+     "--executor ray"),
+])
+def test_stream_bad_input(tmp_path, capsys, extra, match):
+    from pruneopt.adapters.models import load_minilm
+
+    src = tmp_path / "src"
+    load_minilm().save(str(src))
+    code, _, err = _run(capsys, str(src), *extra, "-o", str(tmp_path / "out"))
+    assert code == 2 and match in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

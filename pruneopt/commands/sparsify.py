@@ -11,6 +11,17 @@ the masked weights baked in, loadable with ``SentenceTransformer(OUT_DIR)`` or
 ``AutoModel.from_pretrained(OUT_DIR)``, and ``sparsify_report.json`` (per layer: solver,
 status, kept score and bound, reconstruction error before and after). Written whole or
 not at all.
+
+``--stream`` (with ``--scores magnitude --no-reconstruct``): a model folder of any size whose
+weights are safetensors (one file or shards with their index) is read and written tensor by
+tensor, as ``pruneopt nm`` does (:func:`pruneopt.adapters.checkpoints.mask_checkpoint`:
+memory-mapped reads, output shards written as they go, peak memory a few tensors, not the
+model); the folder's other files (config, tokenizer, pooling, ...) are copied, weight files in
+other formats are left out (and listed in the report). Tensors masked: every ``*.weight``
+with two or more dimensions except ``*embed*``, ``*pooler*`` and ``*lm_head*`` (``--include
+GLOB`` picks module names instead). Calibration scores (``wanda``, ``obs``) and the refit
+need the model's activations, which a tensor-by-tensor pass does not have: they load the
+model. ``--executor``/``--workers``/``--address`` as ``pruneopt nm``.
 """
 
 from __future__ import annotations
@@ -52,6 +63,70 @@ def _quiet_hub() -> None:
         pass
 
 
+#: Weight files of other formats, never copied into a streamed output (they would hold the
+#: dense weights beside the masked ones).
+OTHER_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.msgpack", "*.safetensors",
+                 "*.onnx", "*.gguf")
+
+
+def run_streamed(args) -> int:
+    """``pruneopt sparsify --stream`` (module docstring): the checkpoint masked tensor by
+    tensor into a stage folder, the model's other files copied beside it, renamed at the
+    end."""
+    import fnmatch
+    import shutil
+
+    from pruneopt.adapters.checkpoints import mask_checkpoint
+    from pruneopt.adapters.streaming import INDEX_NAME, StagedOutput, open_checkpoint
+    from pruneopt.commands.nm import summary
+
+    for flag, bad in (("--scores", args.scores != "magnitude"), ("--reconstruct",
+                      args.reconstruct), ("--finetune", args.finetune > 0),
+                      ("--method", args.method != "mask-refit")):
+        if bad:
+            raise ValueError(f"--stream needs --scores magnitude --no-reconstruct (no "
+                             f"{flag}): calibration scores, the refit and fine-tuning need "
+                             "the model's activations; drop --stream to load the model")
+    src = Path(args.model)
+    if not src.is_dir():
+        raise ValueError(f"--stream needs a model folder, got {args.model!r}")
+    ckpt = open_checkpoint(src)  # every shard and index entry checked first
+    if ckpt.folder.resolve() != src.resolve():
+        raise ValueError(f"--stream: the weights of {args.model!r} are not at its top level")
+    written = set(ckpt.shards) | ({INDEX_NAME} if ckpt.sharded else set())
+    patterns = None if args.include is None else [f"{g}.weight" for g in args.include]
+    out = Path(args.output)
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()  # an empty folder is accepted, as without --stream
+    stage = StagedOutput(out, None, inputs=[src])
+    left_out = []
+    with stage:
+        for p in sorted(src.rglob("*")):
+            rel = p.relative_to(src)
+            if p.is_dir() or str(rel) in written:
+                continue
+            if any(fnmatch.fnmatch(p.name, g) for g in OTHER_WEIGHTS):
+                left_out.append(str(rel))
+                continue
+            dst = stage.data_path(str(rel))
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(p, dst)
+        rows = mask_checkpoint(
+            ckpt, stage, args.n, args.m, transposable=args.transposable, solver=args.solver,
+            patterns=patterns, executor=args.executor, workers=args.workers,
+            address=args.address, progress=not args.no_progress)
+        info = {"model": args.model, "n": args.n, "m": args.m,
+                "transposable": bool(args.transposable), "scores": "magnitude",
+                "reconstruct": False, "streamed": True, "not_copied": left_out,
+                "summary": summary(rows), "tensors": [r.as_dict() for r in rows]}
+        stage.data_path("sparsify_report.json").write_text(json.dumps(info, indent=1))
+        stage.commit()
+    s = info["summary"]
+    print(f"{'transposable ' if args.transposable else ''}{args.n}:{args.m}: {s['masked']} "
+          f"tensors ({s['skipped']} skipped), magnitude scores, streamed -> {out}")
+    return 0
+
+
 def run(args) -> int:
     from pruneopt.adapters.model_folders import check_output_folder, load_model, save_model
     from pruneopt.adapters.oneshot import sparsify
@@ -64,6 +139,19 @@ def run(args) -> int:
         raise ValueError(f"--calibration-size must be >= 1, got {args.calibration_size}")
     if args.model != "minilm" and not Path(args.model).exists():
         raise ValueError(f"model {args.model!r} is neither 'minilm' nor an existing folder")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.address is not None:
+        from pruneopt.solvers.executors import check_address
+
+        if args.executor != "ray":
+            raise ValueError("--address is the Ray cluster of --executor ray")
+        check_address(args.address)
+    if args.stream:
+        return run_streamed(args)
+    if args.executor is not None or args.address is not None:
+        raise ValueError("--executor/--address run the solves of --stream; without it the "
+                         "layers are masked in process")
     source = None if args.model == "minilm" else args.model
     check_output_folder(args.output, source)  # before any work
     if args.no_progress:
@@ -128,5 +216,14 @@ def register(sub) -> None:
                         "but embeddings, pooler and heads)")
     p.add_argument("--solver", default=None, help="N:M mask solver (default: exact)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stream", action="store_true",
+                   help="read and write the safetensors weights tensor by tensor (any size; "
+                        "needs --scores magnitude --no-reconstruct)")
+    p.add_argument("--executor", choices=("processes", "ray"), default=None,
+                   help="with --stream: solve the masks in a process pool or on Ray")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker count of --executor (default: the CPUs available)")
+    p.add_argument("--address", default=None, metavar="HOST:PORT",
+                   help="with --executor ray: the cluster, as ray.init takes it")
     add_progress(p)
     p.set_defaults(func=run)
