@@ -284,8 +284,8 @@ def greedi_coverage(shards: Sequence[Any], keep: int, radius: float, *,
     candidates (``nprobe`` lists probed; ``seed`` for its k-means and recall sample).
     Returns a :class:`GreeDiResult`; the module docstring states the guarantee and bounds.
     """
-    ss: ShardSet = shard_set(shards)
     check_executor(executor)
+    ss: ShardSet = shard_set(shards, executor)
     keep = as_int(keep, "keep", low=1, high=ss.n)
     radius = as_radius(radius)
     lk = keep if local_keep is None else as_int(local_keep, "local_keep", low=1)

@@ -92,8 +92,8 @@ def mmd_by_shards(shards: Sequence[Any], target: Any, keep: int, *, kernel: Any 
     """Keep ``keep`` points of the union of ``shards`` matching ``target`` in MMD, shard by
     shard (module docstring). ``options`` go to the solver; executor arguments as
     :func:`~pruneopt.solvers.executors.map_tasks` (same result on every executor)."""
-    ss = shard_set(shards)
     check_executor(executor)
+    ss = shard_set(shards, executor)
     keep = as_int(keep, "keep", low=1, high=ss.n)
     tgt = np.asarray(target, dtype=np.float64)
     if tgt.ndim != 2 or tgt.shape[1] != ss.dim or len(tgt) == 0:

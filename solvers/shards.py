@@ -1,10 +1,15 @@
-"""A dataset stored as shards: ``.npy`` files (memory-mapped) or in-memory arrays.
+"""A dataset stored as shards: ``.npy`` files (memory-mapped), in-memory arrays, or blocks
+of a Ray Dataset in Ray's object store.
 
 A shard is a 2-D array of points (rows) in the same feature space as the others; the
 points are numbered globally in shard order (shard 0's rows first). Shards are validated
 on the driver before any work is sent out (a missing or truncated file, a shard that is
 not 2-D or empty, shards of different dimension: ``ValueError``), and each worker opens
-its own shard by path, so only paths (not data) travel to the workers.
+its own shard by path, so only paths (not data) travel to the workers. A Ray Dataset
+becomes shards with :func:`dataset_shards`: one ``ObjectRef`` per block, which a Ray worker
+reads from its node's object store (zero-copy there); their shapes are checked by small Ray
+tasks, so no block travels to the driver for validation. Such shards need Ray running, so
+they go with ``executor="ray"`` (or ``None``, in the driver).
 """
 
 from __future__ import annotations
@@ -18,14 +23,51 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ShardSet", "load_shard", "peak_rss_mib", "shard_set"]
+__all__ = ["ShardSet", "dataset_shards", "is_object_ref", "load_shard", "peak_rss_mib",
+           "shard_set"]
 
-Shard = Any  # a path (str or os.PathLike) to an .npy file, or an array
+Shard = Any  # a path (str or os.PathLike) to an .npy file, an array, or a Ray ObjectRef
+
+
+def is_object_ref(shard: Any) -> bool:
+    """Whether ``shard`` is a Ray ``ObjectRef`` (checked without importing Ray)."""
+    t = type(shard)
+    return t.__name__ == "ObjectRef" and t.__module__.split(".")[0] == "ray"
+
+
+def dataset_shards(dataset: Any, column: str | None = None, shards: int | None = None
+                   ) -> list[Any]:
+    """A Ray Dataset as shards: its blocks (``dataset.repartition(shards)`` first when
+    ``shards`` is given, keeping row order), each an ``ObjectRef`` of the ``(n_i, d)`` array
+    of ``column`` (default: the dataset's only column, e.g. ``ray.data.from_numpy``'s
+    ``"data"``), whose rows are the points. The points are numbered in block order."""
+    names = list(dataset.schema().names)
+    if column is None:
+        if len(names) != 1:
+            raise ValueError(f"the dataset has columns {names}: name the one that holds the "
+                             "points (column=...)")
+        column = names[0]
+    elif column not in names:
+        raise ValueError(f"the dataset has no column {column!r} (it has {names})")
+    if shards is not None:
+        if not isinstance(shards, int) or shards < 1:
+            raise ValueError(f"shards must be a positive integer, got {shards!r}")
+        dataset = dataset.repartition(shards)
+    return list(dataset.to_numpy_refs(column=column))
+
+
+def ref_shape(a: np.ndarray) -> tuple[tuple[int, ...], str]:
+    """Shape and dtype of a shard in Ray's object store (run as a Ray task)."""
+    return tuple(int(v) for v in np.shape(a)), str(np.asarray(a).dtype)
 
 
 def open_shard(shard: Shard, i: int) -> np.ndarray:
     """Shard ``i`` as an array (a read-only memory map for a file); ValueError if it is
     missing, truncated or not an .npy file."""
+    if is_object_ref(shard):
+        import ray
+
+        return np.asarray(ray.get(shard))
     if isinstance(shard, (str, os.PathLike)):
         p = Path(shard)
         if not p.is_file():
@@ -73,27 +115,48 @@ class ShardSet:
         return out
 
 
-def shard_set(shards: Sequence[Shard]) -> ShardSet:
-    """Validate ``shards`` (a non-empty list of .npy paths or 2-D arrays of one dimension)."""
+def shard_set(shards: Sequence[Shard], executor: str | None = None) -> ShardSet:
+    """Validate ``shards`` (a non-empty list of .npy paths, 2-D arrays or Ray blocks of one
+    dimension) for ``executor`` (Ray blocks need ``"ray"`` or ``None``)."""
     if isinstance(shards, (str, os.PathLike, np.ndarray)) or not isinstance(shards, Sequence):
         raise ValueError("shards must be a list of .npy paths or 2-D arrays (one per shard)")
     if len(shards) == 0:
         raise ValueError("shards is empty: give at least one shard")
+    if executor == "processes" and any(is_object_ref(x) for x in shards):
+        raise ValueError("shards in Ray's object store (dataset_shards) run with "
+                         "executor='ray' (or None), not in a local process pool")
     sizes, dims = [], []
-    for i, s in enumerate(shards):
-        X = open_shard(s, i)
-        if X.ndim != 2:
-            raise ValueError(f"shard {i} must be 2-D (points x features), got shape {X.shape}")
-        if X.shape[0] == 0:
+    for i, (shape, dtype) in enumerate(shapes_of(shards)):
+        if len(shape) != 2:
+            raise ValueError(f"shard {i} must be 2-D (points x features), got shape {shape}")
+        if shape[0] == 0:
             raise ValueError(f"shard {i} is empty: drop it or give it points")
-        if not np.issubdtype(X.dtype, np.number):
-            raise ValueError(f"shard {i} must hold numbers, got dtype {X.dtype}")
-        sizes.append(int(X.shape[0]))
-        dims.append(int(X.shape[1]))
+        if not np.issubdtype(np.dtype(dtype), np.number):
+            raise ValueError(f"shard {i} must hold numbers, got dtype {dtype}")
+        sizes.append(int(shape[0]))
+        dims.append(int(shape[1]))
     if len(set(dims)) > 1:
         raise ValueError(f"shards have different feature dimensions ({dims}); every shard "
                          f"must hold points of the same space")
     return ShardSet(tuple(shards), tuple(sizes), dims[0])
+
+
+def shapes_of(shards: Sequence[Shard]) -> list[tuple[tuple[int, ...], str]]:
+    """Shape and dtype of every shard: files and arrays opened here, Ray blocks measured by
+    Ray tasks where they live."""
+    refs = [i for i, s in enumerate(shards) if is_object_ref(s)]
+    out: list[Any] = [None] * len(shards)
+    if refs:
+        import ray
+
+        task = ray.remote(ref_shape)
+        for i, got in zip(refs, ray.get([task.remote(shards[i]) for i in refs]), strict=True):
+            out[i] = got
+    for i, s in enumerate(shards):
+        if out[i] is None:
+            X = open_shard(s, i)
+            out[i] = (tuple(X.shape), str(X.dtype))
+    return out
 
 
 def peak_rss_mib() -> float:

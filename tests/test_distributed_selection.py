@@ -12,6 +12,7 @@ from pruneopt.formulations.coverage import CoverageSelection
 from pruneopt.formulations.mmd import MMDSelection
 from pruneopt.solvers.coverage_distributed import greedi_coverage, greedi_ratio
 from pruneopt.solvers.mmd_distributed import mmd_by_shards
+from pruneopt.solvers.shards import dataset_shards
 
 ray = pytest.importorskip("ray")
 
@@ -92,6 +93,27 @@ def test_greedi_same_on_every_executor_and_from_files(reference, shards, tmp_pat
                                 workers=2)
         np.testing.assert_array_equal(other.indices, res.indices)
         assert other.objective == res.objective and other.source == res.source
+
+
+def test_greedi_and_mmd_over_a_ray_dataset(shards, ray_cluster):
+    data = pytest.importorskip("ray.data")
+    ds = data.from_numpy(np.vstack(shards))
+    refs = dataset_shards(ds, shards=3)
+    blocks = [np.asarray(ray.get(r)) for r in refs]
+    assert len(refs) == 3 and np.array_equal(np.vstack(blocks), np.vstack(shards))
+    res = greedi_coverage(refs, 12, RADIUS, executor="ray")
+    same = greedi_coverage(blocks, 12, RADIUS)  # the same partition, as arrays
+    assert np.array_equal(res.indices, same.indices) and res.objective == same.objective
+    target = np.vstack(shards)[::7] + 0.1
+    a = mmd_by_shards(refs, target, 30, executor="ray", seed=0)
+    b = mmd_by_shards(blocks, target, 30, seed=0)
+    assert np.array_equal(a.indices, b.indices)
+    with pytest.raises(ValueError, match="executor='ray'"):
+        greedi_coverage(refs, 12, RADIUS, executor="processes")
+    with pytest.raises(ValueError, match="column"):
+        dataset_shards(ds, column="points")
+    with pytest.raises(ValueError, match="positive integer"):
+        dataset_shards(ds, shards=0)
 
 
 def test_greedi_ivf_incidence_rescored_exactly(reference, shards):
