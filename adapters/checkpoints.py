@@ -465,9 +465,11 @@ def mask_checkpoint(
     metas = ckpt.meta_tensors()
     names, excluded = select_tensors(metas, patterns, regex=regex, exclude=exclude)
     shards = output_shards(ckpt, stage.out)
-    order = [t.name for infos in shards.values() for t in infos]
     chosen = set(names)
-    todo = [k for k in order if k in chosen]
+    resumed = {sh: stage.finished_rows(sh) for sh in shards}
+    resumed = {sh: r for sh, r in resumed.items() if r is not None}
+    todo = [k for sh, infos in shards.items() if sh not in resumed
+            for k in (t.name for t in infos) if k in chosen]
     sizes = {k: math.prod(ckpt.tensors[k].shape) for k in todo}
     job = MaskJob(n, m, transposable, solver, time_limit, pad)
     windows = iter(_windows(todo, sizes, executor is not None))
@@ -484,9 +486,14 @@ def mask_checkpoint(
 
     metadata = next(iter(ckpt.metadata.values()), {}) if len(shards) == 1 else {}
     with executor_session(executor, workers, address), \
-            tqdm(total=len(todo), desc=f"{n}:{m} masks", unit="tensor", disable=not progress,
+            tqdm(total=len(chosen), desc=f"{n}:{m} masks", unit="tensor", disable=not progress,
                  leave=False) as bar:
         for shard, infos in shards.items():
+            if shard in resumed:  # written whole by an earlier run of the same job
+                for d in resumed[shard]:
+                    rows[d["name"]] = LayerReport.from_dict(d)
+                bar.update(len(resumed[shard]))
+                continue
             meta = ckpt.metadata.get(shard, metadata)
             with open(stage.data_path(shard), "wb") as f:
                 writer = ShardWriter(f, infos, meta)
@@ -502,6 +509,8 @@ def mask_checkpoint(
                     writer.add(info.name, w)
                     del w
                 writer.close()
+            stage.shard_finished(shard, [rows[t.name].as_dict() for t in infos
+                                         if t.name in chosen])
     if ckpt.sharded and not stage.is_file:
         stage.data_path(INDEX_NAME).write_bytes(index_json(shards))
     for name, reason in excluded.items():

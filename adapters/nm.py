@@ -103,6 +103,11 @@ class LayerReport:
         d["info"] = {k: v for k, v in self.info.items() if isinstance(v, (int, float, str, bool))}
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LayerReport:
+        """The row of :meth:`as_dict` (its ``info`` keeps the scalar entries only)."""
+        return cls(**{**d, "shape": tuple(d["shape"]), "matrix_shape": tuple(d["matrix_shape"])})
+
 
 @dataclass
 class NMMaskPlan:

@@ -344,6 +344,15 @@ class StagedOutput:
         """Where to write output shard ``shard`` inside the stage."""
         return self.stage / shard
 
+    def finished_rows(self, shard: str) -> list[dict[str, Any]] | None:
+        """The report rows of ``shard`` if an earlier run already wrote it into this stage
+        (None: write it; a plain stage never resumes)."""
+        return None
+
+    def shard_finished(self, shard: str, rows: list[dict[str, Any]]) -> None:
+        """Called once output shard ``shard`` is written and closed, with its report rows
+        (a plain stage keeps nothing)."""
+
     def __enter__(self) -> StagedOutput:
         remove_stale_stages(self.out.parent)
         self.stage.mkdir()

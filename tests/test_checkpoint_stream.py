@@ -324,3 +324,58 @@ def test_a_worker_killed_mid_run_fails_cleanly_and_a_rerun_succeeds(tmp_path):
     assert digest(src) == before
     assert main(["nm", str(src), "-o", str(out), "--no-progress"]) == 0  # a rerun restarts
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "out", "out.json"]
+
+
+def test_resume_keeps_the_finished_shards_of_a_failed_run(tmp_path, capsys):
+    sd = llm_like(6)
+    bad = "model.layers.1.self_attn.q_proj.weight"  # in the second shard
+    good = sd[bad].clone()
+    sd[bad][0, 0] = float("nan")
+    src = write_sharded(sd, tmp_path / "ckpt")
+    out = tmp_path / "out"
+    stage = tmp_path / ".out.resume.partial"
+    assert main(["nm", str(src), "-o", str(out), "--no-progress", "--resume"]) == 2
+    assert "NaN" in capsys.readouterr().err and not out.exists()
+    kept = json.loads((stage / "resume.json").read_text())["done"]
+    assert list(kept) == ["model-00001-of-00002.safetensors"]
+    first = (stage / "model-00001-of-00002.safetensors").read_bytes()
+    sd[bad] = good  # the input mended in place: same headers, same sizes, same job
+    save_file({k: sd[k] for k in list(sd)[1::2]}, str(src / "model-00002-of-00002.safetensors"),
+              metadata={"format": "pt"})
+    assert main(["nm", str(src), "-o", str(out), "--no-progress", "--resume"]) == 0
+    report = json.loads(Path(str(out) + ".json").read_text())
+    assert report["resumed_shards"] == ["model-00001-of-00002.safetensors"]
+    assert (out / "model-00001-of-00002.safetensors").read_bytes() == first
+    fresh = tmp_path / "fresh"
+    assert main(["nm", str(src), "-o", str(fresh), "--no-progress"]) == 0
+    assert digest(out) == digest(fresh)  # resuming gives the bytes of a whole run
+    assert not stage.exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "ckpt", "fresh", "fresh.json", "out", "out.json"]
+
+
+def test_resume_starts_over_for_another_job_and_refuses_a_live_writer(tmp_path, capsys):
+    import subprocess
+
+    sd = llm_like(7)
+    sd["model.layers.1.self_attn.q_proj.weight"][0, 0] = float("nan")
+    src = write_sharded(sd, tmp_path / "ckpt")
+    out = tmp_path / "out"
+    stage = tmp_path / ".out.resume.partial"
+    assert main(["nm", str(src), "-o", str(out), "--no-progress", "--resume"]) == 2
+    first = json.loads((stage / "resume.json").read_text())["key"]
+    (stage / "model-00001-of-00002.safetensors").write_bytes(b"of the first job")
+    assert main(["nm", str(src), "-o", str(out), "--no-progress", "--resume", "--m", "8",
+                 "--n", "4"]) == 2  # another job: the first run's stage is removed
+    capsys.readouterr()
+    assert json.loads((stage / "resume.json").read_text())["key"] != first
+    assert (stage / "model-00001-of-00002.safetensors").read_bytes() != b"of the first job"
+    live = subprocess.Popen(["sleep", "30"])
+    try:
+        (stage / "writer.pid").write_text(str(live.pid))
+        assert main(["nm", str(src), "-o", str(out), "--no-progress", "--resume"]) == 2
+        err = capsys.readouterr().err
+        assert f"another run (process {live.pid})" in err and len(err.strip().splitlines()) == 1
+    finally:
+        live.kill()
+        live.wait()
+    assert not out.exists()

@@ -23,7 +23,10 @@ input's shard files and writes a consistent index. ``--executor processes|ray`` 
 the packed mask bits), one pool or Ray session for the whole run; ``--address HOST:PORT``
 names an existing Ray cluster (checked before anything is staged: an address that does
 not answer is exit 2). A run that fails or is killed leaves nothing at OUT; a rerun
-restarts from the first tensor (its hidden stage of the dead run is removed).
+restarts from the first tensor (its hidden stage of the dead run is removed), or with
+``--resume`` keeps the output shards the failed run finished
+(:mod:`pruneopt.adapters.resumable`: a stage kept next to OUT, each shard listed once it is
+on disk, reused only by the same job: same input headers and options).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from pruneopt.adapters.checkpoints import (
     state_dict_writer,
 )
 from pruneopt.adapters.files import OutputSet
+from pruneopt.adapters.resumable import ResumableStage, job_key
 from pruneopt.adapters.streaming import StagedOutput, is_checkpoint_path, open_checkpoint
 from pruneopt.commands._common import (
     SOLVER_HELP,
@@ -116,7 +120,13 @@ def said(args, report: dict, out: Path, report_path: Path) -> None:
 def run_streamed(args, out: Path, report_path: Path) -> int:
     """``pruneopt nm`` on a safetensors checkpoint, tensor by tensor (module docstring)."""
     ckpt = open_checkpoint(args.model)  # every shard and index entry checked first
-    stage = StagedOutput(out, report_path, inputs=[args.model])
+    if args.resume:
+        options = {k: getattr(args, k) for k in ("n", "m", "transposable", "solver",
+                                                 "time_limit", "pattern", "regex", "pad")}
+        options["output"] = str(out.resolve())
+        stage = ResumableStage(out, report_path, job_key(ckpt, options), inputs=[args.model])
+    else:
+        stage = StagedOutput(out, report_path, inputs=[args.model])
     with stage:
         rows = mask_checkpoint(
             ckpt, stage, args.n, args.m, transposable=args.transposable, solver=args.solver,
@@ -124,6 +134,8 @@ def run_streamed(args, out: Path, report_path: Path) -> int:
             executor=args.executor, workers=args.workers, address=args.address,
             progress=not args.no_progress)
         report = report_of(args, out, rows)
+        if args.resume:
+            report["resumed_shards"] = stage.resumed
         stage.commit(json.dumps(report, indent=2).encode())
     said(args, report, out, report_path)
     return 0
@@ -145,6 +157,9 @@ def run(args) -> int:
     report_path = Path(args.report) if args.report else Path(str(out) + ".json")
     if streamed(args.model, out):
         return run_streamed(args, out, report_path)
+    if args.resume:
+        raise ValueError("--resume is for safetensors checkpoints streamed to a .safetensors "
+                         "file or a folder")
     if args.executor is not None:
         raise ValueError("--executor runs on safetensors checkpoints written as .safetensors "
                          "or a folder; this MODEL/output pair is masked in process")
@@ -203,6 +218,10 @@ def register(sub) -> None:
                         "in process); safetensors checkpoints only")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="worker count of --executor (default: the CPUs available)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the finished output shards of a failed or killed run of the same "
+                        "job in a stage folder next to OUT, and reuse them on a rerun with "
+                        "--resume (streamed checkpoints only)")
     p.add_argument("--address", default=None, metavar="HOST:PORT",
                    help="the Ray cluster of --executor ray, as ray.init takes it ('auto': the "
                         "one this machine runs; default: a local one of --workers CPUs)")
