@@ -10,10 +10,12 @@ under ``--tmp`` (deleted afterwards, outputs too; each shard is built in this pr
 memory, then written whole), until ``--size-gb`` GB of weights, then
 runs ``python -m pruneopt nm CKPT -o OUT`` (transposable 2:4, the default solver) in a
 subprocess, as a user would, once per ``--runs`` entry: ``inprocess`` (the default path) and
-``processes`` (``--executor processes --workers W``). For each run: wall time, peak resident
-memory -- of the largest process (``ru_maxrss`` of the waited-for children, read in a wrapper
-process per run) and of the whole process tree (the sum of ``VmRSS`` over the child and its
-descendants, sampled every 0.2 s from ``/proc``) -- and the sum of the per-tensor solve
+``processes`` (``--executor processes --workers W``) and ``ray`` (``--executor ray
+--workers W``: a local Ray cluster started by the command, its start-up included). For
+each run: wall time, peak resident memory -- of the largest process (``ru_maxrss`` of the
+waited-for children, read in a wrapper process per run) and of the whole process tree (the
+sum of ``VmRSS`` over the child and its descendants, sampled every 0.2 s from ``/proc``) --
+and the sum of the per-tensor solve
 seconds from the report. The floor is one copy of the checkpoint's shards
 (``shutil.copyfile``, then ``os.sync``): no run that reads and writes every weight beats it.
 Ratios are to the in-process run of the same invocation. Markdown on stdout.
@@ -140,7 +142,7 @@ def main() -> None:
     ap.add_argument("--size-gb", type=float, default=8.0)
     ap.add_argument("--shard-gb", type=float, default=2.0)
     ap.add_argument("--runs", nargs="+", default=["inprocess", "processes"],
-                    choices=["inprocess", "processes"])
+                    choices=["inprocess", "processes", "ray"])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--tmp", default="/tmp")
     ap.add_argument("--seed", type=int, default=0)
@@ -165,8 +167,8 @@ def main() -> None:
             out = tmp / f"out-{kind}"
             cmd = [sys.executable, "-m", "pruneopt", "nm", str(ckpt), "-o", str(out),
                    "--no-progress"]
-            if kind == "processes":
-                cmd += ["--executor", "processes", "--workers", str(args.workers)]
+            if kind != "inprocess":
+                cmd += ["--executor", kind, "--workers", str(args.workers)]
             r = run(cmd)
             rep = json.loads(Path(str(out) + ".json").read_text())
             r["solve"] = rep["summary"]["seconds"]
@@ -174,7 +176,7 @@ def main() -> None:
             shutil.rmtree(out)
             base = base or r
             label = "in process" if kind == "inprocess" else \
-                f"--executor processes --workers {args.workers}"
+                f"--executor {kind} --workers {args.workers}"
             rows.append(f"| {label} | {r['masked']} | {r['wall']:.0f} | "
                         f"{base['wall'] / r['wall']:.2f}x | {r['wall'] / floor:.1f}x | "
                         f"{r['solve']:.0f} | {r['maxrss']:.2f} | {r['tree']:.2f} |")
