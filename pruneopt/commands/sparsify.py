@@ -16,7 +16,7 @@ not at all.
 weights are safetensors (one file or shards with their index) is read and written tensor by
 tensor, as ``pruneopt nm`` does (:func:`pruneopt.adapters.checkpoints.mask_checkpoint`:
 memory-mapped reads, output shards written as they go, peak memory a few tensors, not the
-model); the folder's other files (config, tokenizer, pooling, ...) are copied, weight files in
+model) into a NEW folder; the folder's other files (config, tokenizer, pooling, ...) are copied, weight files in
 other formats are left out (and listed in the report). Tensors masked: every ``*.weight``
 with two or more dimensions except ``*embed*``, ``*pooler*`` and ``*lm_head*`` (``--include
 GLOB`` picks module names instead). Calibration scores (``wanda``, ``obs``) and the refit
@@ -96,8 +96,6 @@ def run_streamed(args) -> int:
     written = set(ckpt.shards) | ({INDEX_NAME} if ckpt.sharded else set())
     patterns = None if args.include is None else [f"{g}.weight" for g in args.include]
     out = Path(args.output)
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()  # an empty folder is accepted, as without --stream
     stage = StagedOutput(out, None, inputs=[src])
     left_out = []
     with stage:
