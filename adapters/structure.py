@@ -14,8 +14,9 @@ One entry, two ways of finding the units:
   read them; a linear layer's output neurons with the next layer's inputs) is one unit,
   ``kind="channels"`` (root is a convolution) or ``"neurons"`` (root is a linear layer).
   Excluded: groups that touch an ``nn.Embedding`` or a ``LayerNorm`` (a transformer's hidden
-  size), groups of an ``ignored_layers`` module, and every group whose surgery changes the
-  shapes of the model's outputs or breaks its forward. The last is checked, not guessed: on
+  size), groups no conv / linear layer reads (they feed the model's output: the classifier,
+  a pooler), groups of an ``ignored_layers`` module, and every group whose surgery changes
+  the shapes of the model's outputs or breaks its forward. The last is checked, not guessed: on
   a copy, every candidate unit loses half its elements at once and the model runs on
   ``example_inputs``; if the outputs' shapes differ from the dense model's (the classifier's
   group, a channel group cut inside an attention head, ...) each candidate is tried alone
@@ -149,6 +150,7 @@ class GraphStructure(RemovalMixin):
         with torch.no_grad():
             self.dense_shapes = output_shapes(run(work.eval(), example_inputs))
         graph = _graph(work, example_inputs)
+        self.traced, self.graph = work, graph
         imp = tp.importance.GroupMagnitudeImportance(p=2, group_reduction="sum", normalizer=None)
         candidates, why = [], []
         for group in graph.get_all_groups(ignored_layers=list(ignored)):
@@ -159,6 +161,12 @@ class GraphStructure(RemovalMixin):
             width = len(group[0].idxs)
             if any(isinstance(m, RESIDUAL_TYPES) for m in mods):
                 why.append(f"{names[root]}: feeds an embedding / LayerNorm (hidden size)")
+                continue
+            if not any(graph.is_in_channel_pruning_fn(d.handler) and d.target.module in mods
+                       and d.target.module is not root
+                       and getattr(getattr(d.target.module, "weight", None), "ndim", 0) >= 2
+                       for d, _ in group):
+                why.append(f"{names[root]}: no layer reads its outputs (the model's output)")
                 continue
             if kinds and kind not in kinds or width // round_to < 2:
                 continue
@@ -181,17 +189,21 @@ class GraphStructure(RemovalMixin):
         self.excluded = why
 
     def _working(self, candidates):
-        """The candidates whose surgery keeps the output shapes (all at once, else each)."""
+        """The candidates whose surgery keeps the output shapes, removing one element and
+        half the elements of each (all units at once; if that fails, each unit alone)."""
         def ok(subset) -> bool:
-            trial = {u.name: self.order(i)[: (u.size // 2) * self.round_to].tolist()
-                     for u, i in subset}
-            try:
-                pruned = self.pruned_at(trial)
-                with torch.no_grad():
-                    return output_shapes(run(pruned.eval(), self.example_inputs)) == \
-                        self.dense_shapes
-            except Exception:  # noqa: BLE001 - any failure of the surgery or forward
-                return False
+            for frac in (0, 1):
+                trial = {u.name: self.order(i)[: max(1, (u.size // 2) * frac)
+                                                * self.round_to].tolist() for u, i in subset}
+                try:
+                    pruned = self.pruned_at(trial, share=True)
+                    with torch.no_grad():
+                        if output_shapes(run(pruned.eval(), self.example_inputs)) != \
+                                self.dense_shapes:
+                            return False
+                except Exception:  # noqa: BLE001 - any failure of the surgery or forward
+                    return False
+            return True
 
         indexed = [(u, i) for i, (u, _) in enumerate(candidates)]
         if not indexed or ok(indexed):
@@ -200,16 +212,45 @@ class GraphStructure(RemovalMixin):
         return ([candidates[k] for k in good],
                 [candidates[k][0] for k in range(len(candidates)) if k not in good])
 
-    def pruned_at(self, indices: Mapping[str, Sequence[int]]) -> nn.Module:
-        """A deep copy of the dense model with the channels ``indices[root name]`` removed
-        (torch-pruning's ``group.prune``); unit names absent from ``indices`` stay whole."""
-        work = copy.deepcopy(self.model)
-        graph = _graph(work, self.example_inputs)
+    def _copy(self, share: bool = False):
+        """``(model, graph)``: a copy of the traced model with its dependency graph (the
+        trace's autograd nodes shared), holding clones of the dense model's current tensors
+        (``share``: the traced copy's own tensors, for the construction's throw-away checks;
+        torch-pruning's pruners replace tensors, never write into them)."""
+        memo: dict[int, Any] = {id(self.graph.ops): self.graph.ops}
+        memo.update({id(n.grad_fn): n.grad_fn for n in self.graph.module2node.values()})
+        ours = dict(self.traced.named_parameters(remove_duplicate=False))
+        ours.update(self.traced.named_buffers(remove_duplicate=False))
+        if share:
+            memo.update({id(t): t for t in ours.values()})
+        else:
+            dense = dict(self.model.named_parameters(remove_duplicate=False))
+            dense.update(self.model.named_buffers(remove_duplicate=False))
+            if dense.keys() != ours.keys() or any(
+                    dense[k].shape != ours[k].shape for k in ours):
+                raise ValueError("the dense model's parameters changed shape or name since "
+                                 "structure_of; build the structure again")
+            for k, t in ours.items():
+                if id(t) in memo:
+                    continue  # tied weights: one clone
+                c = dense[k].detach().clone()
+                memo[id(t)] = nn.Parameter(c, t.requires_grad) if isinstance(
+                    t, nn.Parameter) else c
+        work, graph = copy.deepcopy((self.traced, self.graph), memo)
+        work.train(self.model.training)
+        return work, graph
+
+    def pruned_at(self, indices: Mapping[str, Sequence[int]], *, share: bool = False
+                  ) -> nn.Module:
+        """A copy of the dense model (its current weights and train/eval mode) with the
+        channels ``indices[root name]`` removed by torch-pruning's ``group.prune``; units
+        absent from ``indices`` stay whole. The model is traced once, at construction; this
+        copies the traced model with its graph."""
+        work, graph = self._copy(share)
         for name, idxs in indices.items():
             if len(idxs) == 0:
                 continue
             module = work.get_submodule(name)
             fn = graph.get_pruner_of_module(module).prune_out_channels
-            group = graph.get_pruning_group(module, fn, [int(i) for i in idxs])
-            group.prune()
+            graph.get_pruning_group(module, fn, [int(i) for i in idxs]).prune()
         return work
