@@ -99,3 +99,25 @@ def test_load_errors(saved_cnn, tmp_path):
     (broken / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="truncated"):
         load_structured(broken, dense=cnn())
+
+
+def test_write_folder_is_whole_or_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    from pruneopt.adapters.folders import write_folder
+
+    def half_then_fail(tmp):
+        (tmp / "a.bin").write_bytes(b"x" * 100)
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_folder(tmp_path / "out", half_then_fail)
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / f".out.{dead}.abcd1234.tmp"  # left by a killed writer
+    stale.mkdir()
+    write_folder(tmp_path / "out", lambda tmp: (tmp / "a.bin").write_bytes(b"ok"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (tmp_path / "out" / "a.bin").read_bytes() == b"ok"
