@@ -4,8 +4,9 @@ One entry, two ways of finding the units:
 
 - **Hugging Face decoders** (Llama-style blocks ``model.layers[i]`` with ``self_attn.q/k/v/
   o_proj`` and ``mlp.gate/up/down_proj``): hand surgery, :mod:`~pruneopt.adapters.
-  decoder_structure`. Each block gives two units, its attention heads (``kind="heads"``) and
-  its MLP width (``kind="neurons"``). The hidden size (embeddings, norms, the residual
+  decoder_structure`. Each block gives two units, its attention heads (``kind="heads"``;
+  with grouped-query attention, its key/value heads, each with the query heads that read
+  it) and its MLP width (``kind="neurons"``). The hidden size (embeddings, norms, the residual
   stream) and the LM head are not units: shrinking them changes the model's interface or
   needs every block at once.
 - **Any other model**: torch-pruning's dependency graph (``tp.DependencyGraph().
@@ -70,7 +71,7 @@ def structure_of(model: nn.Module, example_inputs: Any = None, *,
     groups are not units. ``kinds``: keep only units of these kinds (``"channels"``,
     ``"neurons"``, ``"heads"``). ``round_to``: see the module doc.
 
-    ``ValueError``: no prunable unit (saying why), grouped-query attention, bad arguments.
+    ``ValueError``: no prunable unit (saying why), bad arguments.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")

@@ -279,13 +279,34 @@ def test_decoder_surgery(decoder):
     assert torch.equal(att.o_proj.weight, dense.o_proj.weight[:, rows])
 
 
-def test_decoder_refuses_grouped_query_attention():
+def test_decoder_grouped_query_attention():
+    """With 2 key/value heads for 4 query heads, an element is a key/value head with the two
+    query heads that read it."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
                       num_attention_heads=4, num_key_value_heads=2)
-    with pytest.raises(ValueError, match="grouped-query attention"):
-        structure_of(LlamaForCausalLM(cfg))
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).eval()
+    s = structure_of(model, kinds=["heads"])
+    assert [(u.name, u.size) for u in s.units] == [("model.layers.0.self_attn", 2)]
+    ids = IDS.clamp(max=49)
+    with torch.no_grad():
+        assert torch.equal(s.pruned([0])(input_ids=ids).logits, model(input_ids=ids).logits)
+    att, dense = s.pruned([1]).model.layers[0].self_attn, model.model.layers[0].self_attn
+    g = s.describe([1])["units"][0]["kept_indices"][0]
+    d = 8  # head_dim = 32 / 4
+    assert att.k_proj.out_features == d and att.q_proj.out_features == 2 * d
+    assert torch.equal(att.k_proj.weight, dense.k_proj.weight[g * d:(g + 1) * d])
+    assert torch.equal(att.q_proj.weight, dense.q_proj.weight[2 * g * d:(2 * g + 2) * d])
+    assert torch.equal(att.o_proj.weight, dense.o_proj.weight[:, 2 * g * d:(2 * g + 2) * d])
+    mass = [sum(float(w.detach().double().pow(2).sum()) for w in (
+        dense.q_proj.weight[2 * k * d:(2 * k + 2) * d], dense.k_proj.weight[k * d:(k + 1) * d],
+        dense.v_proj.weight[k * d:(k + 1) * d],
+        dense.o_proj.weight[:, 2 * k * d:(2 * k + 2) * d])) for k in range(2)]
+    assert g == int(np.argmax(mass))  # the group with the larger weight mass is kept
+    with torch.no_grad():
+        assert s.pruned([1])(input_ids=ids).logits.shape == (2, 10, 50)
 
 
 # ------------------------------------------------- MiniLM-shaped BertModel, torch-pruning
