@@ -50,7 +50,7 @@ from torch import nn
 
 from pruneopt.adapters.decoder_structure import DecoderStructure, is_decoder
 from pruneopt.adapters.unit_removal import RemovalMixin, check_kinds, ignored_names
-from pruneopt.adapters.units import StructUnit
+from pruneopt.adapters.units import StructUnit, Structure
 
 __all__ = ["GraphStructure", "STRUCTURE_EXTRA", "structure_of"]
 
@@ -61,7 +61,7 @@ RESIDUAL_TYPES = (nn.Embedding, nn.LayerNorm)
 
 def structure_of(model: nn.Module, example_inputs: Any = None, *,
                  ignored_layers: Sequence[nn.Module | str] | None = None,
-                 kinds: Sequence[str] | None = None, round_to: int = 1):
+                 kinds: Sequence[str] | None = None, round_to: int = 1) -> Structure:
     """The prunable units of ``model`` and their surgery, as a
     :class:`~pruneopt.adapters.units.Structure`.
 
@@ -125,6 +125,9 @@ def _graph(model: nn.Module, example_inputs: Any):
     try:
         with torch.enable_grad():
             return tp.DependencyGraph().build_dependency(model, example_inputs, verbose=False)
+    except Exception as exc:  # noqa: BLE001 - any failure of the trace, said as such
+        raise ValueError(f"torch-pruning could not trace {type(model).__name__} on "
+                         f"example_inputs: {type(exc).__name__}: {exc}") from exc
     finally:
         model.train(was)
 
@@ -148,8 +151,12 @@ class GraphStructure(RemovalMixin):
         work = copy.deepcopy(model)
         names = {m: n for n, m in work.named_modules()}
         ignored = {work.get_submodule(n) for n in self.options["ignored_layers"]}
-        with torch.no_grad():
-            self.dense_shapes = output_shapes(run(work.eval(), example_inputs))
+        try:
+            with torch.no_grad():
+                self.dense_shapes = output_shapes(run(work.eval(), example_inputs))
+        except Exception as exc:  # noqa: BLE001
+            raise ValueError(f"{type(model).__name__} does not run on example_inputs: "
+                             f"{type(exc).__name__}: {exc}") from exc
         graph = _graph(work, example_inputs)
         self.traced, self.graph = work, graph
         imp = tp.importance.GroupMagnitudeImportance(p=2, group_reduction="sum", normalizer=None)
@@ -169,7 +176,11 @@ class GraphStructure(RemovalMixin):
                        for d, _ in group):
                 why.append(f"{names[root]}: no layer reads its outputs (the model's output)")
                 continue
-            if kinds and kind not in kinds or width // round_to < 2:
+            if kinds and kind not in kinds:
+                why.append(f"{names[root]}: of kind {kind!r}, not in kinds={list(kinds)}")
+                continue
+            if width // round_to < 2:
+                why.append(f"{names[root]}: {width} channels, fewer than 2 x round_to")
                 continue
             with torch.no_grad():
                 score = imp(group)

@@ -208,6 +208,10 @@ def test_no_prunable_units():
     with pytest.raises(ValueError, match="no prunable unit"):
         structure_of(nn.Sequential(nn.Linear(4, 3), nn.ReLU()), torch.rand(2, 4),
                      kinds=["channels"])
+    with pytest.raises(ValueError, match="no conv/linear"):
+        structure_of(nn.Sequential(nn.ReLU()), torch.rand(2, 4))
+    with pytest.raises(ValueError, match="does not run on example_inputs"):
+        structure_of(small_cnn(), torch.rand(2, 5))
     with pytest.raises(ValueError, match="example_inputs"):
         structure_of(small_cnn())
     with pytest.raises(ValueError, match="round_to"):
