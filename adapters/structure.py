@@ -18,10 +18,10 @@ One entry, two ways of finding the units:
   size), groups no conv / linear layer reads (they feed the model's output: the classifier,
   a pooler), groups of an ``ignored_layers`` module, and every group whose surgery changes
   the shapes of the model's outputs or breaks its forward. The last is checked, not guessed: on
-  a copy, every candidate unit loses half its elements at once and the model runs on
-  ``example_inputs``; if the outputs' shapes differ from the dense model's (the classifier's
-  group, a channel group cut inside an attention head, ...) each candidate is tried alone
-  and the failing ones are left out.
+  a copy, every candidate unit loses one element (then half its elements) at once and the
+  model runs on ``example_inputs``; if the outputs' shapes differ from the dense model's
+  (a channel group cut inside an attention head, ...) or the forward fails, each candidate
+  is tried alone and the failing ones are left out.
 
 Importance (the same for both): the squared L2 norm of the weights an element owns in every
 coupled layer, ``sum over the group's layers of ||W[element]||^2`` (out-channel rows of the
