@@ -21,7 +21,8 @@ Hardware (the timing table the budget is measured in):
 
 For every target ``--targets`` the exact choice (``pruneopt.solve``, ``dp``) over all levels
 ("joint") and over dense plus one family (widths, 2:4, ...) at the same budget; per row the
-predicted speedup, the patterns used, and the embedding cosine to the dense model on the
+predicted speedup, the patterns used, the predicted error (the sum of the units' errors,
+what the choice minimises), and the embedding cosine to the dense model on the
 calibration and held-out sentences (the choice applied to a copy; N:M and unstructured as
 zeroed weights). Predicted speedups only: N:M cannot be measured on this CPU.
 
@@ -73,8 +74,12 @@ def main() -> None:
                     help="N:M GEMM speedups of the synthetic GPU table")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--out", default=None, help="also write the markdown here")
+    ap.add_argument("--save-tables", default=None, metavar="DIR",
+                    help="also save the measured CPU tables (JSON) into this new folder")
     args = ap.parse_args()
     _common.refuse_overwrite(ap.error, {"--out": args.out})
+    if args.save_tables and Path(args.save_tables).exists():
+        ap.error(f"--save-tables {args.save_tables} exists; give a new folder")
     speed = {k: float(v) for k, v in (x.split("=") for x in args.gemm_speedup.split(","))}
     targets = [float(x) for x in args.targets.split(",")]
     torch.manual_seed(0)
@@ -87,12 +92,15 @@ def main() -> None:
     out = [f"all-MiniLM-L6-v2, calibration {args.calib} sentences, held-out {args.heldout}; "
            f"synthetic GPU N:M GEMM speedups {speed}. {_common.machine()}", "",
            "| mode | hardware | target | choice | predicted speedup | levels used | "
-           "calib cos | held-out cos |", "|---|---|---|---|---|---|---|---|"]
+           "predicted error | calib cos | held-out cos |", "|---|---|---|---|---|---|---|---|---|"]
     notes = []
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.modes.split(","):
             cpu = jp.joint_table(model, calib, mode=mode, repeats=args.repeats,
                                  progress=args.progress)
+            if args.save_tables:
+                Path(args.save_tables).mkdir(parents=True, exist_ok=True)
+                cpu.save(Path(args.save_tables) / f"cpu_{mode}.json")
             csv = Path(tmp) / f"gpu_{mode}.csv"
             write_rows(jp.modelled_nm_times(cpu, speed), csv)
             gpu = jp.with_times(cpu, read_timing_rows(csv, same_levels=False))
@@ -121,7 +129,7 @@ def main() -> None:
                                 raise
                             top = jp.restrict(table, pats)[0].max_speedup()
                             out.append(f"| {mode} | {hw} | {tg:g} | {fam} | out of reach (max "
-                                       f"{top:.2f}x) | | | |")
+                                       f"{top:.2f}x) | | | | |")
                             continue
                         pm = jp.apply_levels(model, table, lv)
                         cc = cosine_to(ref_c, embed(pm, calib))
@@ -129,7 +137,7 @@ def main() -> None:
                         name = f"**{fam}**" if fam == "joint" else fam
                         out.append(f"| {mode} | {hw} | {tg:g} | {name} ({sol.status}) | "
                                    f"{table.predicted_speedup(lv):.3f}x | {used(table, lv)} | "
-                                   f"{cc:.4f} | {ch:.4f} |")
+                                   f"{sol.objective:.4f} | {cc:.4f} | {ch:.4f} |")
     out += [""] + [f"- {n}" for n in notes] + [f"- total {time.time() - t_start:.0f} s"]
     text = "\n".join(out)
     print(text)
