@@ -55,7 +55,7 @@ def write_rows(table: TimingTable, path: Path) -> None:
                              strict=True):
         lines += [f"{n},{p},{s!r},{t!r}" for p, s, t in zip(ps, ss.tolist(), ts.tolist(),
                                                             strict=True)]
-    path.write_text("\n".join(lines) + "\n")
+    _common.write_text(path, "\n".join(lines) + "\n")
 
 
 def used(table: TimingTable, lv) -> str:
@@ -63,7 +63,7 @@ def used(table: TimingTable, lv) -> str:
     return ", ".join(f"{p} {n}" for p, n in sorted(c.items(), key=lambda x: -x[1]))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--targets", default="1.15,1.3,1.5")
     ap.add_argument("--modes", default="inference,training")
@@ -76,7 +76,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="also write the markdown here")
     ap.add_argument("--save-tables", default=None, metavar="DIR",
                     help="also save the measured CPU tables (JSON) into this new folder")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     _common.refuse_overwrite(ap.error, {"--out": args.out})
     if args.save_tables and Path(args.save_tables).exists():
         ap.error(f"--save-tables {args.save_tables} exists; give a new folder")

@@ -117,7 +117,7 @@ def pct(v) -> str:
     return "-" if len(v) == 0 else f"{100 * float(np.median(v)):.2f} / {100 * float(np.max(v)):.2f}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--timings", required=True, type=Path, help="folder of the *.txt databases")
     ap.add_argument("--reference", required=True, type=Path,
@@ -126,7 +126,7 @@ def main() -> None:
     ap.add_argument("--targets", default=",".join(map(str, TARGETS)))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="also write the markdown here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     _common.refuse_overwrite(ap.error, {"--out": args.out})
     SPDY = load_reference(args.reference)
     files = sorted(args.timings.glob("*.txt"))
