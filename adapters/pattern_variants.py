@@ -26,7 +26,6 @@ import copy
 import warnings
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -131,13 +130,3 @@ def level_modules(block: nn.Module, unit: Unit, pattern: str, sparsity: float, *
         if csr and pattern == "unstructured":
             set_linear(new, unit, name, CsrLinear(lin))
     return new
-
-
-def mask_density(modules: Any, unit: Unit) -> float:
-    """Fraction of nonzero weights over the unit's linears (a check of a level)."""
-    nz = tot = 0
-    for _, lin in unit_linears(modules, unit):
-        w = lin.weight.to_dense() if lin.weight.layout != torch.strided else lin.weight
-        nz += int((w != 0).sum())
-        tot += w.numel()
-    return float(nz / tot) if tot else float(np.nan)

@@ -184,3 +184,26 @@ def test_choice_applied_to_a_copy(tiny_bert):
     assert 1 - cos == pytest.approx(table.errors[0][lv[0]], abs=1e-5)
     with pytest.raises(ValueError, match="outside"):
         jp.apply_levels(model, table, [99, 0, 0, 0])
+
+
+def test_csr_level_computes_what_the_zeroed_weights_compute(tiny_bert):
+    from pruneopt.adapters.bert_surgery import units_of
+    from pruneopt.adapters.pattern_variants import CsrLinear, level_modules
+
+    model, _ = tiny_bert
+    blk = model.encoder.layer[0]
+    ffn = units_of(model)[1]
+    dense_mods = level_modules(blk, ffn, "unstructured", 0.9)
+    csr_mods = level_modules(blk, ffn, "unstructured", 0.9, csr=True)
+    assert isinstance(csr_mods[0].dense, CsrLinear) and isinstance(csr_mods[1].dense, CsrLinear)
+    w = dense_mods[0].dense.weight
+    assert float((w == 0).float().mean()) == pytest.approx(0.9, abs=0.01)
+    x = torch.randn(3, 5, 32)
+    with torch.no_grad():
+        a = dense_mods[1](dense_mods[0](x), x)
+        b = csr_mods[1](csr_mods[0](x), x)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="does not apply"):
+        level_modules(blk, ffn, "heads", 0.25)
+    with pytest.raises(ValueError, match="unknown pattern"):
+        level_modules(blk, ffn, "3:7", 0.5)
