@@ -49,7 +49,7 @@ import numpy as np
 from pruneopt.adapters.files import atomic_write
 from pruneopt.formulations.layer_budget import LayerBudget
 
-__all__ = ["TimingTable", "read_spdy_timings", "read_timing_rows"]
+__all__ = ["TimingTable", "from_unit_table", "read_spdy_timings", "read_timing_rows"]
 
 DENSE = "dense"
 FORMAT = "pruneopt.timing_table"
@@ -226,6 +226,28 @@ class TimingTable:
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"cannot read timing table {str(path)!r}: {exc}") from None
         return cls.from_json(d)
+
+
+#: pattern names of structured unit kinds (BERT's ``Unit.kind``); other kinds keep their name
+UNIT_PATTERNS = {"attention": "heads", "ffn": "neurons"}
+
+
+def from_unit_table(table: Any) -> TimingTable:
+    """A :class:`TimingTable` from a table of structured units (the SPDY table of
+    :mod:`pruneopt.adapters.spdy_table`: ``units`` with ``name``/``kind``/``size``,
+    ``removed[l][k]`` elements removed, ``times``, ``errors``, ``dense_time``,
+    ``base_time``): level ``k`` of unit ``l`` is pattern ``heads`` / ``neurons`` (or the
+    unit's kind) at sparsity ``removed[l][k] / size``."""
+    names, pats, sps = [], [], []
+    for u, r in zip(table.units, table.removed, strict=True):
+        r = np.asarray(r)
+        names.append(str(u.name))
+        pats.append([DENSE if k == 0 else UNIT_PATTERNS.get(u.kind, str(u.kind)) for k in r])
+        sps.append(r / float(u.size))
+    return TimingTable(names, pats, sps, [np.asarray(t, dtype=float) for t in table.times],
+                       float(table.dense_time), float(table.base_time),
+                       errors=None if table.errors is None else list(table.errors),
+                       meta={**dict(getattr(table, "meta", {}) or {}), "from": "unit table"})
 
 
 # -- readers ------------------------------------------------------------------------------

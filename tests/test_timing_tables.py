@@ -206,3 +206,46 @@ def test_scaling_times_keeps_levels(seed, factor, target):
     assert a.status == b.status == "optimal"
     assert a.objective == pytest.approx(b.objective, rel=1e-9, abs=1e-12)
     assert mk[0].predicted_speedup(a.decision) >= target * (1 - 1e-9)
+
+
+def test_from_the_spdy_unit_table_same_budget_and_answer():
+    """The committed MiniLM SPDY table, as a TimingTable: same budget, same exact answer."""
+    from pathlib import Path
+
+    from pruneopt.adapters.spdy_table import SpdyTable
+    from pruneopt.adapters.timing_tables import from_unit_table
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "spdy_minilm_table.json"
+    st_table = SpdyTable.load(path)
+    t = from_unit_table(st_table)
+    assert t.names[:2] == ["block0.attention", "block0.ffn"]
+    assert t.patterns[0][1] == "heads" and t.patterns[1][1] == "neurons"
+    assert t.sparsities[0][1] == pytest.approx(1 / 12)
+    for s in (1.25, 1.5, 2.0):
+        a = pruneopt.solve(st_table.problem(s), solver="dp")
+        b = pruneopt.solve(t.problem(s), solver="dp")
+        assert t.budget(s) == pytest.approx(st_table.budget(s))
+        np.testing.assert_array_equal(a.decision, b.decision)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), L=st.integers(1, 6), K=st.integers(1, 6))
+def test_reference_format_round_trip(tmp_path_factory, seed, L, K):
+    """Any table written in the reference's format reads back exactly (times and levels)."""
+    rng = np.random.default_rng(seed)
+    spars = np.concatenate([[0.0], np.sort(rng.choice(np.arange(1, 99), K - 1, replace=False))
+                            / 100])
+    times = rng.uniform(1e-5, 1e-1, (L, K))
+    base = float(times[:, 0].sum()) + 0.01
+    lines = ["base", repr(base), "prunable", repr(float(times[:, 0].sum()))]
+    for i in range(L):
+        lines.append(f"layer{i}.conv")
+        lines += [f"{float(t)!r} {s:.4f}" for t, s in zip(times[i], spars, strict=True)]
+    p = tmp_path_factory.mktemp("db") / "t.txt"
+    p.write_text("\n".join(lines) + "\n")
+    t = read_spdy_timings(p)
+    assert t.names == [f"layer{i}.conv" for i in range(L)]
+    for i in range(L):
+        np.testing.assert_array_equal(t.times[i], times[i])
+        np.testing.assert_allclose(t.sparsities[i], spars)
+    assert t.dense_time == base and t.base_time == pytest.approx(0.01)
