@@ -20,7 +20,9 @@ the median times per family (and what ``L log L`` itself fits over the same size
 seconds, seconds relative to HiGHS (highspy MILP) measured in the same run, the worst relative
 gap of its answer to the exact optimum, the largest budget use (cost / budget; over 100% means
 an over-budget answer), the worst proven gap and its statuses. The row ``spdy-nearest`` is
-SPDY's reference rounding (nearest bucket, 10,000 buckets), which is not a registered solver
+nearest-bucket rounding of the reduced table in the manner of SPDY's reference (10,000
+buckets; the reference itself rounds absolute times, see benchmarks/spdy_reference.py), not a
+registered solver
 because its answers can be over budget.
 
 **shapes** (``--shapes``, default all): the greedy (LP relaxation rounded down) and SPDY's
