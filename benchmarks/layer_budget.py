@@ -22,8 +22,7 @@ gap of its answer to the exact optimum, the largest budget use (cost / budget; o
 an over-budget answer), the worst proven gap and its statuses. The row ``spdy-nearest`` is
 nearest-bucket rounding of the reduced table in the manner of SPDY's reference (10,000
 buckets; the reference itself rounds absolute times, see benchmarks/spdy_reference.py), not a
-registered solver
-because its answers can be over budget.
+registered solver because its answers can be over budget.
 
 **shapes** (``--shapes``, default all): the greedy (LP relaxation rounded down) and SPDY's
 plain DP (``dp_round``, 10,000 buckets) against the exact optimum (``dp``, checked against
