@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from pruneopt.adapters.bert_structure import as_structure
+from pruneopt.adapters.spdy_generic import pruned_model
 from pruneopt.adapters.spdy_timing import measure_speedup, median_seconds, torch_threads
 from pruneopt.adapters.units import Structure
 
@@ -41,7 +42,7 @@ def uniform_removed(units: Sequence[Any], fraction: float) -> list[int]:
 def _uniform(st: Structure, fraction: float, batches: Sequence[Any],
              repeats: int, threads: int | None) -> tuple[nn.Module, dict[str, float]]:
     """The uniformly pruned copy at ``fraction`` and its end-to-end measurement."""
-    pruned = st.pruned(uniform_removed(st.units, fraction)).eval()
+    pruned = pruned_model(st, uniform_removed(st.units, fraction)).eval()
     return pruned, measure_speedup(st.model, pruned, batches, repeats=repeats, threads=threads)
 
 

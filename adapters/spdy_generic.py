@@ -1,16 +1,23 @@
 """The SPDY databases on any :class:`~pruneopt.adapters.units.Structure` (the general path).
 
-**Timing** (:func:`structure_timing`): unit ``l`` at level ``k`` is timed as its
-``modules`` (``StructUnit.modules``) in the model pruned at that unit only
-(``structure.pruned`` with ``removed[l] = k``, every other unit dense), called on their
-inputs captured from a real forward pass of that model over the calibration batches: the
-median seconds of ``repeats`` calls (after a warm-up). The dense end-to-end time is measured
-the same way on the whole model, and ``base = dense - sum of the dense unit times``.
+**Timing** (:func:`structure_timing`): unit ``l`` at level ``k`` is timed as its *timed
+modules* in the model pruned at that unit only (``structure.pruned`` with ``removed[l] = k``,
+every other unit dense), each called on its inputs captured from a real forward pass of that
+model over the calibration batches: the median seconds of ``repeats`` calls (after a
+warm-up). The timed modules (:func:`timed_modules`) are the unit's ``modules``
+(``StructUnit.modules``, the layers whose weights shrink) plus every leaf module whose input
+shape changes when the unit alone is pruned (activations and pooling layers that run on the
+unit's channels: a CNN's max-pooling costs as much as a convolution here). A module timed
+by ``n`` units (a chain CNN: ``conv2`` reads unit 1's channels and writes unit 2's) counts
+``1/n`` of its time in each, so the dense unit times add up to the time of the distinct
+modules, and ``base = dense - sum of the dense unit times`` (the layers no unit touches,
+overheads). The dense end-to-end time is the median of ``repeats`` whole passes.
 
-*Not exactly additive*: where two units share a module (a chain CNN: ``conv2`` reads unit
-1's channels and writes unit 2's), that module is timed in both units, and the table's sum
-counts it twice; pruning both changes it once, by the product of both shrinkings. The table
-is a model of the time, not the time; :func:`~pruneopt.adapters.spdy_search.spdy_prune`
+*Not exactly additive*: a shared module's time is a product (``conv2`` costs ``c1 * c2``),
+the table a sum of shares; pruning both units saves less than the table says, and
+parts of a unit that are not modules (a decoder's attention product, ``scaled_dot_product_
+attention`` inside its attention module) are not timed at all. The table is a model of the
+time, not the time; :func:`~pruneopt.adapters.spdy_search.spdy_prune`
 measures every answer end to end and moves the table target until the measurement meets
 the goal (:mod:`~pruneopt.adapters.spdy_correction`).
 
@@ -32,8 +39,15 @@ from pruneopt.adapters.calib_loss import loss_outputs, model_loss
 from pruneopt.adapters.calibration import run_batches, run_with_hooks
 from pruneopt.adapters.units import Structure
 
-__all__ = ["check_unit_levels", "module_call", "one_unit", "structure_errors",
-           "structure_timing"]
+__all__ = ["check_unit_levels", "module_call", "one_unit", "pruned_model", "structure_errors",
+           "structure_timing", "timed_modules"]
+
+
+def pruned_model(structure: Structure, removed: Sequence[int]) -> nn.Module:
+    """``structure.pruned(removed)``, run outside ``torch.inference_mode`` (surgery that
+    traces the model, such as torch-pruning's dependency graph, needs autograd)."""
+    with torch.inference_mode(False):
+        return structure.pruned(removed)
 
 
 def check_unit_levels(units: Sequence[Any], levels: Sequence[Sequence[int]]) -> list[np.ndarray]:
@@ -79,6 +93,40 @@ def module_call(model: nn.Module, names: Sequence[str],
     return fn
 
 
+def leaf_input_shapes(model: nn.Module, batch: Any) -> dict[str, list[tuple]]:
+    """Per leaf module (no children) of ``model``, the shapes of the tensor arguments of
+    each of its calls in one forward pass on ``batch``."""
+    shapes: dict[str, list[tuple]] = {}
+    hooks = []
+    for name, mod in model.named_modules():
+        if name and not any(True for _ in mod.children()):
+            def pre(_m, args, name=name):
+                shapes.setdefault(name, []).append(
+                    tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor)))
+            hooks.append(mod.register_forward_pre_hook(pre))
+    run_with_hooks(model, [batch], hooks)
+    return shapes
+
+
+def timed_modules(structure: Structure, removed: list[np.ndarray],
+                  batch: Any) -> list[tuple[str, ...]]:
+    """Per unit, its timed modules (see the module doc): its ``modules`` plus the leaf
+    modules whose input shapes differ between the dense model and the model with that unit
+    alone at its largest level of ``removed``, in the model's order."""
+    dense = leaf_input_shapes(structure.model, batch)
+    order = {n: i for i, (n, _) in enumerate(structure.model.named_modules())}
+    out = []
+    n = len(structure.units)
+    for i, (u, r) in enumerate(zip(structure.units, removed, strict=True)):
+        names = set(u.modules)
+        if int(r.max()) > 0:
+            model = pruned_model(structure, one_unit(n, i, int(r.max()))).eval()
+            pruned = leaf_input_shapes(model, batch)
+            names |= {m for m, s in pruned.items() if m in dense and dense[m] != s}
+        out.append(tuple(sorted(names, key=lambda m: order.get(m, len(order)))))
+    return out
+
+
 @torch.inference_mode()
 def structure_timing(structure: Structure, batches: Sequence[Any], removed: list[np.ndarray],
                      *, repeats: int, median: Callable[[Callable[[], object], int], float],
@@ -91,22 +139,24 @@ def structure_timing(structure: Structure, batches: Sequence[Any], removed: list
     for u in units:
         if not u.modules:
             raise ValueError(f"{u.name}: the unit names no modules to time")
-    times = []
-    for i, (u, r) in enumerate(zip(units, removed, strict=True)):
-        row = []
-        for k in r:
-            model = dense if k == 0 else structure.pruned(one_unit(len(units), i, int(k)))
-            was = model.training
-            model.eval()
-            try:
-                row.append(median(module_call(model, u.modules, batches), repeats))
-            finally:
-                model.train(was)
-            bar.update(1)
-        times.append(np.asarray(row, dtype=float))
     was = dense.training
     dense.eval()
     try:
+        timed = timed_modules(structure, removed, batches[0])
+        shares: dict[str, int] = {}
+        for names in timed:
+            for m in names:
+                shares[m] = shares.get(m, 0) + 1
+        times = []
+        for i, (names, r) in enumerate(zip(timed, removed, strict=True)):
+            row = []
+            for k in r:
+                model = (dense if k == 0 else
+                         pruned_model(structure, one_unit(len(units), i, int(k))).eval())
+                row.append(sum(median(module_call(model, [m], batches), repeats) / shares[m]
+                               for m in names))
+                bar.update(1)
+            times.append(np.asarray(row, dtype=float))
         dense_time = median(lambda: run_batches(dense, batches), repeats)
     finally:
         dense.train(was)
@@ -133,7 +183,7 @@ def structure_errors(structure: Structure, removed: list[np.ndarray], batches: S
             if k == 0:
                 row.append(0.0)
             else:
-                pruned = structure.pruned(one_unit(n, i, int(k))).eval()
+                pruned = pruned_model(structure, one_unit(n, i, int(k))).eval()
                 row.append(model_loss(pruned, batches, ref, loss))
             bar.update(1)
         errors.append(np.asarray(row, dtype=float))

@@ -42,6 +42,7 @@ from pruneopt.adapters.calib_loss import check_loss, loss_outputs, model_loss
 from pruneopt.adapters.calibration import cosine_to, embed
 from pruneopt.adapters.reconstruction import DenseTargets, reconstructed_loss
 from pruneopt.adapters.spdy_correction import correct_target
+from pruneopt.adapters.spdy_generic import pruned_model
 from pruneopt.adapters.spdy_table import SpdyTable
 from pruneopt.adapters.spdy_timing import measure_speedup
 from pruneopt.adapters.units import Structure
@@ -101,7 +102,7 @@ def apply_levels(model: nn.Module | Structure, table: SpdyTable, levels: Sequenc
     st = as_structure(model)
     if [u.name for u in st.units] != [u.name for u in table.units]:
         raise ValueError("the table's units are not the structure's")
-    return st.pruned(removed)
+    return pruned_model(st, removed)
 
 
 def stitched_loss(model: nn.Module, table: SpdyTable, levels: Sequence[int],
