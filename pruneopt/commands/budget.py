@@ -140,6 +140,8 @@ def run(args) -> int:
                          "the refits use (e.g. --reconstruct 64); refits scored on the "
                          "calibration sentences themselves overfit them")
     outputs = _outputs(args, kind)
+    if args.save_model is not None and kind in ("module", "causal_lm"):
+        structured_saver()  # before any work: the saver of structurally pruned models
     saved, st = None, None
     try:
         with outputs:
@@ -174,9 +176,19 @@ def _save_model(pruned, st, result: dict[str, Any], folder: str, kind: str) -> P
         from pruneopt.adapters.pruned_models import save_pruned
 
         return save_pruned(pruned, folder)
-    from pruneopt.adapters.structure import save_structured
+    return Path(structured_saver()(st, result["removed"], folder))
 
-    return Path(save_structured(st, result["removed"], folder))
+
+def structured_saver():
+    """The saver of structurally pruned models of any kind (``save_structured(structure,
+    removed, folder)``); ``ValueError`` when it is not available."""
+    try:
+        from pruneopt.adapters.structure import save_structured
+    except ImportError:
+        raise ValueError("--save-model for this kind of model needs "
+                         "pruneopt.adapters.structure.save_structured, which this install "
+                         "does not have; drop --save-model (the report lists the levels)") from None
+    return save_structured
 
 
 def _table(args) -> dict[str, Any]:

@@ -1,0 +1,98 @@
+"""``pruneopt budget MODEL --speedup S`` on a ``torch.save``'d CNN with ``--calib-inputs``:
+the report, and clean errors (exit 2, one line, nothing written) on bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("torch_pruning", reason="needs the structure extra")
+
+from pruneopt.adapters.spdy_table import SpdyTable  # noqa: E402
+from pruneopt.adapters.spdy_timing import torch_threads  # noqa: E402
+from pruneopt.cli import main  # noqa: E402
+
+FAST = ["--repeats", "1", "--steps", "1", "--random-starts", "1", "--no-progress"]
+
+
+@pytest.fixture
+def files(tmp_path):
+    from pruneopt.adapters.demo_models import MnistCNN
+
+    torch.manual_seed(0)
+    torch.save(MnistCNN((16, 32, 32), 16).eval(), tmp_path / "cnn.pt")
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((32, 1, 28, 28), np.float32))
+    return tmp_path
+
+
+def _listing(folder) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*"))
+
+
+def test_budget_on_a_saved_cnn(files, capsys):
+    before = (files / "cnn.pt").read_bytes()
+    with torch_threads(1):
+        code = main(["budget", str(files / "cnn.pt"), "--speedup", "1.05", "--calib-inputs",
+                     str(files / "x.npy"), "-o", str(files / "r.json"),
+                     "--save-table", str(files / "t.json"), *FAST])
+    out, err = capsys.readouterr()
+    assert code == 0 and out == "", err
+    rep = json.loads((files / "r.json").read_text())
+    table = SpdyTable.load(files / "t.json")
+    assert rep["target"] == 1.05 and rep["loss"] == "kl" and rep["measured_speedup"] > 0
+    assert [u["name"] for u in rep["units"]] == [u.name for u in table.units]
+    assert [u["removed"] for u in rep["units"]] == table.removed_at(rep["levels"])
+    assert rep["model"]["kind"] == "module" and np.isfinite(rep["calibration_loss"])
+    assert (files / "cnn.pt").read_bytes() == before
+
+
+def _bad(files, name, kind):
+    if kind == "garbage":
+        (files / name).write_bytes(b"not a pickle at all")
+    elif kind == "dict":
+        torch.save({"weight": torch.zeros(2)}, files / name)
+    elif kind == "empty":
+        torch.save(nn.Sequential(nn.ReLU()), files / name)
+    elif kind == "nan":
+        np.save(files / name, np.full((4, 1, 28, 28), np.nan, np.float32))
+
+
+@pytest.mark.parametrize(("argv", "make", "message"), [
+    (["{d}/cnn.pt", "--speedup", "1.2"], None, "needs --calib-inputs"),
+    (["{d}/bad.pt", "--speedup", "1.2", "--calib-inputs", "{d}/x.npy"], ("bad.pt", "garbage"),
+     "cannot load"),
+    (["{d}/bad.pt", "--speedup", "1.2", "--calib-inputs", "{d}/x.npy"], ("bad.pt", "dict"),
+     "not an nn.Module"),
+    (["{d}/bad.pt", "--speedup", "1.2", "--calib-inputs", "{d}/x.npy"], ("bad.pt", "empty"),
+     "no prunable unit"),
+    (["{d}/cnn.pt", "--speedup", "1.2", "--calib-inputs", "{d}/none.npy"], None,
+     "cannot read --calib-inputs"),
+    (["{d}/cnn.pt", "--speedup", "1.2", "--calib-inputs", "{d}/nan.npy"], ("nan.npy", "nan"),
+     "NaN"),
+    (["{d}/cnn.pt", "--speedup", "1000", "--calib-inputs", "{d}/x.npy"], None, "at most"),
+    (["{d}/cnn.pt", "--calib-inputs", "{d}/x.npy"], None, "needs --speedup"),
+    (["{d}/cnn.pt", "--speedup", "1.2", "--calib-inputs", "{d}/x.npy", "--reconstruct", "8"],
+     None, "needs --minilm"),
+    (["{d}/cnn.pt", "--speedup", "1.2", "--calib-inputs", "{d}/x.npy", "--save-model",
+      "{d}/full"], None, "not empty"),
+    (["{d}/none.pt", "--speedup", "1.2"], None, "cannot read"),
+    (["{d}/t.json", "--speedup", "1.2", "--calib-inputs", "{d}/x.npy"], None,
+     "--calib-inputs is for a torch module"),
+])
+def test_bad_input(files, capsys, argv, make, message):
+    (files / "full").mkdir()
+    (files / "full" / "mine.txt").write_text("keep")
+    if make:
+        _bad(files, *make)
+    before = _listing(files)
+    args = [a.replace("{d}", str(files)) for a in argv]
+    with torch_threads(1):
+        code = main(["budget", *args, "-o", str(files / "r.json"), *FAST])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("pruneopt budget: error: ") and message in err
+    assert _listing(files) == before  # nothing written
