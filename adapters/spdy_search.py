@@ -147,7 +147,8 @@ def spdy_search(model: nn.Module | Structure, table: SpdyTable, speedup: float,
     draws in ``[0, 1]^L``, then ``steps`` local moves, each resampling ``m`` coefficients
     with ``m`` shrinking linearly from ``L // 2`` to 1 and kept when the loss improves.
     Every candidate's levels come from the exact layer-budget solver; identical levels are
-    scored once. ``model`` is not modified (a working copy is used).
+    scored once (by ``loss``, default by model type). ``model`` (a Structure or a BERT
+    encoder) is not modified (a working copy is used).
 
     ``reconstruct=True``: each candidate's loss on ``batches`` is also measured after the
     layer-wise reconstruction (:func:`~pruneopt.adapters.reconstruction.reconstruct`, ridge
@@ -254,7 +255,8 @@ def spdy_prune(model: nn.Module | Structure, table: SpdyTable, speedup: float,
     beats it by more than ``tolerance`` (relative), the table target is moved down or up
     (:func:`correct_target`) and the levels re-solved with the same coefficients, up to
     ``max_rounds`` measurements. Every measured answer is scored by its calibration loss
-    ``1 - mean cos`` on ``batches``; the one meeting ``speedup`` with the least loss is
+    on ``batches`` (``loss``: default by model type, ``1 - mean cos`` for a BERT encoder,
+    see :mod:`~pruneopt.adapters.calib_loss`); the one meeting ``speedup`` with the least loss is
     returned (none meets: the fastest, with ``"met": False``), after up to ``confirm``
     re-measurements guard it against timing noise (its speedup is the smaller of its
     measurements).
@@ -269,9 +271,10 @@ def spdy_prune(model: nn.Module | Structure, table: SpdyTable, speedup: float,
     ``measured_speedup``, ``predicted_speedup`` (by the table), ``met``,
     ``calibration_loss`` (of the chosen levels), ``search_loss``, ``coefficients``,
     ``rounds`` (one dict per measurement), ``chosen_round`` and ``reconstructed`` (whether
-    the returned model is refitted); with ``reconstruct=True`` also ``unreconstructed_loss``
-    and ``reconstructed_loss`` of the chosen levels, and ``ridge``.
-    ``model`` is not modified.
+    the returned model is refitted), ``loss`` (its name); with ``reconstruct=True`` also
+    ``unreconstructed_loss`` and ``reconstructed_loss`` of the chosen levels, and ``ridge``.
+    ``model`` (a :class:`~pruneopt.adapters.units.Structure` or a BERT encoder) is not
+    modified.
     """
     _check_reconstruct(reconstruct, reconstruct_batches)
     st, name = _structure_loss(model, loss, reconstruct)

@@ -104,6 +104,10 @@ def _prepare(args, kind: str) -> tuple[Any, list, list, str]:
         batches = spdy.tensor_batches(x, args.batch_size)
         return _structure_of(model, batches[0][:1]), batches, [], "kl"
     sents = stdlib_sentences(args.calib + 64)
+    if args.no_progress:  # transformers' own loading bars too
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()
     if kind == "bert":
         from sentence_transformers import SentenceTransformer
 
