@@ -3,17 +3,19 @@
 A block ``model.model.layers[b]`` has ``self_attn.{q,k,v,o}_proj`` and
 ``mlp.{gate,up,down}_proj``. Its two units:
 
-- ``model.layers.{b}.self_attn``, ``kind="heads"``, size ``H`` (the heads): removing head
-  ``h`` deletes rows ``h*d .. h*d+d-1`` of q, k and v (``d = head_dim``; and their biases)
-  and the same columns of o. The forward infers the head count from the shapes
-  (``view(..., -1, head_dim)``); the module's ``num_heads`` / ``num_key_value_heads``
-  attributes are set to the kept count. Grouped-query attention (fewer key/value heads than
-  query heads) is refused: its heads are not independent units.
+- ``model.layers.{b}.self_attn``, ``kind="heads"``, size ``G`` (the key/value heads; with
+  multi-head attention ``G = H``, the heads): removing element ``g`` deletes rows
+  ``g*d .. g*d+d-1`` of k and v (``d = head_dim``; and their biases) and, for each of the
+  ``r = H / G`` query heads ``h = g*r .. g*r+r-1`` that read it (grouped-query attention),
+  rows ``h*d .. h*d+d-1`` of q and the same columns of o. The forward infers the head
+  counts from the shapes (``view(..., -1, head_dim)``) and repeats each key/value head
+  ``num_key_value_groups = r`` times, unchanged; the module's ``num_heads`` /
+  ``num_key_value_heads`` attributes are set to the kept counts.
 - ``model.layers.{b}.mlp``, ``kind="neurons"``, size ``I // round_to``: removing neuron ``j``
   deletes row ``j`` of gate and up and column ``j`` of down.
 
-Importance of a head / neuron: the sum of its squared weights in the unit's layers (rows of
-q, k, v / gate, up, columns of o / down). torch-pruning is not used here: its graph couples
+Importance of a head (group) / neuron: the sum of its squared weights in the unit's layers
+(rows of q, k, v / gate, up, columns of o / down). torch-pruning is not used here: its graph couples
 every block through the residual stream and does not know the head reshape, and three slices
 per unit are simpler.
 """
@@ -94,7 +96,7 @@ class DecoderStructure(RemovalMixin):
                         "ignored_layers": sorted(skip)}
         self.units: list[StructUnit] = []
         self.importance: list[np.ndarray] = []
-        self.head_dim: dict[str, int] = {}
+        self.head_dim: dict[str, tuple[int, int]] = {}  # unit -> (head_dim, q per kv)
         for b, blk in enumerate(blocks):
             att, mlp = blk.self_attn, blk.mlp
             d = int(getattr(att, "head_dim", 0) or 0)
@@ -102,11 +104,11 @@ class DecoderStructure(RemovalMixin):
             if not d or q_out % d:
                 raise ValueError(f"block {b}: q_proj width {q_out} is not a multiple of "
                                  f"head_dim {d}")
-            if k_out != q_out or att.v_proj.out_features != q_out:
-                raise ValueError(
-                    f"block {b} uses grouped-query attention ({q_out // d} query heads, "
-                    f"{k_out // d} key/value heads): its heads are not independent units; "
-                    "only num_key_value_heads == num_attention_heads is supported")
+            heads, groups = q_out // d, k_out // d
+            if k_out % d or att.v_proj.out_features != k_out or not groups or heads % groups:
+                raise ValueError(f"block {b}: {heads} query heads and k/v widths {k_out}, "
+                                 f"{att.v_proj.out_features} (head_dim {d}) do not form "
+                                 "whole key/value groups")
             base = f"{prefix}.{b}"
             for kind, name, parts in (("heads", f"{base}.self_attn", ATTN),
                                       ("neurons", f"{base}.mlp", MLP)):
@@ -114,11 +116,12 @@ class DecoderStructure(RemovalMixin):
                 if (kinds and kind not in kinds) or skip & {name, base, *mods}:
                     continue
                 if kind == "heads":
-                    heads = q_out // d
-                    score = sum(_sq_rows(getattr(att, p).weight, heads) for p in ATTN[:3])
-                    score = score + _sq_rows(att.o_proj.weight.t(), heads)
-                    size = heads
-                    self.head_dim[name] = d
+                    per_q = (_sq_rows(att.q_proj.weight, heads)
+                             + _sq_rows(att.o_proj.weight.t(), heads))
+                    score = (per_q.reshape(groups, -1).sum(1) + _sq_rows(att.k_proj.weight,
+                             groups) + _sq_rows(att.v_proj.weight, groups))
+                    size = groups
+                    self.head_dim[name] = (d, heads // groups)
                 else:
                     width = mlp.up_proj.out_features
                     score = (_sq_rows(mlp.gate_proj.weight, width)
@@ -145,15 +148,18 @@ class DecoderStructure(RemovalMixin):
                 continue
             module = work.get_submodule(name)
             if known[name].kind == "heads":
-                d = self.head_dim[name]
-                heads = module.q_proj.out_features // d
-                kept = [h for h in range(heads) if h not in set(int(i) for i in idxs)]
-                rows = torch.tensor([h * d + j for h in kept for j in range(d)])
-                for p in ATTN[:3]:
-                    setattr(module, p, _cut(getattr(module, p), rows, 0))
-                module.o_proj = _cut(module.o_proj, rows, 1)
-                module.num_heads = module.num_key_value_heads = len(kept)
-                module.num_key_value_groups = 1
+                d, rep = self.head_dim[name]
+                gone = {int(i) for i in idxs}
+                kept = [g for g in range(known[name].size) if g not in gone]
+                kv = torch.tensor([g * d + j for g in kept for j in range(d)])
+                q = torch.tensor([(g * rep + r) * d + j for g in kept for r in range(rep)
+                                  for j in range(d)])
+                module.q_proj = _cut(module.q_proj, q, 0)
+                module.k_proj = _cut(module.k_proj, kv, 0)
+                module.v_proj = _cut(module.v_proj, kv, 0)
+                module.o_proj = _cut(module.o_proj, q, 1)
+                module.num_heads, module.num_key_value_heads = len(kept) * rep, len(kept)
+                module.num_key_value_groups = rep
             else:
                 width = module.up_proj.out_features
                 gone = set(int(i) for i in idxs)

