@@ -7,15 +7,25 @@ model over the calibration batches: the median seconds of ``repeats`` calls (aft
 warm-up). The timed modules (:func:`timed_modules`) are the unit's ``modules``
 (``StructUnit.modules``, the layers whose weights shrink) plus every leaf module whose input
 shape changes when the unit alone is pruned (activations and pooling layers that run on the
-unit's channels: a CNN's max-pooling costs as much as a convolution here). A module timed
-by ``n`` units (a chain CNN: ``conv2`` reads unit 1's channels and writes unit 2's) counts
-``1/n`` of its time in each, so the dense unit times add up to the time of the distinct
-modules, and ``base = dense - sum of the dense unit times`` (the layers no unit touches,
-overheads). The dense end-to-end time is the median of ``repeats`` whole passes.
+unit's channels: a CNN's max-pooling costs as much as a convolution here).
 
-*Not exactly additive*: a shared module's time is a product (``conv2`` costs ``c1 * c2``),
-the table a sum of shares; pruning both units saves less than the table says, and
-parts of a unit that are not modules (a decoder's attention product, ``scaled_dot_product_
+A module ``m`` may be timed by ``n_m`` units (a chain CNN: ``conv2`` reads unit 1's channels
+and writes unit 2's). With ``T_m`` its dense time and ``t_m(k)`` its time with unit ``l``
+alone at level ``k``, the table's time of unit ``l`` at level ``k`` is
+
+    ``time[l][k] = max(0, sum over its timed modules m of (T_m / n_m - (T_m - t_m(k))))``
+
+(each unit holds a ``1/n_m`` share of every dense module it touches, and is credited the
+*whole* saving it makes on it). So the dense unit times add up to the time of the distinct
+timed modules, ``base = dense - sum of the dense unit times`` is the time of everything else
+(layers no unit touches, overheads), and the table is exact, up to the timing noise, for the
+dense model and for every unit pruned alone. The dense end-to-end time is the median of
+``repeats`` whole passes.
+
+*Not exactly additive* when several units are pruned: a shared module's time is a product
+(``conv2`` costs ``c1 * c2``: pruning both to half leaves a quarter of its time, where the
+sum of the two savings leaves none), so pruning neighbours saves less than the table
+says; and parts of a unit that are not modules (a decoder's attention product, ``scaled_dot_product_
 attention`` inside its attention module) are not timed at all. The table is a model of the
 time, not the time; :func:`~pruneopt.adapters.spdy_search.spdy_prune`
 measures every answer end to end and moves the table target until the measurement meets
@@ -147,14 +157,18 @@ def structure_timing(structure: Structure, batches: Sequence[Any], removed: list
         for names in timed:
             for m in names:
                 shares[m] = shares.get(m, 0) + 1
+        full = {m: median(module_call(dense, [m], batches), repeats) for m in shares}
         times = []
         for i, (names, r) in enumerate(zip(timed, removed, strict=True)):
             row = []
             for k in r:
-                model = (dense if k == 0 else
-                         pruned_model(structure, one_unit(len(units), i, int(k))).eval())
-                row.append(sum(median(module_call(model, [m], batches), repeats) / shares[m]
-                               for m in names))
+                held = sum(full[m] / shares[m] for m in names)  # the unit's dense share
+                if k:
+                    model = pruned_model(structure, one_unit(len(units), i, int(k))).eval()
+                    saved = sum(full[m] - median(module_call(model, [m], batches), repeats)
+                                for m in names)
+                    held = max(0.0, held - saved)
+                row.append(held)
                 bar.update(1)
             times.append(np.asarray(row, dtype=float))
         dense_time = median(lambda: run_batches(dense, batches), repeats)

@@ -50,6 +50,26 @@ def test_budget_on_a_saved_cnn(files, capsys):
     assert (files / "cnn.pt").read_bytes() == before
 
 
+def test_budget_saves_the_pruned_cnn(files, capsys):
+    from pruneopt.adapters.demo_models import MnistCNN
+    from pruneopt.adapters.structure import structure_of
+    from pruneopt.adapters.structured_models import load_structured
+
+    with torch_threads(1):
+        code = main(["budget", str(files / "cnn.pt"), "--speedup", "1.05", "--calib-inputs",
+                     str(files / "x.npy"), "-o", str(files / "r.json"), "--save-model",
+                     str(files / "pruned"), *FAST])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    rep = json.loads((files / "r.json").read_text())
+    back = load_structured(files / "pruned", dense=MnistCNN((16, 32, 32), 16))
+    dense = torch.load(files / "cnn.pt", weights_only=False).eval()
+    x = torch.from_numpy(np.load(files / "x.npy"))
+    expected = structure_of(dense, x[:1]).pruned(rep["removed"]).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), expected(x))
+
+
 def _bad(files, name, kind):
     if kind == "garbage":
         (files / name).write_bytes(b"not a pickle at all")

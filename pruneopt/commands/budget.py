@@ -171,23 +171,25 @@ def run(args) -> int:
 
 def _save_model(pruned, st, result: dict[str, Any], folder: str, kind: str) -> Path:
     """Save ``pruned``: a BERT encoder with ``save_pruned``, any other model with
-    ``save_structured`` (its state_dict and the shapes to rebuild it from the dense one)."""
+    ``save_structured`` (safetensors weights and ``structure.json``, the removed indices to
+    rebuild it from the dense architecture: ``load_structured(DIR, dense=...)``)."""
     if kind in ("minilm", "bert"):
         from pruneopt.adapters.pruned_models import save_pruned
 
         return save_pruned(pruned, folder)
-    return Path(structured_saver()(st, result["removed"], folder))
+    return Path(structured_saver()(st, result["removed"], folder, model=pruned))
 
 
 def structured_saver():
     """The saver of structurally pruned models of any kind (``save_structured(structure,
-    removed, folder)``); ``ValueError`` when it is not available."""
+    removed, folder, model=)``); ``ValueError`` when it is not available."""
     try:
-        from pruneopt.adapters.structure import save_structured
+        from pruneopt.adapters.structured_models import save_structured
     except ImportError:
         raise ValueError("--save-model for this kind of model needs "
-                         "pruneopt.adapters.structure.save_structured, which this install "
-                         "does not have; drop --save-model (the report lists the levels)") from None
+                         "pruneopt.adapters.structured_models.save_structured, which this "
+                         "install does not have; drop --save-model (the report lists the "
+                         "levels)") from None
     return save_structured
 
 
