@@ -25,7 +25,7 @@ from pruneopt.adapters.bert_structure import as_structure, is_bert_structure
 from pruneopt.adapters.bert_surgery import UnitSwap, as_unit, bert_of
 from pruneopt.adapters.calib_loss import check_loss
 from pruneopt.adapters.calibration import cosine_to, mean_pooled, run_with_hooks
-from pruneopt.adapters.spdy_generic import structure_errors
+from pruneopt.adapters.spdy_generic import Repair, structure_errors
 from pruneopt.adapters.spdy_table import SpdyTable
 from pruneopt.adapters.units import Structure
 
@@ -47,11 +47,14 @@ def _capture_block_inputs(model: nn.Module, batches: Sequence[dict]) -> list[lis
 
 @torch.inference_mode()
 def error_database(model: nn.Module | Structure, table: SpdyTable, batches: Sequence[Any], *,
-                   loss: str | None = None, progress: bool = True) -> SpdyTable:
+                   loss: str | None = None, repair: Repair | None = None,
+                   progress: bool = True) -> SpdyTable:
     """Fill ``table.errors``: each unit pruned alone at each level, its calibration ``loss``
     on ``batches`` (level 0 is 0; default by model type, see the module doc; a BERT encoder
-    takes ``"cosine"`` only). ``model``: a :class:`~pruneopt.adapters.units.Structure` or a
-    BERT encoder, not modified. Returns ``table``."""
+    takes ``"cosine"`` only). ``repair``: a function applied to every pruned copy before it
+    is scored (e.g. BatchNorm re-estimation; not for BERT, whose repair is the
+    reconstruction). ``model``: a :class:`~pruneopt.adapters.units.Structure` or a BERT
+    encoder, not modified. Returns ``table``."""
     from tqdm import tqdm
 
     st = as_structure(model)
@@ -62,11 +65,15 @@ def error_database(model: nn.Module | Structure, table: SpdyTable, batches: Sequ
         raise ValueError("need at least one calibration batch")
     if not is_bert_structure(st):
         bar = tqdm(total=sum(r.size for r in table.removed), desc="errors", disable=not progress)
-        table.errors = structure_errors(st, table.removed, batches, name, bar=bar)
+        table.errors = structure_errors(st, table.removed, batches, name, bar=bar,
+                                        repair=repair)
         bar.close()
         return table
     if name != "cosine":
         raise ValueError(f"a BERT encoder's error database uses loss 'cosine', not {name!r}")
+    if repair is not None:
+        raise ValueError("repair= is for other models; a BERT encoder's repair is "
+                         "reconstruct=True in spdy_prune")
     work = copy.deepcopy(st.model).eval()
     bert = bert_of(work)
     caps = _capture_block_inputs(work, batches)

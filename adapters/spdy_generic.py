@@ -49,8 +49,22 @@ from pruneopt.adapters.calib_loss import loss_outputs, model_loss
 from pruneopt.adapters.calibration import run_batches, run_with_hooks
 from pruneopt.adapters.units import Structure
 
-__all__ = ["check_unit_levels", "module_call", "one_unit", "pruned_model", "structure_errors",
-           "structure_timing", "timed_modules"]
+__all__ = ["check_unit_levels", "module_call", "one_unit", "pruned_model", "repaired",
+           "structure_errors", "structure_timing", "timed_modules"]
+
+#: A repair of a pruned copy before it is scored (e.g. re-estimating BatchNorm statistics):
+#: called on the copy, may change it in place, returns the model to use (or None: the copy).
+Repair = Callable[[nn.Module], "nn.Module | None"]
+
+
+def repaired(model: nn.Module, repair: Repair | None) -> nn.Module:
+    """``model`` after ``repair`` (None: as it is), in eval mode; run outside inference mode
+    with gradients off (a repair may run the model in training mode)."""
+    if repair is None:
+        return model
+    with torch.inference_mode(False), torch.no_grad():
+        out = repair(model)
+    return (model if out is None else out).eval()
 
 
 def pruned_model(structure: Structure, removed: Sequence[int]) -> nn.Module:
@@ -179,9 +193,10 @@ def structure_timing(structure: Structure, batches: Sequence[Any], removed: list
 
 @torch.inference_mode()
 def structure_errors(structure: Structure, removed: list[np.ndarray], batches: Sequence[Any],
-                     loss: str, *, bar: Any) -> list[np.ndarray]:
+                     loss: str, *, bar: Any, repair: Repair | None = None) -> list[np.ndarray]:
     """Per unit, the calibration ``loss`` with only that unit pruned at each level of
-    ``removed`` (level 0: 0). The dense model is not modified."""
+    ``removed`` (level 0: 0), each pruned copy scored after ``repair`` (see
+    :func:`repaired`). The dense model is not modified."""
     dense = structure.model
     was = dense.training
     dense.eval()
@@ -198,7 +213,7 @@ def structure_errors(structure: Structure, removed: list[np.ndarray], batches: S
                 row.append(0.0)
             else:
                 pruned = pruned_model(structure, one_unit(n, i, int(k))).eval()
-                row.append(model_loss(pruned, batches, ref, loss))
+                row.append(model_loss(repaired(pruned, repair), batches, ref, loss))
             bar.update(1)
         errors.append(np.asarray(row, dtype=float))
     return errors

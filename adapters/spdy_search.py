@@ -42,7 +42,7 @@ from pruneopt.adapters.calib_loss import check_loss, loss_outputs, model_loss
 from pruneopt.adapters.calibration import cosine_to, embed
 from pruneopt.adapters.reconstruction import DenseTargets, reconstructed_loss
 from pruneopt.adapters.spdy_correction import correct_target
-from pruneopt.adapters.spdy_generic import pruned_model
+from pruneopt.adapters.spdy_generic import Repair, pruned_model, repaired
 from pruneopt.adapters.spdy_table import SpdyTable
 from pruneopt.adapters.spdy_timing import measure_speedup
 from pruneopt.adapters.units import Structure
@@ -140,15 +140,17 @@ def spdy_search(model: nn.Module | Structure, table: SpdyTable, speedup: float,
                 batches: Sequence[Any], *, random_starts: int = 16, steps: int = 48,
                 seed: int = 0, solver: str | None = None, reconstruct: bool = False,
                 reconstruct_batches: Sequence[dict] | None = None, ridge: float = 0.3,
-                loss: str | None = None, progress: bool = True) -> SearchResult:
+                loss: str | None = None, repair: Repair | None = None,
+                progress: bool = True) -> SearchResult:
     """SPDY's search over per-unit coefficients for a speedup target (see module doc).
 
     Candidates: ``c = 1`` (the plain error database), then ``random_starts`` uniform
     draws in ``[0, 1]^L``, then ``steps`` local moves, each resampling ``m`` coefficients
     with ``m`` shrinking linearly from ``L // 2`` to 1 and kept when the loss improves.
     Every candidate's levels come from the exact layer-budget solver; identical levels are
-    scored once (by ``loss``, default by model type). ``model`` (a Structure or a BERT
-    encoder) is not modified (a working copy is used).
+    scored once (by ``loss``, default by model type; after ``repair``, see
+    :func:`spdy_prune`). ``model`` (a Structure or a BERT encoder) is not modified (a
+    working copy is used).
 
     ``reconstruct=True``: each candidate's loss on ``batches`` is also measured after the
     layer-wise reconstruction (:func:`~pruneopt.adapters.reconstruction.reconstruct`, ridge
@@ -164,7 +166,7 @@ def spdy_search(model: nn.Module | Structure, table: SpdyTable, speedup: float,
     table.require_errors()
     table.problem(speedup)  # validates the target
     _check_reconstruct(reconstruct, reconstruct_batches)
-    st, name = _structure_loss(model, loss, reconstruct)
+    st, name = _structure_loss(model, loss, reconstruct, repair)
     rng = np.random.default_rng(seed)
     L = len(table.units)
     cache: dict = {}
@@ -181,7 +183,8 @@ def spdy_search(model: nn.Module | Structure, table: SpdyTable, speedup: float,
         dense_ref = _reference(st.model, batches, name)
 
         def score(lv: np.ndarray) -> float:
-            return model_loss(apply_levels(st, table, lv).eval(), batches, dense_ref, name)
+            pruned = repaired(apply_levels(st, table, lv).eval(), repair)
+            return model_loss(pruned, batches, dense_ref, name)
 
     def evaluate(c: np.ndarray) -> tuple[float, np.ndarray]:
         lv = levels_for(table, speedup, c, solver)
@@ -220,9 +223,13 @@ def spdy_search(model: nn.Module | Structure, table: SpdyTable, speedup: float,
                         table.predicted_speedup(best_lv), len(scored), history)
 
 
-def _structure_loss(model: Any, loss: str | None, reconstruct: bool) -> tuple[Structure, str]:
+def _structure_loss(model: Any, loss: str | None, reconstruct: bool,
+                    repair: Repair | None) -> tuple[Structure, str]:
     """The structure of ``model`` and its loss name; ``ValueError`` for what it cannot do."""
     st = as_structure(model)
+    if repair is not None and is_bert_structure(st):
+        raise ValueError("repair= is for other models; a BERT encoder's repair is "
+                         "reconstruct=True")
     name = check_loss(loss, st.model)
     if is_bert_structure(st) and name != "cosine":
         raise ValueError(f"a BERT encoder's SPDY search uses loss 'cosine', not {name!r}")
@@ -247,7 +254,8 @@ def spdy_prune(model: nn.Module | Structure, table: SpdyTable, speedup: float,
                tolerance: float = 0.02, confirm: int = 2, repeats: int = 7,
                threads: int | None = 1, reconstruct: bool = False,
                reconstruct_batches: Sequence[dict] | None = None, ridge: float = 0.3,
-               loss: str | None = None, progress: bool = True) -> tuple[nn.Module, dict]:
+               loss: str | None = None, repair: Repair | None = None,
+               progress: bool = True) -> tuple[nn.Module, dict]:
     """SPDY end to end: search, apply to a copy of ``model``, measure, correct the target.
 
     The search's levels are applied and timed end to end against ``model`` (on
@@ -261,7 +269,10 @@ def spdy_prune(model: nn.Module | Structure, table: SpdyTable, speedup: float,
     re-measurements guard it against timing noise (its speedup is the smaller of its
     measurements).
 
-    ``reconstruct=True``: the search scores candidates after reconstruction (see
+    ``repair`` (any model but BERT): a function applied to every pruned copy before it is
+    scored, and to the returned model (e.g. re-estimating BatchNorm statistics on
+    calibration inputs; it must keep the shapes, so the speed). ``reconstruct=True`` (BERT):
+    the search scores candidates after reconstruction (see
     :func:`spdy_search`; refits on ``reconstruct_batches``, required), every measured answer
     is reconstructed before its loss is taken, and the returned model is the reconstructed
     one (same shapes, so the same speed) unless the refit made its calibration loss worse
@@ -277,10 +288,10 @@ def spdy_prune(model: nn.Module | Structure, table: SpdyTable, speedup: float,
     modified.
     """
     _check_reconstruct(reconstruct, reconstruct_batches)
-    st, name = _structure_loss(model, loss, reconstruct)
+    st, name = _structure_loss(model, loss, reconstruct, repair)
     res = spdy_search(model, table, speedup, batches, random_starts=random_starts, steps=steps,
                       seed=seed, reconstruct=reconstruct, reconstruct_batches=reconstruct_batches,
-                      ridge=ridge, loss=loss, progress=progress)
+                      ridge=ridge, loss=loss, repair=repair, progress=progress)
     tb = timing_batches if timing_batches is not None else batches
     dense = st.model
     ref = _reference(dense, batches, name)
@@ -292,7 +303,7 @@ def spdy_prune(model: nn.Module | Structure, table: SpdyTable, speedup: float,
         """The pruned model at ``levels`` and its losses; with ``reconstruct``, the refitted
         one unless the refit made the calibration loss worse (then the plain one)."""
         key = tuple(int(v) for v in levels)
-        pruned = apply_levels(model, table, levels).eval()
+        pruned = repaired(apply_levels(model, table, levels).eval(), repair)
         if targets is None:
             if key not in losses:
                 losses[key] = {"loss": model_loss(pruned, batches, ref, name)}

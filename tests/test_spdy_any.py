@@ -154,6 +154,41 @@ def test_cnn_bad_input_leaves_the_model(cnn):
     assert _same(demo.model, state)
 
 
+def test_repair_is_applied_before_scoring(cnn):
+    """``repair`` (here: BatchNorm statistics re-estimated on the calibration images) runs on
+    every pruned copy before it is scored, and on the returned model."""
+    from pruneopt.adapters.demo_models import recalibrate_batchnorm
+
+    demo, st, batches, table = cnn
+    state = _state(demo.model)
+    calls = []
+
+    def repair(model):
+        calls.append(1)
+        recalibrate_batchnorm(model, torch.cat(batches))
+
+    levels = [r[:3] for r in table.removed]
+    with torch_threads(1):
+        fixed = spdy.timing_database(st, batches, levels=levels, repeats=1, progress=False)
+        spdy.error_database(st, fixed, batches, repair=repair, progress=False)
+    assert len(calls) == sum(len(r) - 1 for r in levels)
+    removed = [0] * len(st.units)
+    removed[0] = int(levels[0][2])
+    ref = loss_outputs(demo.model, batches, "kl")
+    model = st.pruned(removed).eval()
+    repair(model)
+    with torch.no_grad():
+        assert fixed.errors[0][2] == pytest.approx(model_loss(model.eval(), batches, ref, "kl"),
+                                                   rel=1e-5, abs=1e-7)
+    target = 1 + 0.3 * (fixed.max_speedup() - 1)
+    with torch_threads(1):
+        pruned, rep = spdy.spdy_prune(st, fixed, target, batches, repair=repair, **FAST)
+    assert model_loss(pruned, batches, ref, "kl") == pytest.approx(rep["calibration_loss"])
+    assert _same(demo.model, state)
+    with pytest.raises(ValueError, match="repair= is for other models"):
+        spdy.spdy_search(_tiny_bert(), fixed, 1.05, batches, repair=repair, progress=False)
+
+
 def test_decoder_pipeline(decoder):
     dec, st, batches = decoder
     state = _state(dec.model)
