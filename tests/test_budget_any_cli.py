@@ -47,11 +47,12 @@ def test_budget_on_a_saved_cnn(files, capsys):
     assert [u["name"] for u in rep["units"]] == [u.name for u in table.units]
     assert [u["removed"] for u in rep["units"]] == table.removed_at(rep["levels"])
     assert rep["model"]["kind"] == "module" and np.isfinite(rep["calibration_loss"])
+    assert rep["repair"] == "bn"
     assert (files / "cnn.pt").read_bytes() == before
 
 
 def test_budget_saves_the_pruned_cnn(files, capsys):
-    from pruneopt.adapters.demo_models import MnistCNN
+    from pruneopt.adapters.demo_models import MnistCNN, recalibrate_batchnorm
     from pruneopt.adapters.structure import structure_of
     from pruneopt.adapters.structured_models import load_structured
 
@@ -66,6 +67,7 @@ def test_budget_saves_the_pruned_cnn(files, capsys):
     dense = torch.load(files / "cnn.pt", weights_only=False).eval()
     x = torch.from_numpy(np.load(files / "x.npy"))
     expected = structure_of(dense, x[:1]).pruned(rep["removed"]).eval()
+    recalibrate_batchnorm(expected, x)  # the default --repair bn
     with torch.no_grad():
         torch.testing.assert_close(back(x), expected(x))
 

@@ -63,6 +63,10 @@ def register(sub) -> None:
                    help="run the full SPDY pipeline on all-MiniLM-L6-v2")
     p.add_argument("--calib-inputs", metavar="FILE.npy",
                    help="calibration inputs of a torch module file (first axis = examples)")
+    p.add_argument("--repair", choices=("bn", "none"), default="bn",
+                   help="torch module files: re-estimate BatchNorm statistics on the "
+                        "calibration inputs before scoring every candidate and in the result "
+                        "(default bn; none: as pruned)")
     p.add_argument("--batch-size", type=int, default=64,
                    help="calibration batch size (module inputs, causal-LM sentences)")
     p.add_argument("--calib", type=int, default=16,

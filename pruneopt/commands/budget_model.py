@@ -12,7 +12,9 @@ MODEL is one of:
 - a file written by ``torch.save(module)`` (a whole ``nn.Module``; **loading it unpickles it,
   which runs code: load only files you trust**) with ``--calib-inputs FILE.npy`` (an array
   of model inputs, first axis = examples): units from the dependency graph, loss the KL of
-  the softmax outputs (a classifier).
+  the softmax outputs (a classifier); ``--repair bn`` (default) re-estimates the BatchNorm
+  statistics of every pruned candidate on the calibration inputs before it is scored, and
+  of the returned model (``--repair none``: as pruned).
 
 Every case: timing and error databases on this CPU, the coefficient search, apply, the
 measured end-to-end speedup with the correction loop; the report holds the target, the
@@ -93,8 +95,8 @@ def _structure_of(model: Any, example: Any) -> Any:
     return structure_of(model, example)
 
 
-def _prepare(args, kind: str) -> tuple[Any, list, list, str]:
-    """``(structure, calibration batches, held-out batches, loss)`` for MODEL."""
+def _prepare(args, kind: str) -> tuple[Any, list, list, str, Any]:
+    """``(structure, calibration batches, held-out batches, loss, repair)`` for MODEL."""
     from pruneopt.adapters import spdy
     from pruneopt.adapters.models import stdlib_sentences
 
@@ -102,7 +104,15 @@ def _prepare(args, kind: str) -> tuple[Any, list, list, str]:
         x = _calib_inputs(args.calib_inputs)
         model = _load_module(args.table)
         batches = spdy.tensor_batches(x, args.batch_size)
-        return _structure_of(model, batches[0][:1]), batches, [], "kl"
+        repair = None
+        if args.repair == "bn":
+            from pruneopt.adapters.demo_models import recalibrate_batchnorm
+
+            inputs = torch_inputs(batches)
+
+            def repair(m):
+                recalibrate_batchnorm(m, inputs, batch_size=args.batch_size)
+        return _structure_of(model, batches[0][:1]), batches, [], "kl", repair
     sents = stdlib_sentences(args.calib + 64)
     if args.no_progress:  # transformers' own loading bars too
         from transformers.utils import logging
@@ -114,14 +124,21 @@ def _prepare(args, kind: str) -> tuple[Any, list, list, str]:
         model = SentenceTransformer(str(args.table), device="cpu").eval()
         calib = spdy.make_batches(model, sents[: args.calib], batch_size=args.calib)
         held = spdy.make_batches(model, sents[args.calib:], batch_size=64)
-        return spdy.BertStructure(model), calib, held, "cosine"
+        return spdy.BertStructure(model), calib, held, "cosine", None
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(str(args.table)).eval()
     tok = AutoTokenizer.from_pretrained(str(args.table))
     calib = spdy.tokenized_batches(tok, sents[: args.calib], args.batch_size)
     held = spdy.tokenized_batches(tok, sents[args.calib:], args.batch_size)
-    return _structure_of(model, calib[0]), calib, held, "next_token_kl"
+    return _structure_of(model, calib[0]), calib, held, "next_token_kl", None
+
+
+def torch_inputs(batches: list) -> Any:
+    """The tensor batches as one tensor."""
+    import torch
+
+    return torch.cat(list(batches))
 
 
 def run_model(args, kind: str) -> tuple[dict[str, Any], dict[str, Any], Any, Any]:
@@ -132,16 +149,17 @@ def run_model(args, kind: str) -> tuple[dict[str, Any], dict[str, Any], Any, Any
         raise ValueError("a MODEL needs --speedup (e.g. --speedup 1.5)")
     if args.calib < 1 or args.repeats < 1 or args.batch_size < 1:
         raise ValueError("--calib, --repeats and --batch-size must be >= 1")
-    st, calib, held, loss = _prepare(args, kind)
+    st, calib, held, loss, repair = _prepare(args, kind)
     if not st.units:
         raise ValueError(f"{args.table}: the model has no prunable units")
     progress = not args.no_progress
     table = spdy.timing_database(st, calib, repeats=args.repeats, progress=progress)
-    spdy.error_database(st, table, calib, loss=loss, progress=progress)
+    spdy.error_database(st, table, calib, loss=loss, repair=repair, progress=progress)
     table.problem(args.speedup)  # an unreachable target stops here, stating the best
     pruned, rep = spdy.spdy_prune(st, table, args.speedup, calib, seed=args.seed,
                                   random_starts=args.random_starts, steps=args.steps,
-                                  repeats=args.repeats, loss=loss, progress=progress)
+                                  repeats=args.repeats, loss=loss, repair=repair,
+                                  progress=progress)
     if held:
         from pruneopt.adapters.calib_loss import loss_outputs, model_loss
 
@@ -149,4 +167,5 @@ def run_model(args, kind: str) -> tuple[dict[str, Any], dict[str, Any], Any, Any
     rep["units"] = [{"name": u.name, "kind": u.kind, "size": u.size, "removed": int(r)}
                     for u, r in zip(st.units, rep["removed"], strict=True)]
     rep["model"] = {"path": str(args.table), "kind": kind}
+    rep["repair"] = "bn" if repair is not None else None
     return rep, table.to_json(), pruned, st
