@@ -4,7 +4,8 @@ Every function takes a :class:`~pruneopt.adapters.units.Structure` (any torch mo
 prunable units and their surgery; :class:`BertStructure` for BERT encoders, which a bare
 BERT model or SentenceTransformer is wrapped in automatically). The BERT case is described
 below; for other models see :mod:`~pruneopt.adapters.spdy_generic` (timing a unit's modules
-in the model pruned at that unit, errors by a loss per model family).
+in the model pruned at that unit, errors by a loss per model family, an optional
+``repair`` of every pruned candidate before it is scored).
 
 Reference: Frantar & Alistarh, "SPDY: Accurate Pruning with Speedup Guarantees" (ICML 2022).
 
