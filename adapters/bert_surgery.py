@@ -20,6 +20,7 @@ This module is the only one that knows the layout of a BERT block (``attention.s
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from torch import nn
 __all__ = [
     "Unit",
     "UnitSwap",
+    "as_unit",
     "bert_of",
     "get_unit",
     "head_scores",
@@ -77,6 +79,19 @@ class Unit:
     @property
     def name(self) -> str:
         return f"block{self.block}.{self.kind}"
+
+
+def as_unit(u: Any) -> Unit:
+    """``u`` as a BERT :class:`Unit`: a :class:`Unit` as it is, or any unit named
+    ``"block{i}.attention"`` / ``"block{i}.ffn"`` (a
+    :class:`~pruneopt.adapters.bert_structure.BertStructure` unit); ``ValueError`` otherwise."""
+    if isinstance(u, Unit):
+        return u
+    m = re.fullmatch(r"block(\d+)\.(attention|ffn)", str(getattr(u, "name", "")))
+    if m is None:
+        raise ValueError(f"{getattr(u, 'name', u)!r} is not a BERT unit (expected a name "
+                         "block<i>.attention or block<i>.ffn)")
+    return Unit(int(m.group(1)), m.group(2), int(u.size))
 
 
 def n_heads(attn: nn.Module) -> int:
@@ -206,6 +221,7 @@ def prune_units(model: nn.Module, units: Sequence[Unit], removed: Sequence[int],
     """``model`` (a deep copy unless ``inplace``) with ``removed[i]`` heads/neurons of
     ``units[i]`` removed (any counts, not only table levels). Scores come from the weights
     of ``model`` before pruning."""
+    units = [as_unit(u) for u in units]
     target = model if inplace else copy.deepcopy(model)
     bert = bert_of(target)
     for u, r in zip(units, removed, strict=True):
@@ -221,7 +237,7 @@ class UnitSwap:
     the pruned versions by ``(block, kind, remove)`` so that repeated swaps are cheap."""
 
     def __init__(self, block: nn.Module, unit: Unit, remove: int, cache: dict | None = None):
-        self.block, self.unit, self.remove, self.cache = block, unit, int(remove), cache
+        self.block, self.unit, self.remove, self.cache = block, as_unit(unit), int(remove), cache
         self.old: Any = None
 
     def _variant(self) -> Any:

@@ -1,11 +1,19 @@
-"""Calibration data through a sentence encoder: batches, forward passes, embeddings, cosine.
+"""Calibration data through a model: batches, forward passes, embeddings, cosine.
 
-A *batch* is a dict with ``input_ids`` and ``attention_mask`` (tensors of shape
-[sentences, tokens]), as a SentenceTransformer's tokenizer gives (:func:`make_batches`) or as
-one builds by hand for a bare ``BertModel``. :func:`forward` runs either kind of model on
-one batch; :func:`embed` gives unit-norm sentence embeddings (the SentenceTransformer's own
-pooling, or mean pooling over real tokens for a bare ``BertModel``); :func:`cosine_to` is the
-quality measure of every SPDY step (mean cosine similarity to the dense model's embeddings).
+The calibration runner of every model family is :func:`forward`, in this one place:
+
+- a SentenceTransformer takes its feature dict (``model(batch)``);
+- a Hugging Face model (BERT, a causal LM, ...) takes a *tokenized dict batch*, ``input_ids``
+  and ``attention_mask`` (tensors [sentences, tokens]) and any other keys, as keywords
+  (``model(**batch)``; :func:`make_batches` for a SentenceTransformer,
+  :func:`tokenized_batches` for any Hugging Face tokenizer);
+- a plain torch model takes a *tensor* batch (``model(x)``; a tuple or list batch is
+  unpacked, ``model(*batch)``; :func:`tensor_batches` cuts an array into them).
+
+:func:`forward` runs any of them on one batch; :func:`embed` gives unit-norm sentence
+embeddings (the SentenceTransformer's own pooling, or mean pooling over real tokens for a
+bare ``BertModel``); :func:`cosine_to` is the quality measure of every SPDY step on a
+sentence encoder (mean cosine similarity to the dense model's embeddings).
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ __all__ = [
     "mean_pooled",
     "run_batches",
     "run_with_hooks",
+    "tensor_batches",
+    "tokenized_batches",
 ]
 
 
@@ -48,22 +58,58 @@ def make_batches(model: nn.Module, sentences: Sequence[str], batch_size: int = 3
             for i in range(0, len(sentences), batch_size)]
 
 
-def forward(model: nn.Module, batch: dict) -> Any:
-    """``model``'s output on one batch: the SentenceTransformer feature dict, or the
-    ``BertModel`` output (with ``last_hidden_state``)."""
+def tokenized_batches(tokenizer: Any, texts: Sequence[str], batch_size: int = 16, *,
+                      max_length: int = 128) -> list[dict]:
+    """Tokenized dict batches (``input_ids``, ``attention_mask``; padded, truncated to
+    ``max_length`` tokens) of ``texts`` for a Hugging Face model with ``tokenizer``."""
+    if not texts:
+        raise ValueError("need at least one text")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if getattr(tokenizer, "pad_token", "") is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    out = []
+    for i in range(0, len(texts), batch_size):
+        enc = tokenizer(list(texts[i:i + batch_size]), return_tensors="pt", padding=True,
+                        truncation=True, max_length=max_length)
+        out.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
+    return out
+
+
+def tensor_batches(inputs: Any, batch_size: int = 64) -> list[torch.Tensor]:
+    """Float32 tensor batches (the first axis split into ``batch_size`` rows) of ``inputs``
+    (an array or tensor of model inputs, e.g. images [n, channels, height, width])."""
+    x = torch.as_tensor(inputs)
+    if x.ndim < 1 or x.shape[0] < 1:
+        raise ValueError(f"need at least one input row, got shape {tuple(x.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if x.is_floating_point() or not x.dtype.is_signed and x.dtype != torch.bool:
+        x = x.float()
+    return list(torch.split(x, int(batch_size)))
+
+
+def forward(model: nn.Module, batch: Any) -> Any:
+    """``model``'s output on one batch (see the module doc): the SentenceTransformer feature
+    dict, a Hugging Face model's output (``last_hidden_state`` or ``logits``), or a plain
+    model's output tensor."""
     if is_sentence_transformer(model):
         return model(dict(batch))
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    if isinstance(batch, dict):
+        return model(**batch)
+    if isinstance(batch, tuple | list):
+        return model(*batch)
+    return model(batch)
 
 
 @torch.inference_mode()
-def run_batches(model: nn.Module, batches: Iterable[dict]) -> None:
+def run_batches(model: nn.Module, batches: Iterable[Any]) -> None:
     """Run ``model`` on every batch, discarding the outputs (for timing and capture hooks)."""
     for b in batches:
         forward(model, b)
 
 
-def run_with_hooks(model: nn.Module, batches: Iterable[dict], hooks: Iterable[Any]) -> None:
+def run_with_hooks(model: nn.Module, batches: Iterable[Any], hooks: Iterable[Any]) -> None:
     """Run ``model`` on ``batches`` with the given hook handles in place, removing them
     afterwards (also when the forward pass fails)."""
     try:

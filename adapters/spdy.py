@@ -1,9 +1,19 @@
-"""SPDY on BERT encoders: timing and error databases, coefficient search, apply, measure.
+"""SPDY on any model: timing and error databases, coefficient search, apply, measure.
+
+Every function takes a :class:`~pruneopt.adapters.units.Structure` (any torch model's
+prunable units and their surgery; :class:`BertStructure` for BERT encoders, which a bare
+BERT model or SentenceTransformer is wrapped in automatically). The BERT case is described
+below; for other models see :mod:`~pruneopt.adapters.spdy_generic` (timing a unit's modules
+in the model pruned at that unit, errors by a loss per model family, an optional
+``repair`` of every pruned candidate before it is scored).
 
 Reference: Frantar & Alistarh, "SPDY: Accurate Pruning with Speedup Guarantees" (ICML 2022).
 
 This module is the one import for the whole method; each job lives in its own module:
 
+- ``units``: the :class:`Structure` contract; ``bert_structure``: BERT as one;
+- ``spdy_generic``: the timing and error databases of any structure; ``calib_loss``: the
+  calibration losses by model family (cosine, classifier KL, next-token KL);
 - ``bert_surgery``: prunable units of a BERT encoder (heads, FFN neurons), their magnitude
   scores, smaller dense copies, temporary unit swaps;
 - ``calibration``: tokenized batches, forward passes, embeddings, cosine to the dense model;
@@ -45,9 +55,11 @@ model, the end-to-end speedup is measured, and the table target is moved down or
 answers, the one that meets it with the least calibration loss is returned.
 """
 
+from pruneopt.adapters.bert_structure import BertStructure, as_structure
 from pruneopt.adapters.bert_surgery import (
     Unit,
     UnitSwap,
+    as_unit,
     bert_of,
     head_scores,
     neuron_scores,
@@ -56,7 +68,14 @@ from pruneopt.adapters.bert_surgery import (
     pruned_ffn,
     units_of,
 )
-from pruneopt.adapters.calibration import cosine_to, embed, make_batches
+from pruneopt.adapters.calib_loss import default_loss, model_loss
+from pruneopt.adapters.calibration import (
+    cosine_to,
+    embed,
+    make_batches,
+    tensor_batches,
+    tokenized_batches,
+)
 from pruneopt.adapters.pruned_models import load_pruned, save_pruned
 from pruneopt.adapters.reconstruction import DenseTargets, reconstruct, reconstructed_loss
 from pruneopt.adapters.spdy_baselines import (
@@ -79,17 +98,21 @@ from pruneopt.adapters.spdy_table import SpdyTable
 from pruneopt.adapters.spdy_timing import default_levels, measure_speedup, timing_database
 
 __all__ = [
+    "BertStructure",
     "DenseTargets",
     "SearchResult",
     "SpdyTable",
     "Unit",
     "UnitSwap",
     "apply_levels",
+    "as_structure",
+    "as_unit",
     "bert_of",
     "correct_target",
     "cosine_to",
     "csr_linear_timing",
     "default_levels",
+    "default_loss",
     "embed",
     "error_database",
     "head_scores",
@@ -97,6 +120,7 @@ __all__ = [
     "load_pruned",
     "make_batches",
     "measure_speedup",
+    "model_loss",
     "neuron_scores",
     "prune_units",
     "pruned_attention",
@@ -107,7 +131,9 @@ __all__ = [
     "spdy_prune",
     "spdy_search",
     "stitched_loss",
+    "tensor_batches",
     "timing_database",
+    "tokenized_batches",
     "uniform_at_speedup",
     "uniform_curve",
     "uniform_removed",

@@ -1,7 +1,8 @@
 """Baselines SPDY is compared with: uniform structured pruning, and unstructured sparsity.
 
 - :func:`uniform_removed`, :func:`uniform_at_speedup`, :func:`uniform_curve`: the same
-  fraction of heads and of FFN neurons removed in every block, at a measured speedup or over
+  fraction of every unit removed (heads and FFN neurons of every BERT block, channels of a
+  CNN, ...: any :class:`~pruneopt.adapters.units.Structure`), at a measured speedup or over
   a range of fractions.
 - :func:`csr_linear_timing`: unstructured sparsity needs a sparse kernel to save time; this
   measures torch's CSR matmul against the dense one for one linear layer. On CPUs it is
@@ -16,59 +17,64 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from pruneopt.adapters.bert_surgery import Unit, prune_units, units_of
+from pruneopt.adapters.bert_structure import as_structure
+from pruneopt.adapters.spdy_generic import pruned_model
 from pruneopt.adapters.spdy_timing import measure_speedup, median_seconds, torch_threads
+from pruneopt.adapters.units import Structure
 
 __all__ = ["csr_linear_timing", "uniform_at_speedup", "uniform_curve", "uniform_removed"]
 
 
-def uniform_removed(units: Sequence[Unit], fraction: float) -> list[int]:
-    """The same ``fraction`` (in [0, 1)) of heads and of FFN neurons removed in every block
-    (at least one head / neuron stays)."""
+def uniform_removed(units: Sequence[Any], fraction: float) -> list[int]:
+    """The same ``fraction`` (in [0, 1)) of every unit's elements removed (heads, neurons,
+    channels; at least one element of every unit stays)."""
     if not 0 <= fraction < 1:
         raise ValueError(f"fraction must be in [0, 1), got {fraction}")
     return [min(u.size - 1, int(round(u.size * fraction))) for u in units]
 
 
-def _uniform(model: nn.Module, units: Sequence[Unit], fraction: float, batches: Sequence[dict],
+def _uniform(st: Structure, fraction: float, batches: Sequence[Any],
              repeats: int, threads: int | None) -> tuple[nn.Module, dict[str, float]]:
     """The uniformly pruned copy at ``fraction`` and its end-to-end measurement."""
-    pruned = prune_units(model, units, uniform_removed(units, fraction)).eval()
-    return pruned, measure_speedup(model, pruned, batches, repeats=repeats, threads=threads)
+    pruned = pruned_model(st, uniform_removed(st.units, fraction)).eval()
+    return pruned, measure_speedup(st.model, pruned, batches, repeats=repeats, threads=threads)
 
 
-def uniform_at_speedup(model: nn.Module, speedup: float, batches: Sequence[dict], *,
+def uniform_at_speedup(model: nn.Module | Structure, speedup: float, batches: Sequence[Any], *,
                        iterations: int = 6, repeats: int = 5, threads: int | None = 1,
                        progress: bool = True) -> tuple[nn.Module, dict]:
     """Uniform pruning (same fraction everywhere) with measured speedup >= ``speedup``:
     bisection on the fraction over end-to-end measurements. The smallest fraction found
-    that meets the target is returned with its measurement."""
+    that meets the target is returned with its measurement. ``model``: a
+    :class:`~pruneopt.adapters.units.Structure` or a BERT encoder (not modified)."""
     from tqdm import tqdm
 
-    units = units_of(model)
+    st = as_structure(model)
+    units = st.units
     lo, hi = 0.0, 0.95
     best = None
     for _ in tqdm(range(iterations), desc=f"uniform {speedup:g}x", disable=not progress):
         mid = (lo + hi) / 2
-        pruned, meas = _uniform(model, units, mid, batches, repeats, threads)
+        pruned, meas = _uniform(st, mid, batches, repeats, threads)
         if meas["speedup"] >= speedup:
             hi = mid
             best = (mid, pruned, meas)
         else:
             lo = mid
     if best is None:
-        best = (hi, *_uniform(model, units, hi, batches, repeats, threads))
+        best = (hi, *_uniform(st, hi, batches, repeats, threads))
     frac, pruned, meas = best
     return pruned, {"fraction": frac, "removed": uniform_removed(units, frac),
                     "measured_speedup": meas["speedup"], "met": meas["speedup"] >= speedup}
 
 
-def uniform_curve(model: nn.Module, batches: Sequence[dict],
+def uniform_curve(model: nn.Module | Structure, batches: Sequence[Any],
                   fractions: Sequence[float] = tuple(np.round(np.arange(0.05, 0.76, 0.05), 2)),
                   *, repeats: int = 5, threads: int | None = 1, progress: bool = True
                   ) -> list[dict[str, float]]:
@@ -77,10 +83,10 @@ def uniform_curve(model: nn.Module, batches: Sequence[dict],
     from sklearn.isotonic import IsotonicRegression
     from tqdm import tqdm
 
-    units = units_of(model)
+    st = as_structure(model)
     rows = []
     for f in tqdm(list(fractions), desc="uniform curve", disable=not progress):
-        _, meas = _uniform(model, units, float(f), batches, repeats, threads)
+        _, meas = _uniform(st, float(f), batches, repeats, threads)
         rows.append({"fraction": float(f), "speedup": meas["speedup"]})
     fit = IsotonicRegression(increasing=True).fit_transform(
         [r["fraction"] for r in rows], [r["speedup"] for r in rows])

@@ -1,6 +1,11 @@
 """The SPDY error database: every unit pruned alone to every level, scored on calibration data.
 
-The loss of a model is ``1 - mean_i cos(f(x_i), f_dense(x_i))`` over the calibration
+Any :class:`~pruneopt.adapters.units.Structure`: the loss (``loss``, default by the model's
+type, see :mod:`~pruneopt.adapters.calib_loss`: ``1 - mean cos`` of sentence embeddings,
+the KL of a classifier's softmax, the next-token KL of a causal LM) of the model with that
+unit alone pruned (:func:`~pruneopt.adapters.spdy_generic.structure_errors`).
+
+On a BERT encoder the loss is ``1 - mean_i cos(f(x_i), f_dense(x_i))`` over the calibration
 sentences, with ``f`` the mean-pooled, unit-norm sentence embedding (all-MiniLM-L6-v2's own
 pooling). Blocks before the pruned unit are not recomputed: their outputs are cached from one
 dense pass, so a unit of block ``b`` costs a forward pass through blocks ``b..end`` only.
@@ -10,14 +15,19 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from pruneopt.adapters.bert_surgery import UnitSwap, bert_of
+from pruneopt.adapters.bert_structure import as_structure, is_bert_structure
+from pruneopt.adapters.bert_surgery import UnitSwap, as_unit, bert_of
+from pruneopt.adapters.calib_loss import check_loss
 from pruneopt.adapters.calibration import cosine_to, mean_pooled, run_with_hooks
+from pruneopt.adapters.spdy_generic import Repair, structure_errors
 from pruneopt.adapters.spdy_table import SpdyTable
+from pruneopt.adapters.units import Structure
 
 __all__ = ["error_database"]
 
@@ -36,14 +46,35 @@ def _capture_block_inputs(model: nn.Module, batches: Sequence[dict]) -> list[lis
 
 
 @torch.inference_mode()
-def error_database(model: nn.Module, table: SpdyTable, batches: Sequence[dict], *,
+def error_database(model: nn.Module | Structure, table: SpdyTable, batches: Sequence[Any], *,
+                   loss: str | None = None, repair: Repair | None = None,
                    progress: bool = True) -> SpdyTable:
-    """Fill ``table.errors``: each unit pruned alone at each level, loss ``1 - mean cos``
-    (in [0, 2], level 0 is 0) of the embeddings to the dense model's on ``batches``.
-    ``model`` is not modified (a working copy is used). Returns ``table``."""
+    """Fill ``table.errors``: each unit pruned alone at each level, its calibration ``loss``
+    on ``batches`` (level 0 is 0; default by model type, see the module doc; a BERT encoder
+    takes ``"cosine"`` only). ``repair``: a function applied to every pruned copy before it
+    is scored (e.g. BatchNorm re-estimation; not for BERT, whose repair is the
+    reconstruction). ``model``: a :class:`~pruneopt.adapters.units.Structure` or a BERT
+    encoder, not modified. Returns ``table``."""
     from tqdm import tqdm
 
-    work = copy.deepcopy(model).eval()
+    st = as_structure(model)
+    name = check_loss(loss, st.model)
+    if [u.name for u in st.units] != [u.name for u in table.units]:
+        raise ValueError("the table's units are not the model's; time this model first")
+    if not batches:
+        raise ValueError("need at least one calibration batch")
+    if not is_bert_structure(st):
+        bar = tqdm(total=sum(r.size for r in table.removed), desc="errors", disable=not progress)
+        table.errors = structure_errors(st, table.removed, batches, name, bar=bar,
+                                        repair=repair)
+        bar.close()
+        return table
+    if name != "cosine":
+        raise ValueError(f"a BERT encoder's error database uses loss 'cosine', not {name!r}")
+    if repair is not None:
+        raise ValueError("repair= is for other models; a BERT encoder's repair is "
+                         "reconstruct=True in spdy_prune")
+    work = copy.deepcopy(st.model).eval()
     bert = bert_of(work)
     caps = _capture_block_inputs(work, batches)
     masks = [b["attention_mask"] for b in batches]
@@ -63,7 +94,8 @@ def error_database(model: nn.Module, table: SpdyTable, batches: Sequence[dict], 
     ref = run_from(0)
     errors = []
     bar = tqdm(total=sum(r.size for r in table.removed), desc="errors", disable=not progress)
-    for u, r in zip(table.units, table.removed, strict=True):
+    for unit, r in zip(table.units, table.removed, strict=True):
+        u = as_unit(unit)
         row = []
         for k in r:
             if k == 0:

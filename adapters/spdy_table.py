@@ -19,23 +19,47 @@ import numpy as np
 
 from pruneopt.adapters.bert_surgery import Unit
 from pruneopt.adapters.files import atomic_write
+from pruneopt.adapters.units import StructUnit
 from pruneopt.formulations.layer_budget import LayerBudget
 
-__all__ = ["SpdyTable"]
+__all__ = ["SpdyTable", "unit_from_json", "unit_json"]
+
+
+def unit_json(u: StructUnit | Unit) -> dict[str, Any]:
+    """A unit as JSON: ``name``, ``kind``, ``size``, ``modules`` (and ``block`` for a BERT
+    :class:`~pruneopt.adapters.bert_surgery.Unit`)."""
+    d: dict[str, Any] = {"name": u.name, "kind": u.kind, "size": int(u.size),
+                         "modules": list(getattr(u, "modules", ()))}
+    if isinstance(u, Unit):
+        d["block"] = u.block
+    return d
+
+
+def unit_from_json(d: dict[str, Any]) -> StructUnit | Unit:
+    """The unit of :func:`unit_json`'s dict; a dict with ``block`` (the older BERT tables,
+    with only block/kind/size) gives a BERT :class:`~pruneopt.adapters.bert_surgery.Unit`."""
+    if "block" in d:
+        return Unit(int(d["block"]), str(d["kind"]), int(d["size"]))
+    return StructUnit(str(d["name"]), str(d["kind"]), int(d["size"]),
+                      tuple(str(m) for m in d.get("modules", ())))
 
 
 @dataclass
 class SpdyTable:
     """Timing and error database of a model's units.
 
-    ``removed[l][k]``: heads/neurons removed by unit ``l`` at level ``k`` (level 0 = dense);
+    ``units``: :class:`~pruneopt.adapters.units.StructUnit` s of any model (a BERT table
+    made from a bare model holds the older :class:`~pruneopt.adapters.bert_surgery.Unit` s,
+    which have the same ``name``, ``kind`` and ``size``);
+    ``removed[l][k]``: elements (heads, neurons, channels) removed by unit ``l`` at level
+    ``k`` (level 0 = dense);
     ``times[l][k]``: its measured forward seconds (median) on the calibration batches;
     ``errors[l][k]``: the calibration loss with only that unit pruned (None until the error
     database is run); ``dense_time``: end-to-end seconds of the dense model; ``base_time``:
     ``dense_time`` minus the dense unit times (embeddings, pooling, overheads).
     """
 
-    units: list[Unit]
+    units: list[StructUnit | Unit]
     removed: list[np.ndarray]
     times: list[np.ndarray]
     errors: list[np.ndarray] | None = None
@@ -101,7 +125,7 @@ class SpdyTable:
     def to_json(self) -> dict[str, Any]:
         """The table as a JSON-ready dict (lists and numbers)."""
         return {
-            "units": [{"block": u.block, "kind": u.kind, "size": u.size} for u in self.units],
+            "units": [unit_json(u) for u in self.units],
             "removed": [r.tolist() for r in self.removed],
             "times": [t.tolist() for t in self.times],
             "errors": None if self.errors is None else [e.tolist() for e in self.errors],
@@ -113,7 +137,7 @@ class SpdyTable:
         """The table from :meth:`to_json`'s dict; ``ValueError`` naming a missing or
         inconsistent field."""
         try:
-            units = [Unit(int(u["block"]), str(u["kind"]), int(u["size"])) for u in d["units"]]
+            units = [unit_from_json(u) for u in d["units"]]
             t = cls(units=units,
                     removed=[np.asarray(r, dtype=np.int64) for r in d["removed"]],
                     times=[np.asarray(x, dtype=float) for x in d["times"]],

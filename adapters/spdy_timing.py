@@ -3,7 +3,11 @@
 **Timing database** (:func:`timing_database`): each unit's forward time at each level,
 measured on the calibration batches (inputs captured from a real forward pass), the median
 over ``repeats``; plus the dense model's end-to-end time and the time outside the units
-(embeddings, pooling, overheads), ``base = dense - sum of dense unit times``.
+(embeddings, pooling, overheads), ``base = dense - sum of dense unit times``. Any
+:class:`~pruneopt.adapters.units.Structure` (see :mod:`~pruneopt.adapters.spdy_generic`: a
+unit's ``modules`` in the model pruned at that unit only); a BERT encoder (or its
+:class:`~pruneopt.adapters.bert_structure.BertStructure`) keeps its fast path, the pruned
+attention / FFN alone on the inputs captured from the dense model.
 
 **End to end** (:func:`measure_speedup`): dense and pruned models run alternately on the
 same batches, medians of the seconds per pass, ``speedup = dense / pruned``.
@@ -18,14 +22,18 @@ import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from pruneopt.adapters.bert_surgery import Unit, bert_of, pruned_unit, units_of
+from pruneopt.adapters.bert_structure import as_structure, is_bert_structure
+from pruneopt.adapters.bert_surgery import as_unit, bert_of, pruned_unit, units_of
 from pruneopt.adapters.calibration import run_batches, run_with_hooks
+from pruneopt.adapters.spdy_generic import check_unit_levels, structure_timing
 from pruneopt.adapters.spdy_table import SpdyTable
+from pruneopt.adapters.units import Structure
 
 __all__ = [
     "default_levels",
@@ -63,7 +71,7 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     return float(np.median(ts))
 
 
-def measure_speedup(dense: nn.Module, pruned: nn.Module, batches: Sequence[dict], *,
+def measure_speedup(dense: nn.Module, pruned: nn.Module, batches: Sequence[Any], *,
                     repeats: int = 7, threads: int | None = 1) -> dict[str, float]:
     """End-to-end time of ``dense`` and ``pruned`` on ``batches`` (alternating runs, medians).
 
@@ -85,10 +93,11 @@ def measure_speedup(dense: nn.Module, pruned: nn.Module, batches: Sequence[dict]
     return {"dense_seconds": d, "pruned_seconds": p, "speedup": d / p}
 
 
-def default_levels(unit: Unit, ffn_keep: Sequence[float] | None = None) -> np.ndarray:
-    """Units REMOVED at each level: heads 0..H-1 (at least one head stays); FFN neurons by
-    keep fractions :data:`FFN_KEEP` (1, 0.9, ..., 0.1, 0.05) unless ``ffn_keep`` is given."""
-    if unit.kind == "attention":
+def default_levels(unit: Any, ffn_keep: Sequence[float] | None = None) -> np.ndarray:
+    """Elements REMOVED at each level: heads 0..H-1 (``kind`` "attention" or "heads"; at
+    least one head stays); any other unit (FFN neurons, channels) by keep fractions
+    :data:`FFN_KEEP` (1, 0.9, ..., 0.1, 0.05) unless ``ffn_keep`` is given."""
+    if unit.kind in ("attention", "heads"):
         return np.arange(unit.size, dtype=np.int64)
     fr = np.asarray(ffn_keep if ffn_keep is not None else FFN_KEEP, dtype=float)
     keep = np.unique(np.clip(np.round(fr * unit.size), 1, unit.size).astype(np.int64))[::-1]
@@ -113,7 +122,7 @@ def _capture_unit_inputs(model: nn.Module, batches: Sequence[dict]) -> list[list
     return caps
 
 
-def _unit_call(unit: Unit, modules, inputs: list[dict]) -> Callable[[], None]:
+def _unit_call(unit: Any, modules, inputs: list[dict]) -> Callable[[], None]:
     """A function running the (pruned) ``modules`` of ``unit`` on its captured inputs."""
     if unit.kind == "attention":
         def fn() -> None:
@@ -129,50 +138,66 @@ def _unit_call(unit: Unit, modules, inputs: list[dict]) -> Callable[[], None]:
 
 
 @torch.inference_mode()
-def timing_database(model: nn.Module, batches: Sequence[dict], *,
+def timing_database(model: nn.Module | Structure, batches: Sequence[Any], *,
                     levels: Sequence[Sequence[int]] | None = None, repeats: int = 7,
                     threads: int | None = 1, progress: bool = True) -> SpdyTable:
     """Measure every unit at every level on this CPU (median seconds of ``repeats``).
 
-    ``levels[l]``: numbers of heads/neurons removed (default :func:`default_levels`, level 0
+    ``model``: any :class:`~pruneopt.adapters.units.Structure`, or a BERT encoder /
+    SentenceTransformer (its units as :func:`units_of` gives them). ``batches``: what the
+    model's calibration runner takes (:func:`~pruneopt.adapters.calibration.forward`).
+    ``levels[l]``: numbers of elements removed (default :func:`default_levels`, level 0
     must be 0, i.e. dense). ``threads``: torch threads while timing (default 1, the most
     stable on a shared machine; the end-to-end measurements use the same). Returns a
-    :class:`SpdyTable` without errors (see ``error_database``).
+    :class:`SpdyTable` without errors (see ``error_database``); the model is not modified.
     """
     from tqdm import tqdm
 
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    bert = bert_of(model)
-    units = units_of(model)
+    if not batches:
+        raise ValueError("need at least one calibration batch")
+    st = as_structure(model)
+    bert_path = is_bert_structure(st)
+    units = list(st.units) if st is model or not bert_path else units_of(model)
+    if not units:
+        raise ValueError("the model has no prunable units")
     if levels is None:
         levels = [default_levels(u) for u in units]
-    removed = [np.asarray(r, dtype=np.int64) for r in levels]
-    if len(removed) != len(units):
-        raise ValueError(f"levels needs one list per unit ({len(units)}), got {len(removed)}")
-    for u, r in zip(units, removed, strict=True):
-        if r.size == 0 or r[0] != 0 or (r < 0).any() or (r >= u.size).any():
-            raise ValueError(
-                f"{u.name}: levels must start at 0 (dense) and stay in 0..{u.size - 1}"
-            )
-    caps = _capture_unit_inputs(model, batches)
-    times = []
+    removed = check_unit_levels(units, levels)
     with torch_threads(threads):
         bar = tqdm(total=sum(r.size for r in removed), desc="timing", disable=not progress)
-        for u, r in zip(units, removed, strict=True):
-            blk = bert.encoder.layer[u.block]
-            row = []
-            for k in r:
-                mods = pruned_unit(blk, u, int(k), inference=True)
-                row.append(median_seconds(_unit_call(u, mods, caps[u.block]), repeats))
-                bar.update(1)
-            times.append(np.asarray(row))
+        if bert_path:
+            times = _bert_times(st.model, units, removed, batches, repeats, bar)
+            dense_time = median_seconds(lambda: run_batches(st.model, batches), repeats)
+        else:
+            times, dense_time = structure_timing(st, batches, removed, repeats=repeats,
+                                                 median=median_seconds, bar=bar)
         bar.close()
-        dense_time = median_seconds(lambda: run_batches(model, batches), repeats)
     base_raw = dense_time - sum(float(t[0]) for t in times)
     base = max(base_raw, 0.0)  # isolated unit timings can add up to more than the whole
     meta = {"base_time_raw": base_raw, "repeats": int(repeats), "threads": threads,
             "batches": len(batches),
             "torch": torch.__version__, "machine": platform.machine(),
-            "processor": platform.processor(), "mode": "structured (smaller dense matrices)"}
+            "processor": platform.processor(), "mode": "structured (smaller dense matrices)",
+            "timing": "bert units on captured inputs" if bert_path else
+            "unit modules in the model pruned at that unit only (not exactly additive)"}
     return SpdyTable(units, removed, times, None, dense_time, base, meta)
+
+
+def _bert_times(model: nn.Module, units: Sequence[Any], removed: Sequence[np.ndarray],
+                batches: Sequence[dict], repeats: int, bar: Any) -> list[np.ndarray]:
+    """The BERT fast path: each pruned attention / FFN alone on the dense model's inputs."""
+    bert = bert_of(model)
+    caps = _capture_unit_inputs(model, batches)
+    times = []
+    for unit, r in zip(units, removed, strict=True):
+        u = as_unit(unit)
+        blk = bert.encoder.layer[u.block]
+        row = []
+        for k in r:
+            mods = pruned_unit(blk, u, int(k), inference=True)
+            row.append(median_seconds(_unit_call(u, mods, caps[u.block]), repeats))
+            bar.update(1)
+        times.append(np.asarray(row))
+    return times

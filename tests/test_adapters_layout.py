@@ -14,8 +14,9 @@ ADAPTERS = ROOT / "adapters"
 
 pytest.importorskip("transformers", reason="the spdy modules are for transformers' BERT")
 
-SPDY_MODULES = ("bert_surgery", "calibration", "spdy_table", "spdy_timing", "spdy_errors",
-                "spdy_search", "spdy_correction", "spdy_baselines", "reconstruction",
+SPDY_MODULES = ("bert_surgery", "bert_structure", "calib_loss", "calibration", "spdy_table",
+                "spdy_timing", "spdy_errors", "spdy_generic", "spdy_search", "spdy_correction",
+                "spdy_baselines", "reconstruction",
                 "pruned_models")
 
 

@@ -1,11 +1,15 @@
 """``pruneopt budget``: choose one level per layer within a cost budget (SPDY layer budgets).
 
-Two modes:
+Three modes:
 
 - ``pruneopt budget TABLE.json --budget B`` (or ``--speedup S`` for an SPDY table): solve
   the table and print the levels as JSON. TABLE is either ``{"costs": [[...], ...],
   "errors": [[...], ...], "budget": B}`` (ragged lists, one per layer) or an SPDY timing and
   error table written by ``SpdyTable.save`` / ``pruneopt budget --minilm --save-table``.
+- ``pruneopt budget MODEL --speedup S``: the whole SPDY pipeline on any supported model
+  (:mod:`pruneopt.commands.budget_model`): a sentence-transformers / Hugging Face BERT folder,
+  a Hugging Face causal-LM folder, or a ``torch.save``'d ``nn.Module`` file with
+  ``--calib-inputs FILE.npy`` (loading a pickled module runs code: trust the file).
 - ``pruneopt budget --minilm --speedup S``: the whole SPDY pipeline on the real
   all-MiniLM-L6-v2 (timing and error databases on this CPU, coefficient search, apply,
   measured end-to-end speedup), printed as JSON; a progress bar by default (``--no-progress``).
@@ -43,9 +47,13 @@ from pruneopt.commands._common import (
 def register(sub) -> None:
     p = sub.add_parser("budget", help="layer budgets: one sparsity level per layer (SPDY)",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("table", nargs="?", help="JSON table (costs/errors/budget, or an SPDY table)")
+    p.add_argument("table", nargs="?", metavar="TABLE|MODEL",
+                   help="JSON table (costs/errors/budget, or an SPDY table), or a MODEL: a "
+                        "sentence-transformers / BERT folder, a causal-LM folder, or a "
+                        "torch.save'd nn.Module file (unpickling runs code: trust the file; "
+                        "needs --calib-inputs)")
     p.add_argument("--budget", type=float, help="cost budget (overrides the table's)")
-    p.add_argument("--speedup", type=float, help="speedup target (SPDY tables, --minilm)")
+    p.add_argument("--speedup", type=float, help="speedup target (SPDY tables, MODEL, --minilm)")
     p.add_argument("--solver", default=None, help=SOLVER_HELP + ": the exact 'dp'")
     add_time_limit(p)
     p.add_argument("--buckets", type=int, default=None, help="DP buckets (dp, dp_round)")
@@ -53,23 +61,33 @@ def register(sub) -> None:
                help="write the JSON here instead of printing it")
     p.add_argument("--minilm", action="store_true",
                    help="run the full SPDY pipeline on all-MiniLM-L6-v2")
-    p.add_argument("--calib", type=int, default=16, help="calibration sentences (--minilm)")
-    p.add_argument("--repeats", type=int, default=5, help="timing repeats (--minilm)")
-    p.add_argument("--steps", type=int, default=40, help="local-search steps (--minilm)")
-    p.add_argument("--random-starts", type=int, default=12, help="random starts (--minilm)")
+    p.add_argument("--calib-inputs", metavar="FILE.npy",
+                   help="calibration inputs of a torch module file (first axis = examples)")
+    p.add_argument("--repair", choices=("bn", "none"), default="bn",
+                   help="torch module files: re-estimate BatchNorm statistics on the "
+                        "calibration inputs before scoring every candidate and in the result "
+                        "(default bn; none: as pruned)")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="calibration batch size (module inputs, causal-LM sentences)")
+    p.add_argument("--calib", type=int, default=16,
+                   help="calibration sentences (BERT, causal LM, --minilm)")
+    p.add_argument("--repeats", type=int, default=5, help="timing repeats (MODEL, --minilm)")
+    p.add_argument("--steps", type=int, default=40, help="local-search steps (MODEL, --minilm)")
+    p.add_argument("--random-starts", type=int, default=12,
+                   help="random starts (MODEL, --minilm)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--save-table", help="save the measured SPDY table here (--minilm)")
+    p.add_argument("--save-table", help="save the measured SPDY table here (MODEL, --minilm)")
     p.add_argument("--reconstruct", type=int, default=0, metavar="N",
                    help="refit the shrunk matrices on N further sentences (--minilm)")
     p.add_argument("--reconstruct-search", action="store_true",
                    help="score the search's candidates after that refit (needs --reconstruct)")
     p.add_argument("--save-model", metavar="DIR",
-                   help="write the pruned model to this new folder (--minilm)")
-    add_progress(p, "no progress bars (--minilm)")
+                   help="write the pruned model to this new folder (MODEL, --minilm)")
+    add_progress(p, "no progress bars (MODEL, --minilm)")
     p.set_defaults(func=run)
 
 
-def _outputs(args) -> OutputSet:
+def _outputs(args, kind: str) -> OutputSet:
     """The output files of this run, checked before any work (``-o``, ``--save-table``;
     ``--save-model``, a new folder, none of the files inside it)."""
     paths = {"output -o": args.output, "--save-table": args.save_table}
@@ -83,7 +101,7 @@ def _outputs(args) -> OutputSet:
             if folder in Path(path).resolve().parents:
                 raise ValueError(f"{label} {path!r} is inside the --save-model folder; "
                                  "write it elsewhere")
-    return OutputSet(files, inputs={"TABLE": None if args.minilm else args.table})
+    return OutputSet(files, inputs={"TABLE": args.table if kind == "table" else None})
 
 
 def _json_writer(obj: dict[str, Any]):
@@ -106,38 +124,77 @@ def _solution_json(problem, sol) -> dict[str, Any]:
 def run(args) -> int:
     """The handler of ``pruneopt budget``: the outputs are checked and their temporary files
     made before any work, and written together at the end (or not at all)."""
+    from pruneopt.commands.budget_model import model_kind, run_model
+
     check_time_limit(args.time_limit)
-    for flag, value in (("--save-table", args.save_table), ("--save-model", args.save_model),
+    kind = "minilm" if args.minilm else model_kind(args.table) if args.table else "table"
+    if args.minilm and args.table:
+        raise ValueError("give a TABLE/MODEL or --minilm, not both")
+    for flag, value in (("--save-table", args.save_table), ("--save-model", args.save_model)):
+        if value and kind == "table":
+            raise ValueError(f"{flag} needs --minilm or a MODEL (the full pipeline)")
+    for flag, value in (("--reconstruct", args.reconstruct),
                         ("--reconstruct-search", args.reconstruct_search)):
-        if value and not args.minilm:
-            raise ValueError(f"{flag} needs --minilm (the full pipeline)")
+        if value and kind != "minilm":
+            raise ValueError(f"{flag} needs --minilm (the refit is for BERT encoders)")
+    if args.calib_inputs is not None and kind != "module":
+        raise ValueError("--calib-inputs is for a torch module file MODEL")
     if args.reconstruct_search and args.reconstruct < 1:
         raise ValueError("--reconstruct-search needs --reconstruct N: the N further sentences "
                          "the refits use (e.g. --reconstruct 64); refits scored on the "
                          "calibration sentences themselves overfit them")
-    outputs = _outputs(args)
-    saved = None
+    outputs = _outputs(args, kind)
+    if args.save_model is not None and kind in ("module", "causal_lm"):
+        structured_saver()  # before any work: the saver of structurally pruned models
+    saved, st = None, None
     try:
         with outputs:
-            result, table, pruned = _minilm(args) if args.minilm else (_table(args), None, None)
+            if kind == "minilm":
+                result, table, pruned = _minilm(args)
+            elif kind == "table":
+                result, table, pruned = _table(args), None, None
+            else:
+                result, table, pruned, st = run_model(args, kind)
             if "output -o" in outputs.paths:
                 outputs.write("output -o", _json_writer(result))
             if "--save-table" in outputs.paths:
                 outputs.write("--save-table", _json_writer(table))
-            if args.save_model is not None:
-                from pruneopt.adapters.pruned_models import save_pruned
-
-                saved = save_pruned(pruned, args.save_model)  # whole or not at all, last
+            if args.save_model is not None:  # whole or not at all, last
+                saved = _save_model(pruned, st, result, args.save_model, kind)
     except BaseException:
         if saved is not None:  # the files failed after the folder was written: remove it
             shutil.rmtree(saved, ignore_errors=True)
         raise
     if "output -o" not in outputs.paths:
         print(json.dumps(result, indent=1))
-    if args.minilm and not result["met"]:
+    if kind != "table" and not result["met"]:
         print(f"pruneopt budget: warning: measured speedup {result['measured_speedup']:.3f}x "
               f"is below the target {args.speedup:g}x", file=sys.stderr)
     return 0
+
+
+def _save_model(pruned, st, result: dict[str, Any], folder: str, kind: str) -> Path:
+    """Save ``pruned``: a BERT encoder with ``save_pruned``, any other model with
+    ``save_structured`` (safetensors weights and ``structure.json``, the removed indices to
+    rebuild it from the dense architecture: ``load_structured(DIR, dense=...)``)."""
+    if kind in ("minilm", "bert"):
+        from pruneopt.adapters.pruned_models import save_pruned
+
+        return save_pruned(pruned, folder)
+    return Path(structured_saver()(st, result["removed"], folder, model=pruned))
+
+
+def structured_saver():
+    """The saver of structurally pruned models of any kind (``save_structured(structure,
+    removed, folder, model=)``); ``ValueError`` when it is not available."""
+    try:
+        from pruneopt.adapters.structured_models import save_structured
+    except ImportError:
+        raise ValueError("--save-model for this kind of model needs "
+                         "pruneopt.adapters.structured_models.save_structured, which this "
+                         "install does not have; drop --save-model (the report lists the "
+                         "levels)") from None
+    return save_structured
 
 
 def _table(args) -> dict[str, Any]:
