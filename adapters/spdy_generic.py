@@ -68,8 +68,9 @@ def repaired(model: nn.Module, repair: Repair | None) -> nn.Module:
 
 
 def pruned_model(structure: Structure, removed: Sequence[int]) -> nn.Module:
-    """``structure.pruned(removed)``, run outside ``torch.inference_mode`` (surgery that
-    traces the model, such as torch-pruning's dependency graph, needs autograd)."""
+    """``structure.pruned(removed)``, run outside ``torch.inference_mode``: the copy's
+    tensors are then ordinary tensors, which a ``repair`` (BatchNorm re-estimation, a
+    refit) may update in place; inside inference mode they would be inference tensors."""
     with torch.inference_mode(False):
         return structure.pruned(removed)
 

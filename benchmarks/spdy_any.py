@@ -84,12 +84,8 @@ def compare(st, batches, quality, targets, args, repair=None) -> tuple[dict, lis
 def cnn_runs(args, targets) -> list[dict]:
     import copy
 
-    from pruneopt.adapters.demo_models import (
-        accuracy,
-        mnist_cnn,
-        recalibrate_batchnorm,
-        train_classifier,
-    )
+    from pruneopt.adapters.batchnorm import recalibrate_batchnorm
+    from pruneopt.adapters.demo_models import accuracy, mnist_cnn, train_classifier
     from pruneopt.adapters.structure import structure_of
 
     out = []

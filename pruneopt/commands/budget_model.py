@@ -106,7 +106,7 @@ def _prepare(args, kind: str) -> tuple[Any, list, list, str, Any]:
         batches = spdy.tensor_batches(x, args.batch_size)
         repair = None
         if args.repair == "bn":
-            from pruneopt.adapters.demo_models import recalibrate_batchnorm
+            from pruneopt.adapters.batchnorm import recalibrate_batchnorm
 
             inputs = torch_inputs(batches)
 

@@ -16,12 +16,13 @@ not at all.
 weights are safetensors (one file or shards with their index) is read and written tensor by
 tensor, as ``pruneopt nm`` does (:func:`pruneopt.adapters.checkpoints.mask_checkpoint`:
 memory-mapped reads, output shards written as they go, peak memory a few tensors, not the
-model) into a NEW folder; the folder's other files (config, tokenizer, pooling, ...) are copied, weight files in
-other formats are left out (and listed in the report). Tensors masked: every ``*.weight``
-with two or more dimensions except ``*embed*``, ``*pooler*`` and ``*lm_head*`` (``--include
-GLOB`` picks module names instead). Calibration scores (``wanda``, ``obs``) and the refit
-need the model's activations, which a tensor-by-tensor pass does not have: they load the
-model. ``--executor``/``--workers``/``--address`` as ``pruneopt nm``.
+model) into a NEW folder; the folder's other files (config, tokenizer, pooling, ...) are
+copied, weight files in other formats are left out (and listed in the report). Tensors
+masked: every ``*.weight`` with two or more dimensions except ``*embed*``, ``*pooler*`` and
+``*lm_head*`` (``--include GLOB`` picks module names instead). Calibration scores
+(``wanda``, ``obs``) and the refit need the model's activations, which a tensor-by-tensor
+pass does not have: they load the model. ``--executor``/``--workers``/``--address`` as
+``pruneopt nm``.
 """
 
 from __future__ import annotations
