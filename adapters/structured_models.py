@@ -79,10 +79,11 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_structured(structure, removed: Sequence[int], folder: str | os.PathLike,
-                    model: nn.Module | None = None) -> Path:
+                    model: nn.Module | None = None, tokenizer: Any = None) -> Path:
     """Save ``structure.pruned(removed)`` (or ``model``, that pruned model after e.g.
     fine-tuning: its tensors must have the shapes of the surgery) into the new folder
-    ``folder`` (format in the module doc). Returns the folder.
+    ``folder`` (format in the module doc), with ``tokenizer`` (a Hugging Face tokenizer,
+    ``save_pretrained`` into the same folder) when given. Returns the folder.
 
     ``ValueError`` before anything is written: a non-empty or non-folder ``folder``, a bad
     ``removed``, a ``model`` whose shapes differ from the surgery's. Whole or not at all.
@@ -121,6 +122,8 @@ def save_structured(structure, removed: Sequence[int], folder: str | os.PathLike
         (tmp / RECORD).write_text(json.dumps(record, indent=1) + "\n")
         if hf:
             dense.config.save_pretrained(str(tmp))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
 
     return write_folder(folder, fill)
 

@@ -136,13 +136,23 @@ def test_budget_on_a_causal_lm_folder(tmp_path, capsys):
     tok.save_pretrained(folder)
     with torch_threads(1):
         code = main(["budget", str(folder), "--speedup", "1.0", "--calib", "4",
-                     "--batch-size", "4", "-o", str(tmp_path / "r.json"), *FAST])
+                     "--batch-size", "4", "-o", str(tmp_path / "r.json"), "--save-model",
+                     str(tmp_path / "pruned"), *FAST])
     out, err = capsys.readouterr()
     assert code == 0 and out == "", err
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["loss"] == "next_token_kl" and rep["model"]["kind"] == "causal_lm"
     assert [u["kind"] for u in rep["units"]] == ["heads", "neurons"]
     assert rep["heldout_loss"] >= 0 and rep["target"] == 1.0
+    from pruneopt.adapters.structured_models import load_structured
+
+    saved = tmp_path / "pruned"  # the model with the tokenizer it was calibrated with
+    again = AutoTokenizer.from_pretrained(str(saved))
+    assert again("a test sentence")["input_ids"] == tok("a test sentence")["input_ids"]
+    reloaded = load_structured(saved)
+    batch = tok(["a test sentence"], return_tensors="pt")
+    with torch.no_grad():
+        assert reloaded(**batch).logits.shape[-1] == tok.vocab_size
 
 
 def test_budget_on_a_bert_folder(tmp_path, capsys):

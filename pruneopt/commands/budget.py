@@ -144,8 +144,6 @@ def run(args) -> int:
                          "the refits use (e.g. --reconstruct 64); refits scored on the "
                          "calibration sentences themselves overfit them")
     outputs = _outputs(args, kind)
-    if args.save_model is not None and kind in ("module", "causal_lm"):
-        structured_saver()  # before any work: the saver of structurally pruned models
     saved, st = None, None
     try:
         with outputs:
@@ -160,7 +158,7 @@ def run(args) -> int:
             if "--save-table" in outputs.paths:
                 outputs.write("--save-table", _json_writer(table))
             if args.save_model is not None:  # whole or not at all, last
-                saved = _save_model(pruned, st, result, args.save_model, kind)
+                saved = _save_model(pruned, st, result, args.save_model, kind, args.table)
     except BaseException:
         if saved is not None:  # the files failed after the folder was written: remove it
             shutil.rmtree(saved, ignore_errors=True)
@@ -173,28 +171,25 @@ def run(args) -> int:
     return 0
 
 
-def _save_model(pruned, st, result: dict[str, Any], folder: str, kind: str) -> Path:
+def _save_model(pruned, st, result: dict[str, Any], folder: str, kind: str,
+                source: str | None) -> Path:
     """Save ``pruned``: a BERT encoder with ``save_pruned``, any other model with
     ``save_structured`` (safetensors weights and ``structure.json``, the removed indices to
-    rebuild it from the dense architecture: ``load_structured(DIR, dense=...)``)."""
+    rebuild it from the dense architecture: ``load_structured(DIR, dense=...)``; a causal
+    LM with the input folder's tokenizer beside it)."""
     if kind in ("minilm", "bert"):
         from pruneopt.adapters.pruned_models import save_pruned
 
         return save_pruned(pruned, folder)
-    return Path(structured_saver()(st, result["removed"], folder, model=pruned))
+    from pruneopt.adapters.structured_models import save_structured
 
+    tokenizer = None
+    if kind == "causal_lm":
+        from transformers import AutoTokenizer
 
-def structured_saver():
-    """The saver of structurally pruned models of any kind (``save_structured(structure,
-    removed, folder, model=)``); ``ValueError`` when it is not available."""
-    try:
-        from pruneopt.adapters.structured_models import save_structured
-    except ImportError:
-        raise ValueError("--save-model for this kind of model needs "
-                         "pruneopt.adapters.structured_models.save_structured, which this "
-                         "install does not have; drop --save-model (the report lists the "
-                         "levels)") from None
-    return save_structured
+        tokenizer = AutoTokenizer.from_pretrained(str(source))
+    return Path(save_structured(st, result["removed"], folder, model=pruned,
+                                tokenizer=tokenizer))
 
 
 def _table(args) -> dict[str, Any]:
