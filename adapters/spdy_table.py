@@ -19,8 +19,8 @@ import numpy as np
 
 from pruneopt.adapters.bert_surgery import Unit
 from pruneopt.adapters.files import atomic_write
+from pruneopt.adapters.speedup_budget import SpeedupBudget
 from pruneopt.adapters.units import StructUnit
-from pruneopt.formulations.layer_budget import LayerBudget
 
 __all__ = ["SpdyTable", "unit_from_json", "unit_json"]
 
@@ -45,7 +45,7 @@ def unit_from_json(d: dict[str, Any]) -> StructUnit | Unit:
 
 
 @dataclass
-class SpdyTable:
+class SpdyTable(SpeedupBudget):
     """Timing and error database of a model's units.
 
     ``units``: :class:`~pruneopt.adapters.units.StructUnit` s of any model (a BERT table
@@ -66,61 +66,17 @@ class SpdyTable:
     dense_time: float = 0.0
     base_time: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
+    NO_ERRORS = "run error_database first"
+    ROW = "unit"
 
-    def budget(self, speedup: float) -> float:
-        """Unit-time budget in seconds for a speedup target: ``dense_time / speedup -
-        base_time``."""
-        speedup = float(speedup)
-        if not speedup >= 1.0:
-            raise ValueError(f"speedup must be >= 1, got {speedup}")
-        return self.dense_time / speedup - self.base_time
-
-    def max_speedup(self) -> float:
-        """The largest speedup the table allows (every unit at its fastest level)."""
-        least = self.base_time + sum(float(t.min()) for t in self.times)
-        return self.dense_time / least if least > 0 else float("inf")
-
-    def check_levels(self, levels: Sequence[int]) -> np.ndarray:
-        """``levels`` (one level index per unit) as an int64 array, or ``ValueError``."""
-        lv = np.asarray(levels)
-        if lv.shape != (len(self.units),):
-            raise ValueError(f"levels must have one entry per unit ({len(self.units)}), got "
-                             f"shape {lv.shape}")
-        if lv.size and not np.issubdtype(lv.dtype, np.integer):
-            if not (np.isfinite(lv.astype(float)).all() and (lv == np.round(lv)).all()):
-                raise ValueError("levels must be integer level indices")
-        lv = lv.astype(np.int64)
-        for i, (k, r) in enumerate(zip(lv, self.removed, strict=True)):
-            if not 0 <= k < r.size:
-                raise ValueError(f"{self.units[i].name}: level {k} is outside 0..{r.size - 1}")
-        return lv
+    @property
+    def layer_names(self) -> list[str]:
+        return [u.name for u in self.units]
 
     def removed_at(self, levels: Sequence[int]) -> list[int]:
         """Heads/neurons removed by every unit at ``levels`` (one level index per unit)."""
         lv = self.check_levels(levels)
         return [int(self.removed[i][k]) for i, k in enumerate(lv)]
-
-    def predicted_speedup(self, levels: Sequence[int]) -> float:
-        """The speedup the table predicts at ``levels``: ``dense_time / (base_time + sum of
-        the unit times)``."""
-        lv = self.check_levels(levels)
-        unit_time = sum(float(t[k]) for t, k in zip(self.times, lv, strict=True))
-        return self.dense_time / (self.base_time + unit_time)
-
-    def require_errors(self) -> list[np.ndarray]:
-        """The error database, or ``ValueError`` saying how to fill it."""
-        if self.errors is None:
-            raise ValueError("the table has no error database; run error_database first")
-        return self.errors
-
-    def problem(self, speedup: float, errors: Sequence[np.ndarray] | None = None) -> LayerBudget:
-        """The :class:`LayerBudget` for ``speedup`` (``errors`` default: the error database)."""
-        errs = errors if errors is not None else self.require_errors()
-        b = self.budget(speedup)
-        if b < sum(float(t.min()) for t in self.times):
-            raise ValueError(f"speedup {speedup:g} is out of reach: the table allows at most "
-                             f"{self.max_speedup():.3f}x (every unit at its smallest level)")
-        return LayerBudget(self.times, errs, b, names=[u.name for u in self.units])
 
     def to_json(self) -> dict[str, Any]:
         """The table as a JSON-ready dict (lists and numbers)."""

@@ -39,7 +39,6 @@ import io
 import json
 import math
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from pruneopt.adapters.files import atomic_write
-from pruneopt.formulations.layer_budget import LayerBudget
+from pruneopt.adapters.speedup_budget import SpeedupBudget
 
 __all__ = ["TimingTable", "from_unit_table", "read_spdy_timings", "read_timing_rows"]
 
@@ -61,7 +60,7 @@ def level_label(pattern: str, sparsity: float) -> str:
 
 
 @dataclass
-class TimingTable:
+class TimingTable(SpeedupBudget):
     """Per-layer levels ``(patterns[l][k], sparsities[l][k])`` and seconds ``times[l][k]``.
 
     ``errors[l][k]``: the error with only layer ``l`` at level ``k`` (None until known);
@@ -78,6 +77,7 @@ class TimingTable:
     base_time: float = 0.0
     errors: list[np.ndarray] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    NO_ERRORS = "pass errors= (one array per layer) or fill table.errors"
 
     def __post_init__(self) -> None:
         n = len(self.names)
@@ -129,55 +129,14 @@ class TimingTable:
     def n_layers(self) -> int:
         return len(self.names)
 
+    @property
+    def layer_names(self) -> list[str]:
+        return list(self.names)
+
     def labels(self, layer: int) -> list[str]:
         """The level labels of layer ``layer`` (:func:`level_label`)."""
         return [level_label(p, float(s))
                 for p, s in zip(self.patterns[layer], self.sparsities[layer], strict=True)]
-
-    def budget(self, speedup: float) -> float:
-        """Seconds of the prunable layers allowed at ``speedup``: ``T / speedup - T_out``."""
-        speedup = float(speedup)
-        if not (math.isfinite(speedup) and speedup > 0):
-            raise ValueError(f"speedup must be a positive number, got {speedup}")
-        return self.dense_time / speedup - self.base_time
-
-    def max_speedup(self) -> float:
-        """``T / (T_out + sum_l min_k t[l][k])``: every layer at its fastest level."""
-        return self.dense_time / (self.base_time + sum(float(t.min()) for t in self.times))
-
-    def predicted_speedup(self, levels: Sequence[int]) -> float:
-        """``T / (T_out + sum_l t[l][k_l])`` at ``levels`` (one level index per layer)."""
-        lv = self.check_levels(levels)
-        return self.dense_time / (self.base_time + sum(
-            float(t[k]) for t, k in zip(self.times, lv, strict=True)))
-
-    def check_levels(self, levels: Sequence[int]) -> np.ndarray:
-        """``levels`` as an int64 array, or ``ValueError`` (wrong length, out of range)."""
-        lv = np.asarray(levels)
-        if lv.shape != (self.n_layers,) or not np.all(lv == np.round(lv)):
-            raise ValueError(f"levels must be {self.n_layers} integer level indices, got shape "
-                             f"{lv.shape}")
-        lv = lv.astype(np.int64)
-        for i, k in enumerate(lv):
-            if not 0 <= k < self.times[i].size:
-                raise ValueError(f"{self.names[i]}: level {k} is outside "
-                                 f"0..{self.times[i].size - 1}")
-        return lv
-
-    def problem(self, speedup: float, errors: Sequence[Any] | None = None) -> LayerBudget:
-        """The :class:`LayerBudget` for ``speedup``: costs the times (seconds), errors
-        ``errors`` (default: the table's), budget :meth:`budget`. ``ValueError`` naming the
-        best reachable speedup when no choice of levels meets the target."""
-        errs = errors if errors is not None else self.errors
-        if errs is None:
-            raise ValueError("the table has no errors: pass errors= (one array per layer) or "
-                             "fill table.errors")
-        b = self.budget(speedup)
-        least = sum(float(t.min()) for t in self.times)
-        if b < least * (1 - 1e-12):
-            raise ValueError(f"speedup {float(speedup):g} is out of reach: the table allows at "
-                             f"most {self.max_speedup():.4f}x (every layer at its fastest level)")
-        return LayerBudget(self.times, errs, max(b, least), names=self.names)
 
     # -- JSON -----------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

@@ -34,14 +34,16 @@ def random_table(seed: int, L: int, scale: float = 1.0) -> TimingTable:
 
 
 def brute(table: TimingTable, speedup: float, allowed=None):
-    """(best error, levels) over every choice of levels within the budget."""
-    b = table.budget(speedup)
+    """(best error, levels) over every choice of levels within the budget (the
+    formulation's: its budget, up to its float tolerance of the cost scale)."""
+    p = table.problem(speedup)
+    b = p.budget + p.tolerance
     best = (np.inf, None)
     ranges = [[k for k, p in enumerate(ps) if allowed is None or p in allowed or p == "dense"]
               for ps in table.patterns]
     for lv in itertools.product(*ranges):
         t = sum(table.times[i][k] for i, k in enumerate(lv))
-        if t <= b * (1 + 1e-12):
+        if t <= b:
             e = sum(table.errors[i][k] for i, k in enumerate(lv))
             if e < best[0]:
                 best = (e, np.array(lv))
