@@ -56,7 +56,7 @@ from pruneopt.adapters.pattern_variants import (
     unit_linears,
     width_removed,
 )
-from pruneopt.adapters.spdy_timing import median_seconds, torch_threads
+from pruneopt.adapters.spdy_timing import capture_unit_inputs, median_seconds, torch_threads
 from pruneopt.adapters.timing_tables import TimingTable
 
 __all__ = ["FAMILIES", "apply_levels", "choose", "joint_levels", "joint_table",
@@ -102,25 +102,10 @@ def clone_tree(x: Any) -> Any:
 
 
 def capture_inputs(model: nn.Module, batches: Sequence[dict]) -> list[list[dict]]:
-    """Per block, per batch: ``{"attn": (args, kwargs), "ffn": tensor}`` (cloned)."""
-    bert = bert_of(model)
-    caps: list[list[dict]] = [[] for _ in bert.encoder.layer]
-    hooks = []
-    for i, blk in enumerate(bert.encoder.layer):
-        def pre_attn(_m, args, kwargs, i=i):
-            caps[i].append({"attn": (args, dict(kwargs))})
-
-        def pre_ffn(_m, args, i=i):
-            caps[i][-1]["ffn"] = args[0]
-        hooks.append(blk.attention.register_forward_pre_hook(pre_attn, with_kwargs=True))
-        hooks.append(blk.intermediate.register_forward_pre_hook(pre_ffn))
-    try:
-        with torch.no_grad():
-            for b in batches:
-                forward(model, b)
-    finally:
-        for h in hooks:
-            h.remove()
+    """Per block, per batch: ``{"attn": (args, kwargs), "ffn": tensor}``
+    (:func:`~pruneopt.adapters.spdy_timing.capture_unit_inputs`), cloned."""
+    with torch.no_grad():
+        caps = capture_unit_inputs(model, batches)
     return [[clone_tree(c) for c in blk] for blk in caps]
 
 

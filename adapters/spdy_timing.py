@@ -36,6 +36,7 @@ from pruneopt.adapters.spdy_table import SpdyTable
 from pruneopt.adapters.units import Structure
 
 __all__ = [
+    "capture_unit_inputs",
     "default_levels",
     "measure_speedup",
     "median_seconds",
@@ -104,7 +105,7 @@ def default_levels(unit: Any, ffn_keep: Sequence[float] | None = None) -> np.nda
     return unit.size - keep
 
 
-def _capture_unit_inputs(model: nn.Module, batches: Sequence[dict]) -> list[list[dict]]:
+def capture_unit_inputs(model: nn.Module, batches: Sequence[dict]) -> list[list[dict]]:
     """Per block, per batch: ``{"attn": (args, kwargs), "ffn": tensor}``, the inputs of the
     block's attention call and of its FFN."""
     bert = bert_of(model)
@@ -189,7 +190,7 @@ def _bert_times(model: nn.Module, units: Sequence[Any], removed: Sequence[np.nda
                 batches: Sequence[dict], repeats: int, bar: Any) -> list[np.ndarray]:
     """The BERT fast path: each pruned attention / FFN alone on the dense model's inputs."""
     bert = bert_of(model)
-    caps = _capture_unit_inputs(model, batches)
+    caps = capture_unit_inputs(model, batches)
     times = []
     for unit, r in zip(units, removed, strict=True):
         u = as_unit(unit)
