@@ -344,11 +344,17 @@ def choose(table: TimingTable, speedup: float, *, patterns: Iterable[str] | None
     return lv, sol
 
 
-def apply_levels(model: nn.Module, table: TimingTable, levels: Sequence[int]) -> nn.Module:
+def apply_levels(model: nn.Module, table: TimingTable, levels: Sequence[int], *,
+                 csr: bool | None = None) -> nn.Module:
     """A copy of ``model`` with every unit at its level ``levels[u]`` of ``table`` (widths
-    as smaller dense matrices, N:M and unstructured as zeroed weights); ``model`` is not
-    modified. ``ValueError`` if the table's layers are not the model's units."""
+    as smaller dense matrices, N:M as zeroed weights, unstructured as zeroed weights or, with
+    ``csr``, as :class:`~pruneopt.adapters.pattern_variants.CsrLinear` layers: the CSR
+    kernel the inference table timed them with). ``csr=None``: CSR when the table was
+    measured in ``"inference"`` mode (CSR has no backward here). ``model`` is not modified.
+    ``ValueError`` if the table's layers are not the model's units."""
     lv = table.check_levels(levels)
+    if csr is None:
+        csr = table.meta.get("mode") == "inference"
     units = {u.name: u for u in units_of(model)}
     missing = [n for n in table.names if n not in units]
     if missing:
@@ -364,5 +370,6 @@ def apply_levels(model: nn.Module, table: TimingTable, levels: Sequence[int]) ->
             table.sparsities[table.names.index(name)][k])
         if p != "dense":
             set_unit(bert.encoder.layer[u.block], u,
-                     level_modules(src.encoder.layer[u.block], u, p, s, mask_cache=cache))
+                     level_modules(src.encoder.layer[u.block], u, p, s, csr=csr,
+                                   mask_cache=cache))
     return out

@@ -188,6 +188,22 @@ def test_choice_applied_to_a_copy(tiny_bert):
         jp.apply_levels(model, table, [99, 0, 0, 0])
 
 
+def test_unstructured_choice_applied_as_csr_in_inference_mode(tiny_bert):
+    from pruneopt.adapters.pattern_variants import CsrLinear
+
+    model, batches = tiny_bert
+    table = jp.joint_table(model, batches, repeats=1, progress=False)  # inference mode
+    lv = [0, table.patterns[1].index("unstructured"), 0, 0]  # block0.ffn unstructured
+    csr = jp.apply_levels(model, table, lv)
+    dense = jp.apply_levels(model, table, lv, csr=False)
+    ffn = csr.encoder.layer[0]
+    assert isinstance(ffn.intermediate.dense, CsrLinear)
+    assert isinstance(ffn.output.dense, CsrLinear)
+    assert not isinstance(dense.encoder.layer[0].intermediate.dense, CsrLinear)
+    torch.testing.assert_close(embed(csr, batches), embed(dense, batches), rtol=1e-5,
+                               atol=1e-5)
+
+
 def test_csr_level_computes_what_the_zeroed_weights_compute(tiny_bert):
     from pruneopt.adapters.bert_surgery import units_of
     from pruneopt.adapters.pattern_variants import CsrLinear, level_modules
