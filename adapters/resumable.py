@@ -26,7 +26,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pruneopt.adapters.files import pid_alive
+from pruneopt.adapters.files import atomic_write, pid_alive
 from pruneopt.adapters.streaming import StagedOutput, read_header, remove_stale_stages
 
 __all__ = ["ResumableStage", "job_key"]
@@ -116,9 +116,6 @@ class ResumableStage(StagedOutput):
 
     def _save(self) -> None:
         """``resume.json`` replaced atomically (a kill leaves the old or the new one)."""
-        tmp = self.stage / f".{MANIFEST}.tmp"
-        tmp.write_text(json.dumps({"key": self.key, "done": self.done}))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, self.stage / MANIFEST)
+        data = json.dumps({"key": self.key, "done": self.done}).encode()
+        atomic_write(self.stage / MANIFEST, lambda f: f.write(data))
 

@@ -13,11 +13,11 @@ Results are the same whichever executor runs them (each task is deterministic gi
 item). A task that raises makes the whole call raise that error (remaining tasks are
 cancelled); a worker that dies is a :class:`WorkerDied` (a ``RuntimeError``) naming the
 item's position (Ray tasks are not retried: a task that kills its worker would kill the next
-one too). Nothing is
-returned partially, so a caller that writes files writes them only after ``map_tasks``
-returns. The progress bar (``progress=True``) advances as each task finishes, whichever
-worker ran it. An ``address`` that does not answer within :data:`CONNECT_SECONDS` is a
-``ValueError`` before Ray is started (Ray itself would wait about a minute).
+one too). Nothing is returned partially, so a caller that writes files writes them only
+after ``map_tasks`` returns. The progress bar (``progress=True``) advances as each task
+finishes, whichever worker ran it. An ``address`` that does not answer within
+:data:`CONNECT_SECONDS` is a ``ValueError`` before Ray is started (Ray itself would wait
+about a minute).
 
 ``with executor_session(executor, workers, address):`` keeps one pool of processes or one
 Ray session for every ``map_tasks`` call inside it (a job of many stages or windows pays the
@@ -101,9 +101,7 @@ def executor_session(executor: str | None, workers: int | None = None,
     if executor is None:
         yield
     elif executor == "processes":
-        ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=workers or default_workers(),
-                                    mp_context=ctx) as pool:
+        with spawn_pool(workers or default_workers()) as pool:
             SESSION_POOLS.append(pool)
             try:
                 yield
@@ -145,9 +143,14 @@ def process_pool(workers: int, tasks: int) -> Iterator[cf.ProcessPoolExecutor]:
     if SESSION_POOLS:
         yield SESSION_POOLS[-1]
         return
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=min(workers, tasks), mp_context=ctx) as pool:
+    with spawn_pool(min(workers, tasks)) as pool:
         yield pool
+
+
+def spawn_pool(workers: int) -> cf.ProcessPoolExecutor:
+    """A pool of ``workers`` processes started with ``spawn`` (safe beside torch's threads)."""
+    return cf.ProcessPoolExecutor(max_workers=workers,
+                                  mp_context=multiprocessing.get_context("spawn"))
 
 
 def _in_processes(fn, items: Sequence[Any], workers: int, progress: bool,
